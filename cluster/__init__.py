@@ -1,0 +1,1 @@
+"""Cluster views: node clients, discovery, fan-out and the cluster pages."""

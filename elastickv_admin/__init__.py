@@ -1,0 +1,1 @@
+"""elastickv-admin: the operator portal for elastickv clusters."""

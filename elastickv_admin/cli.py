@@ -1,0 +1,190 @@
+"""`elastickv-admin`: the portal's command line.
+
+    elastickv-admin serve --nodes 10.0.0.1:50051 --nodeTokenFile /etc/ekv/token
+    elastickv-admin demo
+
+Flags are the same knobs as elastickv's own admin binary. They are turned into
+the environment variables settings.py reads, so flags and environment are one
+path into the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# flag -> environment variable settings.py reads
+FLAG_ENV = {
+    "nodes": "ELASTICKV_ADMIN_NODES",
+    "nodeTokenFile": "ELASTICKV_ADMIN_NODE_TOKEN_FILE",
+    "nodesRefreshInterval": "ELASTICKV_ADMIN_NODES_REFRESH_INTERVAL",
+    "maxDiscoveredNodes": "ELASTICKV_ADMIN_MAX_DISCOVERED_NODES",
+    "nodeTLSCACertFile": "ELASTICKV_ADMIN_NODE_TLS_CA_CERT_FILE",
+    "nodeTLSServerName": "ELASTICKV_ADMIN_NODE_TLS_SERVER_NAME",
+    "dataDir": "ELASTICKV_ADMIN_DATA_DIR",
+}
+BOOL_FLAG_ENV = {
+    "adminInsecureNoAuth": "ELASTICKV_ADMIN_INSECURE_NO_AUTH",
+    "nodeTLSInsecureSkipVerify": "ELASTICKV_ADMIN_NODE_TLS_INSECURE_SKIP_VERIFY",
+}
+DEFAULT_BIND = "127.0.0.1:8000"
+
+
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bindAddr",
+        default=os.environ.get("ELASTICKV_ADMIN_BIND_ADDR", DEFAULT_BIND),
+        help="host:port to listen on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dataDir", help="where the SQLite database and collected static files live"
+    )
+    parser.add_argument(
+        "--proxyHeaders",
+        action="store_true",
+        help="trust X-Forwarded-For/Proto from a reverse proxy in front",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elastickv-admin", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate the database and serve the portal with daphne")
+    serve.add_argument("--nodes", help="comma-separated seed gRPC addresses (host:port)")
+    serve.add_argument(
+        "--nodeTokenFile", help="file holding the bearer token for the nodes' Admin service"
+    )
+    serve.add_argument(
+        "--adminInsecureNoAuth",
+        action="store_true",
+        help="send no token to nodes (development only)",
+    )
+    serve.add_argument("--nodesRefreshInterval", help="membership cache lifetime, e.g. 15s")
+    serve.add_argument("--maxDiscoveredNodes", help="cap on discovered nodes (default 512)")
+    serve.add_argument(
+        "--nodeTLSCACertFile", help="CA bundle for a TLS-terminating proxy in front of nodes"
+    )
+    serve.add_argument("--nodeTLSServerName", help="TLS server name to verify for nodes")
+    serve.add_argument(
+        "--nodeTLSInsecureSkipVerify",
+        action="store_true",
+        help="use TLS to nodes but do not verify certificates",
+    )
+    _add_serve_flags(serve)
+
+    demo = sub.add_parser("demo", help="run a local 3-node devcluster and the portal wired to it")
+    _add_serve_flags(demo)
+    demo.add_argument("--clusterNodes", type=int, default=3, help="devcluster size (default 3)")
+    demo.add_argument(
+        "--clusterBasePort",
+        type=int,
+        default=0,
+        help="first gRPC port of the devcluster (default: free ports)",
+    )
+    demo.add_argument("--step", default="2s", help="devcluster KeyViz step (default 2s)")
+    demo.add_argument("--profile", choices=("design", "upstream"), default="design")
+    return parser
+
+
+def _apply_flags(args: argparse.Namespace) -> None:
+    for flag, env in FLAG_ENV.items():
+        value = getattr(args, flag, None)
+        if value:
+            os.environ[env] = str(value)
+    for flag, env in BOOL_FLAG_ENV.items():
+        if getattr(args, flag, False):
+            os.environ[env] = "true"
+
+
+def _split_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"--bindAddr must be host:port, got {bind!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def prepare() -> None:
+    """Set Django up, refuse to start on configuration errors, migrate, collect static."""
+    import django
+    from django.core.management import call_command
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "elastickv_admin.settings")
+    django.setup()
+    call_command("check", fail_level="ERROR")
+    call_command("migrate", interactive=False, verbosity=0)
+    from django.conf import settings
+
+    if not settings.SERVESTATIC_USE_FINDERS:
+        call_command("collectstatic", interactive=False, verbosity=0)
+
+
+def run_daphne(bind: str, *, proxy_headers: bool) -> None:
+    from daphne.cli import CommandLineInterface
+
+    host, port = _split_bind(bind)
+    argv = ["-b", host, "-p", str(port), "--access-log", os.devnull]
+    if proxy_headers:
+        argv.append("--proxy-headers")
+    argv.append("elastickv_admin.asgi:application")
+    CommandLineInterface().run(argv)
+
+
+def serve(args: argparse.Namespace) -> None:
+    _apply_flags(args)
+    prepare()
+    run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
+
+
+def demo(args: argparse.Namespace) -> None:
+    from devcluster import DevCluster
+    from elastickv_admin.env import parse_duration
+
+    data_dir = Path(args.dataDir or Path.cwd() / "var" / "demo").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file = data_dir / "node-token"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        token_file.chmod(0o600)
+    token = token_file.read_text(encoding="utf-8").strip()
+
+    cluster = DevCluster(
+        nodes=args.clusterNodes,
+        profile=args.profile,
+        step_ms=int(parse_duration(args.step) * 1000),
+        token=token,
+        base_port=args.clusterBasePort,
+        timers=True,
+        workload_rate=400.0,
+    )
+    cluster.start()
+    os.environ["ELASTICKV_ADMIN_DEMO"] = "true"
+    os.environ["ELASTICKV_ADMIN_DATA_DIR"] = str(data_dir)
+    os.environ["ELASTICKV_ADMIN_NODES"] = ",".join(node.address for node in cluster.nodes)
+    os.environ["ELASTICKV_ADMIN_NODE_TOKEN_FILE"] = str(token_file)
+    for node in cluster.nodes:
+        print(f"devcluster node {node.node_id} {node.address}", flush=True)
+    try:
+        prepare()
+        print(
+            f"portal: http://{args.bindAddr}/  (data in {data_dir}; Ctrl-C stops both)", flush=True
+        )
+        run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
+    finally:
+        cluster.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    # daphne handles SIGINT itself; SIGTERM should end the process the same way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    {"serve": serve, "demo": demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

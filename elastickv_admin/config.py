@@ -1,0 +1,41 @@
+"""The portal's own knobs for talking to nodes, as one typed value.
+
+settings.py builds it from the environment (via env.py); services read it with
+``portal_config()`` so no service touches os.environ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_RPC_TIMEOUT_S = 5.0
+DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+WRITES_MERGE_POLICIES = ("design", "sum")
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    seeds: tuple[str, ...] = ()
+    node_token_file: str | None = None
+    insecure_no_auth: bool = False
+    refresh_interval_s: float = 15.0
+    max_discovered_nodes: int = 512
+    tls_ca_cert_file: str | None = None
+    tls_server_name: str | None = None
+    tls_insecure_skip_verify: bool = False
+    rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    # How per-node write counts combine (DESIGN.md "KeyViz merge" step 4).
+    writes_merge: str = "design"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca_cert_file or self.tls_server_name or self.tls_insecure_skip_verify)
+
+
+def portal_config() -> PortalConfig:
+    from django.conf import settings
+
+    config: PortalConfig = settings.ELASTICKV_ADMIN
+    return config

@@ -1,0 +1,1 @@
+"""Key Visualizer: matrix fetch, merge, budgets, live stream and the heatmap."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KeyvizConfig(AppConfig):
+    name = "keyviz"
+    verbose_name = "Key Visualizer"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs what it needs, starts private
+# PostgreSQL and Redis instances on free ports in a temporary directory, runs
+# ruff, mypy and every test tier (unit, gRPC integration, PostgreSQL + Redis,
+# browser), and removes the instances afterwards. Extra arguments go to pytest.
+# Under CI=true a skipped tier is a failure (see tests/conftest.py).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_venv dev
+ensure_debian_packages postgresql || log "PostgreSQL unavailable: the services tier will not run"
+ensure_debian_packages redis-server || log "Redis unavailable: the services tier will not run"
+ensure_debian_packages chromium fonts-dejavu-core || log "Chromium unavailable: the browser tier will not run"
+
+WORK="$(mktemp -d /tmp/ekv-admin-test.XXXXXX)"
+chmod 755 "$WORK"
+PG_CTL="" PGDATA="$WORK/pg" REDIS_PID="$WORK/redis.pid"
+cleanup() {
+  [ -n "$PG_CTL" ] && as_pg "$PG_CTL" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
+  [ -f "$REDIS_PID" ] && kill "$(cat "$REDIS_PID")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# initdb refuses to run as root: run the server as the postgres user then.
+as_pg() {
+  if [ "$(id -u)" = "0" ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  [ -x "$bin/initdb" ] || bin="$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/x)")"
+  [ -x "$bin/initdb" ] || return 1
+  if [ "$(id -u)" = "0" ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --no-create-home postgres
+  fi
+  mkdir -p "$PGDATA" && [ "$(id -u)" = "0" ] && chown postgres "$PGDATA" "$WORK"
+  local port; port="$(free_port)"
+  as_pg "$bin/initdb" -D "$PGDATA" -U ekv --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1 || return 1
+  as_pg "$bin/pg_ctl" -D "$PGDATA" -l "$WORK/pg.log" -w \
+    -o "-p $port -k $WORK -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
+    start >/dev/null || return 1
+  PG_CTL="$bin/pg_ctl"
+  "$bin/psql" -q -h 127.0.0.1 -p "$port" -U ekv -d postgres -c "CREATE DATABASE ekv_admin" >/dev/null
+  export ELASTICKV_ADMIN_TEST_POSTGRES_URL="postgres://ekv@127.0.0.1:$port/ekv_admin"
+  log "PostgreSQL on 127.0.0.1:$port"
+}
+
+start_redis() {
+  command -v redis-server >/dev/null 2>&1 || return 1
+  local port; port="$(free_port)"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --pidfile "$REDIS_PID" --logfile "$WORK/redis.log" --dir "$WORK" >/dev/null || return 1
+  for _ in $(seq 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  export ELASTICKV_ADMIN_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+  log "Redis on 127.0.0.1:$port"
+}
+
+start_postgres || log "could not start PostgreSQL (see $WORK/initdb.log, $WORK/pg.log)"
+start_redis || log "could not start Redis"
+[ -x /usr/bin/chromium ] && export ELASTICKV_ADMIN_TEST_CHROMIUM=/usr/bin/chromium
+
+status=0
+log "ruff"
+"$VENV/bin/ruff" check . || status=1
+"$VENV/bin/ruff" format --check . || status=1
+log "mypy"
+"$VENV/bin/mypy" . || status=1
+
+# pytest exits 5 when it ran nothing: for a tier that is a failure, not a pass.
+run_tier() {
+  local name="$1"; shift
+  log "pytest: $name"
+  local rc=0
+  "$VENV/bin/pytest" "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    [ "$rc" -eq 5 ] && log "tier '$name' collected no tests"
+    status=1
+  fi
+}
+
+# Unit, gRPC integration and browser tiers on the embedded SQLite default.
+run_tier "unit + integration + browser (SQLite)" -m "not services" "$@"
+# The same settings code on real PostgreSQL and Redis.
+DATABASE_URL="${ELASTICKV_ADMIN_TEST_POSTGRES_URL:-}" REDIS_URL="${ELASTICKV_ADMIN_TEST_REDIS_URL:-}" \
+  run_tier "services (PostgreSQL + Redis)" -m services "$@"
+
+if [ "$status" -eq 0 ]; then log "all checks passed"; else log "FAILED"; fi
+exit "$status"

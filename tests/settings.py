@@ -1,0 +1,15 @@
+"""Settings for pytest: the production settings module with test defaults.
+
+Only defaults are set here, so the services tier can point DATABASE_URL and
+REDIS_URL at real PostgreSQL and Redis and still use the same settings code.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
+os.environ.setdefault("ELASTICKV_ADMIN_DATA_DIR", tempfile.mkdtemp(prefix="ekv-admin-test-"))
+os.environ.setdefault("ELASTICKV_ADMIN_STATIC_FINDERS", "true")
+os.environ.setdefault("ELASTICKV_ADMIN_INSECURE_NO_AUTH", "true")
+
+from elastickv_admin.settings import *  # noqa: F403

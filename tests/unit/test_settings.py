@@ -1,0 +1,152 @@
+"""Settings come from the environment and fail loudly on bad values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from elastickv_admin import env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRINT_SETTINGS = """
+import json
+from django.conf import settings
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "engine": db["ENGINE"], "name": str(db["NAME"]), "options": db.get("OPTIONS", {}),
+    "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"],
+    "debug": settings.DEBUG, "secret_len": len(settings.SECRET_KEY),
+    "seeds": list(settings.ELASTICKV_ADMIN.seeds),
+    "refresh": settings.ELASTICKV_ADMIN.refresh_interval_s,
+}))
+"""
+
+
+def load_settings(tmp_path: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """Import the production settings module in a fresh interpreter."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ELASTICKV_ADMIN", "SECRET_KEY"))
+    }
+    environ.pop("DATABASE_URL", None)
+    environ.pop("REDIS_URL", None)
+    environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "elastickv_admin.settings",
+            "ELASTICKV_ADMIN_DATA_DIR": str(tmp_path),
+        }
+    )
+    environ.update(overrides)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + PRINT_SETTINGS],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_secret_key_is_a_startup_error_outside_the_demo(tmp_path):
+    result = load_settings(tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+    assert not (tmp_path / "demo-secret-key").exists()
+
+
+def test_demo_generates_a_secret_key_into_the_data_directory_and_reuses_it(tmp_path):
+    first = load_settings(tmp_path, ELASTICKV_ADMIN_DEMO="true")
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "demo-secret-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text()
+    assert load_settings(tmp_path, ELASTICKV_ADMIN_DEMO="true").returncode == 0
+    assert key_file.read_text() == key
+
+
+def test_secret_key_file_is_read_and_an_empty_file_is_refused(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("  s3cret-from-file-0123456789  \n")
+    ok = load_settings(tmp_path, SECRET_KEY_FILE=str(secret))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["secret_len"] == len("s3cret-from-file-0123456789")
+    secret.write_text("\n")
+    empty = load_settings(tmp_path, SECRET_KEY_FILE=str(secret))
+    assert "is empty" in empty.stderr
+
+
+def test_default_database_is_sqlite_with_wal_and_immediate_transactions(tmp_path):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40)
+    got = json.loads(result.stdout)
+    assert got["engine"] == "django.db.backends.sqlite3"
+    assert got["name"] == str(tmp_path / "portal.sqlite3")
+    assert got["options"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in got["options"]["init_command"]
+    assert got["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert got["debug"] is False
+
+
+def test_database_url_and_redis_url_switch_backends(tmp_path):
+    result = load_settings(
+        tmp_path,
+        SECRET_KEY="k" * 40,
+        DATABASE_URL="postgres://u:p@db.example:5433/portal",
+        REDIS_URL="redis://127.0.0.1:6390/0",
+    )
+    got = json.loads(result.stdout)
+    assert got["engine"] == "django.db.backends.postgresql"
+    assert got["name"] == "portal"
+    assert got["layer"] == "channels_redis.core.RedisChannelLayer"
+
+
+def test_bad_boolean_names_the_variable(tmp_path):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40, DEBUG="maybe")
+    assert "DEBUG must be true or false, got 'maybe'" in result.stderr
+
+
+def test_bad_refresh_interval_names_the_variable(tmp_path):
+    result = load_settings(
+        tmp_path, SECRET_KEY="k" * 40, ELASTICKV_ADMIN_NODES_REFRESH_INTERVAL="soon"
+    )
+    assert "ELASTICKV_ADMIN_NODES_REFRESH_INTERVAL" in result.stderr
+    assert "not a duration" in result.stderr
+
+
+def test_nodes_and_refresh_interval_are_read(tmp_path):
+    result = load_settings(
+        tmp_path,
+        SECRET_KEY="k" * 40,
+        ELASTICKV_ADMIN_NODES="10.0.0.1:50051, 10.0.0.2:50051",
+        ELASTICKV_ADMIN_NODES_REFRESH_INTERVAL="30s",
+    )
+    got = json.loads(result.stdout)
+    assert got["seeds"] == ["10.0.0.1:50051", "10.0.0.2:50051"]
+    assert got["refresh"] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("7", 7.0)]
+)
+def test_durations_accept_units(raw, seconds):
+    assert env.parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "-1s", "5 minutes", "s"])
+def test_durations_reject_nonsense(raw):
+    with pytest.raises(ValueError, match="not a duration"):
+        env.parse_duration(raw)
+
+
+def test_env_int_enforces_minimum(monkeypatch):
+    monkeypatch.setenv("X_TEST_INT", "0")
+    with pytest.raises(ImproperlyConfigured, match="X_TEST_INT must be at least 1"):
+        env.env_int("X_TEST_INT", 5, minimum=1)
+    monkeypatch.setenv("X_TEST_INT", "ten")
+    with pytest.raises(ImproperlyConfigured, match="must be a whole number"):
+        env.env_int("X_TEST_INT", 5)
