@@ -7,7 +7,6 @@ other than the real_node tier (which needs ELASTICKV_BIN) fails the run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -24,10 +23,7 @@ import pytest
 
 from tests.helpers import require
 
-# TEMPORARY until devcluster lands
-pytest_plugins = (
-    ["devcluster.pytest_plugin"] if importlib.util.find_spec("devcluster.pytest_plugin") else []
-)
+pytest_plugins = ["devcluster.pytest_plugin"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ELASTICKV_ADMIN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
