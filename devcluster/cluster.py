@@ -224,6 +224,14 @@ class DevCluster:
             return ()
         return (("authorization", f"Bearer {token_file.token()}"),)
 
+    def rpc_counts(self, node_id: str) -> dict[str, int]:
+        """Calls `node_id` has received per method (any outcome) since start or the last reset."""
+        return self._server(node_id).call_counts()
+
+    def reset_rpc_counts(self) -> None:
+        for node in self.nodes:
+            self._server(node.node_id).call_counts(reset=True)
+
     def subscriber_count(self, node_id: str) -> int:
         with self._lock:
             return len(self._sim.node(node_id).subscribers)

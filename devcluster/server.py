@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableSequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ class NodeServer:
         # A real node started with neither flag does not register Admin at all.
         self.admin_registered = token_file is not None or insecure_no_auth
         self.fault: Fault | None = None
+        # Incoming calls per method, so tests can assert how often the portal asks.
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
         self._started = False
@@ -176,6 +180,8 @@ class NodeServer:
 
     def guard(self, method: str, context: grpc.ServicerContext, *, admin: bool) -> Fault | None:
         """Apply delay and error faults, then (Admin only) authenticate. Returns the fault."""
+        with self._calls_lock:
+            self.calls[method] += 1
         fault = self.fault if self.fault is not None and self.fault.applies(method) else None
         if fault is not None:
             if fault.delay_s > 0:
@@ -203,6 +209,13 @@ class NodeServer:
 
     def node(self) -> SimNode:
         return self.sim.node(self.node_id)
+
+    def call_counts(self, *, reset: bool = False) -> dict[str, int]:
+        with self._calls_lock:
+            counts = dict(self.calls)
+            if reset:
+                self.calls.clear()
+            return counts
 
 
 def _now_ms() -> int:

@@ -1,0 +1,346 @@
+"""The one node client: every gRPC call the portal makes to a node goes through here.
+
+- One channel per node address and event loop (grpc.aio objects belong to the
+  loop that created them; daphne, the tests and async_to_sync each run their own).
+- Every call has a deadline; responses are capped in size.
+- Admin calls carry the bearer token; on UNAUTHENTICATED the other token of a
+  rotation is tried, and the one that worked is remembered per node.
+- UNIMPLEMENTED and UNAVAILABLE are remembered per node and method for a short
+  while, so a node that lacks a method is not asked again on every page load.
+- Failures become NodeError with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from cluster.tokens import NodeToken, NodeTokenStore, read_token_file
+from elastickv_admin.config import PortalConfig, portal_config
+from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
+
+ADMIN_METHODS = (
+    "GetClusterOverview",
+    "GetRaftGroups",
+    "GetAdapterSummary",
+    "GetKeyVizMatrix",
+    "GetRouteDetail",
+)
+DISTRIBUTION_METHODS = ("ListRoutes",)
+REQUESTS: dict[str, Callable[[], Message]] = {
+    "GetClusterOverview": admin_pb2.GetClusterOverviewRequest,
+    "GetRaftGroups": admin_pb2.GetRaftGroupsRequest,
+    "GetAdapterSummary": admin_pb2.GetAdapterSummaryRequest,
+    "ListRoutes": distribution_pb2.ListRoutesRequest,
+}
+# How long a node's "I don't have that" is believed.
+UNIMPLEMENTED_TTL_S = 60.0
+UNAVAILABLE_TTL_S = 3.0
+# After a stream's headers, how long an error may take to follow before the stream counts
+# as open.
+STREAM_PROBE_GRACE_S = 0.2
+
+
+class NodeError(Exception):
+    """A failed node call. ``code`` is a gRPC status name or one of ours
+    (OVERSIZED, MALFORMED); ``message`` says what happened and what to check."""
+
+    def __init__(self, code: str, message: str, *, cached: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.cached = cached
+
+    @property
+    def unsupported(self) -> bool:
+        return self.code == "UNIMPLEMENTED"
+
+
+@dataclass
+class _Remembered:
+    error: NodeError
+    until: float
+
+
+class _Channel:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.admin = admin_pb2_grpc.AdminStub(channel)
+        self.distribution = distribution_pb2_grpc.DistributionStub(channel)
+
+
+def _tls(
+    config: PortalConfig, address: str
+) -> tuple[grpc.ChannelCredentials, list[tuple[str, str]]]:
+    """Channel credentials and name-override options for a TLS-terminating proxy."""
+    if config.tls_insecure_skip_verify:
+        # grpc has no "don't verify" switch: trust exactly the certificate the
+        # endpoint presents now, under whatever name it carries.
+        host, _, port = address.rpartition(":")
+        pem = ssl.get_server_certificate(
+            (host.strip("[]"), int(port)), timeout=config.rpc_timeout_s
+        )
+        name = config.tls_server_name or _certificate_name(pem.encode())
+        options = [("grpc.ssl_target_name_override", name)] if name else []
+        return grpc.ssl_channel_credentials(root_certificates=pem.encode()), options
+    root = None
+    if config.tls_ca_cert_file:
+        with open(config.tls_ca_cert_file, "rb") as fh:
+            root = fh.read()
+    options = (
+        [("grpc.ssl_target_name_override", config.tls_server_name)]
+        if config.tls_server_name
+        else []
+    )
+    return grpc.ssl_channel_credentials(root_certificates=root), options
+
+
+def _certificate_name(pem: bytes) -> str | None:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = names.get_values_for_type(x509.DNSName)
+        if dns:
+            return str(dns[0])
+    except x509.ExtensionNotFound:
+        pass
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cn[0].value) if cn else None
+
+
+class NodeClient:
+    """Calls nodes. One instance serves the whole process (see ``node_client()``)."""
+
+    def __init__(self, config: PortalConfig, tokens: NodeTokenStore) -> None:
+        self.config = config
+        self.tokens = tokens
+        self._lock = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Channel]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._remembered: dict[tuple[str, str], _Remembered] = {}
+
+    # -- channels -------------------------------------------------------------------------
+
+    def _options(self) -> list[tuple[str, Any]]:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", self.config.max_receive_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.enable_retries", 0),
+            # A dead node should fail fast, not sit in exponential reconnect backoff.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.min_reconnect_backoff_ms", 200),
+        ]
+        return options
+
+    def _channel(self, address: str) -> _Channel:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            channels = self._loops.setdefault(loop, {})
+            existing = channels.get(address)
+            if existing is not None:
+                return existing
+        options = self._options()
+        if self.config.tls:
+            creds, name_options = _tls(self.config, address)
+            channel = grpc.aio.secure_channel(address, creds, options=options + name_options)
+        else:
+            channel = grpc.aio.insecure_channel(address, options=options)
+        created = _Channel(channel)
+        with self._lock:
+            return self._loops[loop].setdefault(address, created)
+
+    async def close(self) -> None:
+        """Close this loop's channels (shutdown, tests)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            channels = self._loops.pop(loop, {})
+        for ch in channels.values():
+            await ch.channel.close(None)
+
+    # -- remembered failures ----------------------------------------------------------------
+
+    def _recall(self, address: str, method: str) -> NodeError | None:
+        with self._lock:
+            memo = self._remembered.get((address, method))
+            if memo is None:
+                return None
+            if memo.until < time.monotonic():
+                del self._remembered[(address, method)]
+                return None
+            return NodeError(memo.error.code, memo.error.message, cached=True)
+
+    def _remember(self, address: str, method: str, error: NodeError) -> None:
+        ttl = {"UNIMPLEMENTED": UNIMPLEMENTED_TTL_S, "UNAVAILABLE": UNAVAILABLE_TTL_S}.get(
+            error.code
+        )
+        if ttl:
+            with self._lock:
+                self._remembered[(address, method)] = _Remembered(error, time.monotonic() + ttl)
+
+    def forget(self, address: str | None = None) -> None:
+        """Drop remembered failures (all, or one node's), e.g. after a token change."""
+        with self._lock:
+            for key in [k for k in self._remembered if address is None or k[0] == address]:
+                del self._remembered[key]
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        address: str,
+        method: str,
+        request: Message | None = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> Any:
+        """One unary call. Returns the decoded response or raises NodeError."""
+        recalled = self._recall(address, method)
+        if recalled is not None:
+            raise recalled
+        timeout = self.config.rpc_timeout_s if deadline_s is None else deadline_s
+        if request is None:
+            request = REQUESTS[method]()
+        ch = self._channel(address)
+        if method in DISTRIBUTION_METHODS:
+            # Distribution is not token-gated on real nodes.
+            rpc = getattr(ch.distribution, method)
+            attempts: list[NodeToken | None] = [None]
+        else:
+            rpc = getattr(ch.admin, method)
+            attempts = list(self.tokens.candidates(address)) or [None]
+        for index, token in enumerate(attempts):
+            metadata = token.metadata() if token else ()
+            try:
+                response = await rpc(request, timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                more = index + 1 < len(attempts)
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and more:
+                    continue
+                error = classify(exc, method, timeout, self.config.max_receive_bytes)
+                self._remember(address, method, error)
+                raise error from None
+            if token is not None:
+                self.tokens.accepted(address, token.label)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def probe_stream(
+        self, address: str, method: str, request: Message, *, deadline_s: float
+    ) -> None:
+        """Learn whether a node serves a server-streaming Admin method, without reading it.
+
+        Returns when the stream opened (still running a moment after its headers, or open
+        until the deadline); raises NodeError when the node ended the call with an error
+        (UNIMPLEMENTED: not supported). The stream is always cancelled.
+        """
+        recalled = self._recall(address, method)
+        if recalled is not None:
+            raise recalled
+        rpc = getattr(self._channel(address).admin, method)
+        attempts: list[NodeToken | None] = list(self.tokens.candidates(address)) or [None]
+        for index, token in enumerate(attempts):
+            call = rpc(request, timeout=deadline_s, metadata=token.metadata() if token else ())
+            try:
+                initial = await call.initial_metadata()
+                try:
+                    # Some servers send headers before the handler refuses the call.
+                    code = await asyncio.wait_for(
+                        asyncio.shield(call.code()), min(STREAM_PROBE_GRACE_S, deadline_s)
+                    )
+                except TimeoutError:
+                    code = grpc.StatusCode.OK  # still open: the stream is served
+                if code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    if token is not None:
+                        self.tokens.accepted(address, token.label)
+                    return
+                if code == grpc.StatusCode.UNAUTHENTICATED and index + 1 < len(attempts):
+                    continue
+                exc = grpc.aio.AioRpcError(
+                    code, initial, await call.trailing_metadata(), await call.details(), None
+                )
+                error = classify(exc, method, deadline_s, self.config.max_receive_bytes)
+                self._remember(address, method, error)
+                raise error
+            finally:
+                call.cancel()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+_SERVER_GONE = (
+    "failed to connect",
+    "connection refused",
+    "socket closed",
+    "connect failed",
+    "dns resolution failed",
+    "connection reset",
+    "no route to host",
+)
+
+
+def classify(exc: grpc.aio.AioRpcError, method: str, timeout: float, cap: int) -> NodeError:
+    """A gRPC failure as an operator-facing NodeError."""
+    code = exc.code()
+    details = (exc.details() or "").strip()
+    lowered = details.lower()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return NodeError("DEADLINE_EXCEEDED", f"no answer to {method} within {timeout:g} s")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if any(marker in lowered for marker in _SERVER_GONE) or not details:
+            return NodeError("UNAVAILABLE", f"unreachable: {details or 'connection failed'}")
+        if method == "GetKeyVizMatrix":
+            return NodeError("UNAVAILABLE", f"KeyViz disabled on this node ({details})")
+        return NodeError("UNAVAILABLE", f"unavailable: {details}")
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return NodeError("UNIMPLEMENTED", f"{method} is not supported by this node")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return NodeError("UNAUTHENTICATED", f"the node rejected the portal's token ({details})")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in lowered:
+        return NodeError(
+            "OVERSIZED",
+            f"{method} response is larger than the {cap // (1024 * 1024)} MiB cap "
+            f"(ELASTICKV_ADMIN_MAX_RECEIVE_BYTES)",
+        )
+    if code == grpc.StatusCode.INTERNAL and "deserializ" in lowered:
+        return NodeError("MALFORMED", f"{method} response could not be decoded")
+    return NodeError(code.name, f"{method} failed: {code.name} {details}".rstrip())
+
+
+_client: NodeClient | None = None
+_client_lock = threading.Lock()
+
+
+def token_store_from_config(config: PortalConfig) -> NodeTokenStore:
+    if config.insecure_no_auth or not config.node_token_file:
+        return NodeTokenStore(None)
+    return NodeTokenStore(read_token_file(config.node_token_file))
+
+
+def node_client() -> NodeClient:
+    """The process-wide client, built from the settings on first use."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            config = portal_config()
+            _client = NodeClient(config, token_store_from_config(config))
+        return _client
+
+
+def reset_node_client() -> None:
+    """Forget the process-wide client (tests that change settings)."""
+    global _client
+    with _client_lock:
+        _client = None

@@ -1,0 +1,142 @@
+"""Cluster membership from the seed addresses (DESIGN.md "Talking to nodes").
+
+Ask the seeds, in order, for GetClusterOverview until one answers; the nodes
+are that node plus its members, deduplicated by node id then address and
+capped. The answer is cached for the refresh interval with one refresh in
+flight at a time; when no seed answers, the seeds themselves are the nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cluster.client import NodeClient, NodeError, node_client
+from cluster.fanout import Node
+from elastickv_admin.config import portal_config
+from proto import admin_pb2
+
+# Retry the seeds sooner when none answered: the cluster may just be starting.
+FALLBACK_TTL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Membership:
+    nodes: tuple[Node, ...]
+    source: str  # the seed that answered, or "" when falling back to the seeds
+    truncated: int = 0  # nodes left out by the cap
+    seed_errors: dict[str, str] = field(default_factory=dict)
+    expires_at: float = 0.0
+
+
+def _reachable_address(advertised: str, dialed: str) -> str:
+    """A member's advertised address, with a wildcard host replaced by the seed's host."""
+    host, sep, port = advertised.rpartition(":")
+    if not sep:
+        return advertised
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - recognising, not binding
+        return f"{dialed.rpartition(':')[0]}:{port}"
+    return advertised
+
+
+def members_from_overview(
+    response: admin_pb2.GetClusterOverviewResponse, dialed: str, cap: int
+) -> tuple[list[Node], int]:
+    """self + members, deduplicated by node id then address, capped at ``cap``."""
+    candidates = [Node(response.self.node_id, dialed)]
+    for member in response.members:
+        if member.grpc_address:
+            candidates.append(Node(member.node_id, _reachable_address(member.grpc_address, dialed)))
+    seen_ids: set[str] = set()
+    seen_addresses: set[str] = set()
+    nodes: list[Node] = []
+    for node in candidates:
+        if (node.node_id and node.node_id in seen_ids) or node.address in seen_addresses:
+            continue
+        if node.node_id:
+            seen_ids.add(node.node_id)
+        seen_addresses.add(node.address)
+        nodes.append(node)
+    return nodes[:cap], max(0, len(nodes) - cap)
+
+
+class Discovery:
+    def __init__(
+        self, client: NodeClient, seeds: Sequence[str], refresh_interval_s: float, max_nodes: int
+    ) -> None:
+        self.client = client
+        self.seeds = tuple(seeds)
+        self.refresh_interval_s = refresh_interval_s
+        self.max_nodes = max_nodes
+        self._lock = threading.Lock()
+        self._cached: Membership | None = None
+        self._inflight: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[Membership]
+        ] = weakref.WeakKeyDictionary()
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cached = None
+
+    async def membership(self) -> Membership:
+        with self._lock:
+            cached = self._cached
+            if cached and time.monotonic() < cached.expires_at:
+                return cached
+            loop = asyncio.get_running_loop()
+            task = self._inflight.get(loop)
+            if task is None or task.done():
+                task = loop.create_task(self._refresh())
+                self._inflight[loop] = task
+        # shield: a cancelled page load must not cancel the refresh others wait on.
+        return await asyncio.shield(task)
+
+    async def nodes(self) -> list[Node]:
+        return list((await self.membership()).nodes)
+
+    async def _refresh(self) -> Membership:
+        errors: dict[str, str] = {}
+        result: Membership | None = None
+        for seed in self.seeds:
+            try:
+                response = await self.client.call(seed, "GetClusterOverview")
+            except NodeError as exc:
+                errors[seed] = exc.message
+                continue
+            nodes, truncated = members_from_overview(response, seed, self.max_nodes)
+            expires = time.monotonic() + self.refresh_interval_s
+            result = Membership(tuple(nodes), seed, truncated, errors, expires)
+            break
+        if result is None:
+            fallback = tuple(Node("", seed) for seed in self.seeds[: self.max_nodes])
+            expires = time.monotonic() + min(self.refresh_interval_s, FALLBACK_TTL_S)
+            result = Membership(fallback, "", 0, errors, expires)
+        with self._lock:
+            self._cached = result
+        return result
+
+
+_discovery: Discovery | None = None
+_discovery_lock = threading.Lock()
+
+
+def discovery() -> Discovery:
+    """The process-wide membership cache, built from the settings on first use."""
+    global _discovery
+    with _discovery_lock:
+        if _discovery is None:
+            config = portal_config()
+            _discovery = Discovery(
+                node_client(), config.seeds, config.refresh_interval_s, config.max_discovered_nodes
+            )
+        return _discovery
+
+
+def reset_discovery() -> None:
+    global _discovery
+    with _discovery_lock:
+        _discovery = None

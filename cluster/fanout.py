@@ -1,0 +1,149 @@
+"""Call every known node in parallel and report a status per node.
+
+One slow node costs at most its deadline, never the sum; a failure is a status
+row, never an exception, so pages can show "2 of 3 nodes responded".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar, overload
+
+from google.protobuf.message import Message
+
+from cluster.client import NodeClient, NodeError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str  # empty when only the address is known (a seed that never answered)
+    address: str
+
+    @property
+    def label(self) -> str:
+        return self.node_id or self.address
+
+
+@dataclass
+class NodeStatus:
+    node: str
+    address: str
+    ok: bool
+    error: str | None = None
+    latency_ms: float | None = None
+    code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MalformedResponse(ValueError):
+    """A node answered, but what it sent breaks the contract."""
+
+
+@dataclass
+class FanOut(Generic[T]):
+    results: dict[str, T] = field(default_factory=dict)  # by address, only the nodes that answered
+    statuses: list[NodeStatus] = field(default_factory=list)
+
+    @property
+    def responded(self) -> int:
+        return sum(1 for s in self.statuses if s.ok)
+
+    @property
+    def total(self) -> int:
+        return len(self.statuses)
+
+    @property
+    def failed(self) -> list[NodeStatus]:
+        return [s for s in self.statuses if not s.ok]
+
+    def status_dicts(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.statuses]
+
+
+async def call_node(
+    client: NodeClient,
+    node: Node,
+    method: str,
+    request: Message | None = None,
+    validate: Callable[[Any], T] | None = None,
+) -> tuple[T | None, NodeStatus]:
+    started = time.perf_counter()
+    try:
+        response = await client.call(node.address, method, request)
+        value: Any = validate(response) if validate else response
+    except NodeError as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        return None, NodeStatus(
+            node.label, node.address, False, exc.message, round(elapsed, 2), exc.code
+        )
+    except MalformedResponse as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        status = NodeStatus(
+            node.label,
+            node.address,
+            False,
+            f"malformed response: {exc}",
+            round(elapsed, 2),
+            "MALFORMED",
+        )
+        return None, status
+    elapsed = (time.perf_counter() - started) * 1000
+    return value, NodeStatus(node.label, node.address, True, None, round(elapsed, 2))
+
+
+@overload
+async def fan_out(
+    client: NodeClient,
+    nodes: Sequence[Node],
+    method: str,
+    request: Message | None = None,
+    validate: None = None,
+) -> FanOut[Any]: ...
+
+
+@overload
+async def fan_out(
+    client: NodeClient,
+    nodes: Sequence[Node],
+    method: str,
+    request: Message | None,
+    validate: Callable[[Any], T],
+) -> FanOut[T]: ...
+
+
+@overload
+async def fan_out(
+    client: NodeClient,
+    nodes: Sequence[Node],
+    method: str,
+    request: Message | None = None,
+    *,
+    validate: Callable[[Any], T],
+) -> FanOut[T]: ...
+
+
+async def fan_out(
+    client: NodeClient,
+    nodes: Sequence[Node],
+    method: str,
+    request: Message | None = None,
+    validate: Callable[[Any], T] | None = None,
+) -> FanOut[T]:
+    """``method`` on every node at once; ``validate`` may turn a response into T or
+    raise MalformedResponse, which marks only that node failed."""
+    answers = await asyncio.gather(
+        *(call_node(client, n, method, request, validate) for n in nodes)
+    )
+    result: FanOut[T] = FanOut()
+    for node, (value, status) in zip(nodes, answers, strict=True):
+        result.statuses.append(status)
+        if status.ok:
+            result.results[node.address] = value  # type: ignore[assignment]
+    return result
