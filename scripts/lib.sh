@@ -30,12 +30,10 @@ ensure_venv() {
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing Python packages ($extras) into $VENV"
-    "$PY" -m pip install --quiet --upgrade pip >/dev/null
-    if [ "$extras" = "base" ]; then
-      "$PY" -m pip install --quiet -e "$ROOT" || die "pip install failed"
-    else
-      "$PY" -m pip install --quiet -e "$ROOT[$extras]" || die "pip install failed"
-    fi
+    local target="$ROOT" pip_log="$VENV/pip-install.log"
+    [ "$extras" = "base" ] || target="$ROOT[$extras]"
+    { "$PY" -m pip install --upgrade pip && "$PY" -m pip install -e "$target"; } >"$pip_log" 2>&1 ||
+      { tail -n 30 "$pip_log" >&2; die "pip install failed (full log: $pip_log)"; }
     echo "$want" > "$stamp"
   fi
 }

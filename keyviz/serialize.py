@@ -1,0 +1,190 @@
+"""The merged matrix as JSON or as a compact binary for the heatmap.
+
+JSON (`matrix_to_json`)::
+
+    {
+      "series": "writes",                 # reads | writes | read_bytes | write_bytes
+      "step_ms": 60000,                   # width of one column
+      "column_unix_ms": [..M ints..],     # END of each column's window
+      "rows": [                           # key order
+        {
+          "bucket_id": "route:7", "label": "redis", "aggregate": false,
+          "start": "<base64>", "end": "<base64>",
+          "start_text": "user:1", "end_text": "+inf",   # keys.key_preview
+          "start_reserved": null, "end_reserved": null, # e.g. "transaction metadata"
+          "route_ids": [7], "route_ids_truncated": false, "route_count": 1,
+          "lineage_id": "", "member_bucket_ids": [],    # filled for joined rows
+          "values": [..M ints..],
+          "soft": [3, 4], "conflict": [], "degraded": []  # column indexes where set
+        }
+      ],
+      "warnings": ["..."],
+      "nodes": [...]                      # the caller's per-node status, as given
+    }
+
+Binary (`matrix_to_binary`), little-endian::
+
+    offset 0   4 bytes  magic b"EKVZ"
+    offset 4   uint16   format version (1)
+    offset 6   uint16   0 (reserved)
+    offset 8   uint32   H, length of the JSON header
+    offset 12  H bytes  JSON header (UTF-8), then 0-7 zero bytes up to a multiple of 8
+    then       int64    column_unix_ms[M]
+    then       uint64   values[R * M], row-major (float64 when header "values_dtype"
+                        is "float64": exact only up to 2^53)
+    then       uint8    flags[R * M], row-major: soft=1, conflict=2, degraded=4
+
+The header is the JSON form without "column_unix_ms" and without each row's
+"values"/"soft"/"conflict"/"degraded", plus "n_rows", "n_cols",
+"values_dtype" and "flag_bits". Every array starts at a multiple of 8 bytes,
+so the browser can view it with typed arrays without copying.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from keyviz.keys import key_preview
+from keyviz.matrix import MergedMatrix, RowMeta
+from keyviz.params import SERIES_NAMES
+
+MAGIC = b"EKVZ"
+VERSION = 1
+FLAG_SOFT = 1
+FLAG_CONFLICT = 2
+FLAG_DEGRADED = 4
+_PREAMBLE = struct.Struct("<4sHHI")
+
+ValuesDtype = Literal["uint64", "float64"]
+
+
+def row_metadata(row: RowMeta) -> dict[str, Any]:
+    """A row's metadata as JSON (no cells)."""
+    start = key_preview(row.start)
+    end = key_preview(row.end, is_end=True)
+    return {
+        "bucket_id": row.bucket_id,
+        "label": row.label,
+        "aggregate": row.aggregate,
+        "start": base64.b64encode(row.start).decode("ascii"),
+        "end": base64.b64encode(row.end).decode("ascii"),
+        "start_text": start.text,
+        "end_text": end.text,
+        "start_reserved": start.reserved_label,
+        "end_reserved": end.reserved_label,
+        "route_ids": list(row.route_ids),
+        "route_ids_truncated": row.route_ids_truncated,
+        "route_count": row.route_count,
+        "lineage_id": row.lineage_id,
+        "member_bucket_ids": list(row.member_bucket_ids),
+    }
+
+
+def _header(m: MergedMatrix, nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "series": SERIES_NAMES.get(m.series, str(m.series)),
+        "step_ms": m.step_ms,
+        "rows": [row_metadata(row) for row in m.rows],
+        "warnings": list(m.warnings),
+        "nodes": [dict(n) for n in nodes],
+    }
+
+
+def _set_columns(flags: NDArray[np.bool_]) -> list[list[int]]:
+    rows, cols = np.nonzero(flags)
+    out: list[list[int]] = [[] for _ in range(flags.shape[0])]
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        out[r].append(c)
+    return out
+
+
+def matrix_to_json(m: MergedMatrix, *, nodes: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The JSON form (see the module docstring); values are exact integers."""
+    doc = _header(m, nodes)
+    soft, conflict, degraded = (_set_columns(f) for f in (m.soft, m.conflict, m.degraded))
+    for i, (row, values) in enumerate(zip(doc["rows"], m.values.tolist(), strict=True)):
+        row["values"] = values
+        row["soft"] = soft[i]
+        row["conflict"] = conflict[i]
+        row["degraded"] = degraded[i]
+    doc["column_unix_ms"] = m.column_unix_ms.tolist()
+    return doc
+
+
+def cell_flags(m: MergedMatrix) -> NDArray[np.uint8]:
+    """Per-cell flag bits: soft=1, conflict=2, degraded=4."""
+    flags = m.soft.astype(np.uint8)
+    flags |= m.conflict.astype(np.uint8) << 1
+    flags |= m.degraded.astype(np.uint8) << 2
+    return flags
+
+
+def matrix_to_binary(
+    m: MergedMatrix,
+    *,
+    nodes: Sequence[Mapping[str, Any]] = (),
+    values_dtype: ValuesDtype = "uint64",
+) -> bytes:
+    """The binary form (see the module docstring)."""
+    rows, cols = m.shape
+    header = _header(m, nodes)
+    header.update(
+        n_rows=rows,
+        n_cols=cols,
+        values_dtype=values_dtype,
+        flag_bits={"soft": FLAG_SOFT, "conflict": FLAG_CONFLICT, "degraded": FLAG_DEGRADED},
+    )
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    pad = -(_PREAMBLE.size + len(text)) % 8
+    values = m.values.astype("<f8" if values_dtype == "float64" else "<u8")
+    return b"".join(
+        (
+            _PREAMBLE.pack(MAGIC, VERSION, 0, len(text)),
+            text,
+            b"\0" * pad,
+            m.column_unix_ms.astype("<i8").tobytes(),
+            values.tobytes(),
+            cell_flags(m).tobytes(),
+        )
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedMatrix:
+    header: dict[str, Any]
+    column_unix_ms: NDArray[np.int64]
+    values: NDArray[np.uint64] | NDArray[np.float64]
+    flags: NDArray[np.uint8]
+
+
+def decode_binary(data: bytes) -> DecodedMatrix:
+    """Read `matrix_to_binary` output back (tests and tools); ValueError if bad."""
+    if len(data) < _PREAMBLE.size:
+        raise ValueError("too short for a KeyViz matrix")
+    magic, version, _, length = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(f"not a version {VERSION} KeyViz matrix")
+    header: dict[str, Any] = json.loads(data[_PREAMBLE.size : _PREAMBLE.size + length])
+    rows, cols = int(header["n_rows"]), int(header["n_cols"])
+    at = _PREAMBLE.size + length
+    at += -at % 8
+    columns = np.frombuffer(data, dtype="<i8", count=cols, offset=at).astype(np.int64)
+    at += 8 * cols
+    dtype = "<f8" if header["values_dtype"] == "float64" else "<u8"
+    raw = np.frombuffer(data, dtype=dtype, count=rows * cols, offset=at).reshape(rows, cols)
+    at += 8 * rows * cols
+    flags = np.frombuffer(data, dtype=np.uint8, count=rows * cols, offset=at).reshape(rows, cols)
+    if at + rows * cols != len(data):
+        raise ValueError("trailing or missing bytes after the flags")
+    values: NDArray[np.uint64] | NDArray[np.float64] = (
+        raw.astype(np.float64) if dtype == "<f8" else raw.astype(np.uint64)
+    )
+    return DecodedMatrix(header=header, column_unix_ms=columns, values=values, flags=flags.copy())

@@ -1,0 +1,141 @@
+"""`GET /api/keyviz/matrix` query: defaults, and errors that name the parameter."""
+
+from __future__ import annotations
+
+import pytest
+
+from keyviz.params import MatrixQuery, ParamError, parse_matrix_query
+from proto import admin_pb2
+
+NOW = 1_700_000_000_000
+HOUR = 3_600_000
+WEEK = 7 * 24 * HOUR
+
+
+def parse(**query: str) -> MatrixQuery:
+    return parse_matrix_query(query, now_ms=NOW)
+
+
+def error(**query: str) -> ParamError:
+    with pytest.raises(ParamError) as err:
+        parse(**query)
+    return err.value
+
+
+def test_defaults_are_writes_over_the_last_hour_256_rows_1000_columns_json() -> None:
+    assert parse() == MatrixQuery(
+        series=admin_pb2.KEYVIZ_SERIES_WRITES,
+        from_unix_ms=NOW - HOUR,
+        to_unix_ms=NOW,
+        rows=256,
+        cols=1000,
+        format="json",
+    )
+
+
+def test_empty_values_mean_the_default() -> None:
+    assert parse(series="", rows="", format="") == parse()
+
+
+@pytest.mark.parametrize(
+    ("name", "series"),
+    [
+        ("reads", admin_pb2.KEYVIZ_SERIES_READS),
+        ("writes", admin_pb2.KEYVIZ_SERIES_WRITES),
+        ("read_bytes", admin_pb2.KEYVIZ_SERIES_READ_BYTES),
+        ("write_bytes", admin_pb2.KEYVIZ_SERIES_WRITE_BYTES),
+    ],
+)
+def test_series_names_map_to_keyviz_series(name: str, series: int) -> None:
+    q = parse(series=name)
+    assert q.series == series
+    assert q.series_name == name
+
+
+def test_unknown_series_lists_the_valid_ones() -> None:
+    e = error(series="deletes")
+    assert e.param == "series"
+    assert e.message == (
+        "unknown series 'deletes'; use one of reads, writes, read_bytes, write_bytes"
+    )
+    assert str(e) == f"series: {e.message}"
+
+
+def test_window_is_taken_as_given() -> None:
+    q = parse(**{"from": str(NOW - 5 * HOUR), "to": str(NOW - HOUR)})
+    assert (q.from_unix_ms, q.to_unix_ms) == (NOW - 5 * HOUR, NOW - HOUR)
+
+
+def test_only_from_given_ends_the_window_now() -> None:
+    q = parse(**{"from": str(NOW - 3 * HOUR)})
+    assert (q.from_unix_ms, q.to_unix_ms) == (NOW - 3 * HOUR, NOW)
+
+
+def test_only_to_given_is_the_hour_before_it() -> None:
+    q = parse(to=str(NOW - HOUR))
+    assert (q.from_unix_ms, q.to_unix_ms) == (NOW - 2 * HOUR, NOW - HOUR)
+
+
+@pytest.mark.parametrize("start", [NOW, NOW + 1])
+def test_from_not_before_to_is_rejected(start: int) -> None:
+    e = error(**{"from": str(start), "to": str(NOW)})
+    assert e.param == "from"
+    assert e.message == f"must be before to ({start} >= {NOW})"
+
+
+def test_window_over_seven_days_is_rejected_and_seven_days_is_fine() -> None:
+    assert parse(**{"from": str(NOW - WEEK), "to": str(NOW)}).from_unix_ms == NOW - WEEK
+    e = error(**{"from": str(NOW - WEEK - 1), "to": str(NOW)})
+    assert e.param == "from"
+    assert e.message == (
+        f"window of {WEEK + 1} ms is longer than 7 days ({WEEK} ms); move from closer to to"
+    )
+
+
+def test_negative_from_is_rejected() -> None:
+    e = error(**{"from": "-5", "to": "10"})
+    assert (e.param, e.message) == ("from", "must not be negative, got -5")
+
+
+@pytest.mark.parametrize("raw", ["abc", "1.5", "1e9", "1_000", " 12", "12 ", "+12", "٣", "9" * 20])
+@pytest.mark.parametrize("param", ["from", "to", "rows", "cols"])
+def test_non_numbers_are_rejected_naming_the_parameter(param: str, raw: str) -> None:
+    e = error(**{param: raw})
+    assert e.param == param
+    assert e.message.startswith("must be a whole number of ")
+    assert e.message.endswith(f", got {raw!r}")
+
+
+@pytest.mark.parametrize("rows", ["0", "1025", "-1"])
+def test_rows_outside_1_to_1024_are_rejected(rows: str) -> None:
+    e = error(rows=rows)
+    assert (e.param, e.message) == ("rows", f"must be from 1 to 1024 rows, got {int(rows)}")
+
+
+def test_rows_at_the_bounds_are_accepted() -> None:
+    assert parse(rows="1").rows == 1
+    assert parse(rows="1024").rows == 1024
+
+
+@pytest.mark.parametrize("cols", ["0", "10001"])
+def test_cols_outside_1_to_10000_are_rejected(cols: str) -> None:
+    e = error(cols=cols)
+    assert (e.param, e.message) == ("cols", f"must be from 1 to 10000 columns, got {int(cols)}")
+
+
+def test_cols_at_the_bounds_are_accepted() -> None:
+    assert parse(cols="1").cols == 1
+    assert parse(cols="10000").cols == 10_000
+
+
+def test_binary_format_is_accepted() -> None:
+    assert parse(format="bin").format == "bin"
+
+
+def test_unknown_format_is_rejected() -> None:
+    e = error(format="xml")
+    assert (e.param, e.message) == ("format", "unknown format 'xml'; use json or bin")
+
+
+def test_unknown_parameters_are_ignored() -> None:
+    assert parse(_="12345", foo="bar") == parse()
