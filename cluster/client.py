@@ -206,8 +206,12 @@ class NodeClient:
         request: Message | None = None,
         *,
         deadline_s: float | None = None,
+        raw: bool = False,
     ) -> Any:
-        """One unary call. Returns the decoded response or raises NodeError."""
+        """One unary call. Returns the decoded response or raises NodeError.
+
+        ``raw=True`` returns the response's bytes undecoded, so a large answer (a
+        KeyViz matrix) can be decoded off the event loop."""
         recalled = self._recall(address, method)
         if recalled is not None:
             raise recalled
@@ -215,13 +219,19 @@ class NodeClient:
         if request is None:
             request = REQUESTS[method]()
         ch = self._channel(address)
-        if method in DISTRIBUTION_METHODS:
-            # Distribution is not token-gated on real nodes.
-            rpc = getattr(ch.distribution, method)
-            attempts: list[NodeToken | None] = [None]
+        service = "Distribution" if method in DISTRIBUTION_METHODS else "Admin"
+        if raw:
+            rpc = ch.channel.unary_unary(
+                f"/{service}/{method}",
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=None,
+            )
         else:
-            rpc = getattr(ch.admin, method)
-            attempts = list(self.tokens.candidates(address)) or [None]
+            rpc = getattr(ch.distribution if service == "Distribution" else ch.admin, method)
+        # Distribution is not token-gated on real nodes.
+        attempts: list[NodeToken | None] = (
+            [None] if service == "Distribution" else list(self.tokens.candidates(address)) or [None]
+        )
         for index, token in enumerate(attempts):
             metadata = token.metadata() if token else ()
             try:

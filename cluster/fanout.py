@@ -73,10 +73,12 @@ async def call_node(
     method: str,
     request: Message | None = None,
     validate: Callable[[Any], T] | None = None,
+    *,
+    raw: bool = False,
 ) -> tuple[T | None, NodeStatus]:
     started = time.perf_counter()
     try:
-        response = await client.call(node.address, method, request)
+        response = await client.call(node.address, method, request, raw=raw)
         value: Any = validate(response) if validate else response
     except NodeError as exc:
         elapsed = (time.perf_counter() - started) * 1000
@@ -105,6 +107,8 @@ async def fan_out(
     method: str,
     request: Message | None = None,
     validate: None = None,
+    *,
+    raw: bool = False,
 ) -> FanOut[Any]: ...
 
 
@@ -115,6 +119,8 @@ async def fan_out(
     method: str,
     request: Message | None,
     validate: Callable[[Any], T],
+    *,
+    raw: bool = False,
 ) -> FanOut[T]: ...
 
 
@@ -126,6 +132,7 @@ async def fan_out(
     request: Message | None = None,
     *,
     validate: Callable[[Any], T],
+    raw: bool = False,
 ) -> FanOut[T]: ...
 
 
@@ -135,11 +142,14 @@ async def fan_out(
     method: str,
     request: Message | None = None,
     validate: Callable[[Any], T] | None = None,
+    *,
+    raw: bool = False,
 ) -> FanOut[T]:
     """``method`` on every node at once; ``validate`` may turn a response into T or
-    raise MalformedResponse, which marks only that node failed."""
+    raise MalformedResponse, which marks only that node failed. ``raw`` keeps the
+    responses as bytes (see NodeClient.call)."""
     answers = await asyncio.gather(
-        *(call_node(client, n, method, request, validate) for n in nodes)
+        *(call_node(client, n, method, request, validate, raw=raw) for n in nodes)
     )
     result: FanOut[T] = FanOut()
     for node, (value, status) in zip(nodes, answers, strict=True):

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from elastickv_admin.errors import ParamError
 from keyviz.budgets import DEFAULT_COLS, DEFAULT_ROWS, MAX_COLS, MAX_ROWS
 from proto import admin_pb2
 
@@ -34,15 +35,6 @@ MAX_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 
 # Plain ASCII digits only: int() would also take "1_000", " 7" and "٣".
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
-
-
-class ParamError(ValueError):
-    """A bad query parameter: `param` names it, `message` says what to fix."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

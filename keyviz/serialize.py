@@ -46,8 +46,8 @@ import base64
 import json
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,6 +55,9 @@ from numpy.typing import NDArray
 from keyviz.keys import key_preview
 from keyviz.matrix import MergedMatrix, RowMeta
 from keyviz.params import SERIES_NAMES
+
+if TYPE_CHECKING:
+    from keyviz.service import BucketDetail
 
 MAGIC = b"EKVZ"
 VERSION = 1
@@ -188,3 +191,32 @@ def decode_binary(data: bytes) -> DecodedMatrix:
         raw.astype(np.float64) if dtype == "<f8" else raw.astype(np.uint64)
     )
     return DecodedMatrix(header=header, column_unix_ms=columns, values=values, flags=flags.copy())
+
+
+def bucket_to_json(
+    detail: BucketDetail, *, nodes: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """One row at full column resolution, every node's contribution per cell, and the
+    per-adapter figures of nodes that implement GetRouteDetail."""
+    full = matrix_to_json(detail.matrix, nodes=nodes)
+    row = next(r for r in full.pop("rows") if r["bucket_id"] == detail.bucket_id)
+    full["bucket"] = row
+    full["contributions"] = [asdict(c) for c in detail.contributions]
+    full["per_adapter"] = {
+        node: [
+            {
+                "adapter": a.adapter,
+                "operation": a.operation,
+                "requests": a.requests,
+                "in_flight": a.in_flight,
+                "bytes_in": a.bytes_in,
+                "bytes_out": a.bytes_out,
+                "p50_ns": a.p50_ns,
+                "p95_ns": a.p95_ns,
+                "p99_ns": a.p99_ns,
+            }
+            for a in summaries
+        ]
+        for node, summaries in detail.per_adapter.items()
+    }
+    return full

@@ -8,4 +8,6 @@ app_name = "keyviz"
 
 urlpatterns = [
     path("keyviz/", views.heatmap, name="heatmap"),
+    path("api/keyviz/matrix", views.api_matrix, name="api-matrix"),
+    path("api/keyviz/buckets/<path:bucket_id>", views.api_bucket, name="api-bucket"),
 ]
