@@ -1,0 +1,195 @@
+"""Which optional Admin RPCs a node serves, learned by asking cheaply and remembered a minute.
+
+Real nodes today lack GetAdapterSummary, GetRouteDetail and StreamEvents, and answer
+GetKeyVizMatrix with UNAVAILABLE when their sampler is off (CONTRACT.md). Capabilities in
+GetClusterOverview do not say which RPCs exist, so the portal tries each one:
+
+- GetKeyVizMatrix over the last second with rows=1 (UNAVAILABLE: KeyViz disabled);
+- GetAdapterSummary (empty request);
+- GetRouteDetail for the empty bucket id: any answer but UNIMPLEMENTED means served;
+- StreamEvents, opened with a short deadline and cancelled: UNIMPLEMENTED or open.
+
+Only definitive answers are remembered; a node that could not be asked (wrong token,
+unreachable, too slow) is asked again on the next page load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cluster.client import NodeClient, NodeError
+from proto import admin_pb2
+
+PROBE_TTL_S = 60.0
+PROBE_DEADLINE_S = 2.0
+PROBE_WINDOW_MS = 1000
+
+
+class Support(StrEnum):
+    YES = "yes"
+    NO = "no"  # UNIMPLEMENTED: the node's version does not have it
+    DISABLED = "disabled"  # served, but KeyViz is off on this node
+    UNKNOWN = "unknown"  # the node could not be asked (see detail)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcSupport:
+    method: str
+    support: Support
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSupport:
+    address: str
+    rpcs: tuple[RpcSupport, ...]
+    checked_at_ms: int
+
+    @property
+    def definitive(self) -> bool:
+        return all(r.support is not Support.UNKNOWN for r in self.rpcs)
+
+    def of(self, method: str) -> RpcSupport:
+        for rpc in self.rpcs:
+            if rpc.method == method:
+                return rpc
+        raise KeyError(method)
+
+    def as_dict(self) -> dict[str, str]:
+        return {r.method: r.support.value for r in self.rpcs}
+
+
+PROBED_METHODS = ("GetKeyVizMatrix", "GetAdapterSummary", "GetRouteDetail", "StreamEvents")
+KEYVIZ_DEPENDENT = frozenset({"GetKeyVizMatrix", "StreamEvents"})
+
+
+def _unreachable(error: NodeError) -> bool:
+    # The client words a connection failure "unreachable: ..." and an UNAVAILABLE the node
+    # itself sent (its sampler is off) otherwise.
+    return error.code == "UNAVAILABLE" and error.message.startswith("unreachable")
+
+
+def classify_probe(method: str, error: NodeError | None) -> RpcSupport:
+    """What one probe answer says about ``method`` on that node."""
+    if error is None:
+        return RpcSupport(method, Support.YES)
+    if error.code == "UNIMPLEMENTED":
+        return RpcSupport(method, Support.NO, f"{method} is not supported by this node")
+    if error.code in ("UNAUTHENTICATED", "CANCELLED", "DEADLINE_EXCEEDED") or _unreachable(error):
+        return RpcSupport(method, Support.UNKNOWN, error.message)
+    if error.code == "UNAVAILABLE" and method in KEYVIZ_DEPENDENT:
+        return RpcSupport(method, Support.DISABLED, "KeyViz disabled on this node")
+    # The node ran the method and refused the probe's arguments (NOT_FOUND for the empty
+    # bucket, INVALID_ARGUMENT, ...): it is served.
+    return RpcSupport(method, Support.YES)
+
+
+async def _probe_one(
+    client: NodeClient, address: str, method: str, deadline_s: float, now_ms: int
+) -> RpcSupport:
+    try:
+        if method == "GetKeyVizMatrix":
+            request = admin_pb2.GetKeyVizMatrixRequest(
+                series=admin_pb2.KEYVIZ_SERIES_WRITES,
+                from_unix_ms=now_ms - PROBE_WINDOW_MS,
+                to_unix_ms=now_ms,
+                rows=1,
+            )
+            await client.call(address, method, request, deadline_s=deadline_s)
+        elif method == "GetRouteDetail":
+            await client.call(
+                address,
+                method,
+                admin_pb2.GetRouteDetailRequest(bucket_id=""),
+                deadline_s=deadline_s,
+            )
+        elif method == "StreamEvents":
+            await client.probe_stream(
+                address, method, admin_pb2.StreamEventsRequest(), deadline_s=deadline_s
+            )
+        else:
+            await client.call(address, method, deadline_s=deadline_s)
+    except NodeError as exc:
+        return classify_probe(method, exc)
+    return classify_probe(method, None)
+
+
+async def probe_node(
+    client: NodeClient, address: str, *, deadline_s: float = PROBE_DEADLINE_S
+) -> NodeSupport:
+    """Ask ``address`` about every optional RPC at once."""
+    now_ms = time.time_ns() // 1_000_000
+    rpcs = await asyncio.gather(
+        *(_probe_one(client, address, m, deadline_s, now_ms) for m in PROBED_METHODS)
+    )
+    return NodeSupport(address, tuple(rpcs), now_ms)
+
+
+class SupportCache:
+    """Per-node probe results for ``ttl_s``; one probe per node in flight per event loop."""
+
+    def __init__(self, ttl_s: float = PROBE_TTL_S, clock: Callable[[], float] = time.monotonic):
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: dict[str, tuple[float, NodeSupport]] = {}
+        self._inflight: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Task[NodeSupport]]
+        ] = weakref.WeakKeyDictionary()
+
+    def forget(self, address: str | None = None) -> None:
+        with self._lock:
+            if address is None:
+                self._cached.clear()
+            else:
+                self._cached.pop(address, None)
+
+    async def support(self, client: NodeClient, address: str, deadline_s: float) -> NodeSupport:
+        with self._lock:
+            hit = self._cached.get(address)
+            if hit is not None and self._clock() < hit[0]:
+                return hit[1]
+            loop = asyncio.get_running_loop()
+            tasks = self._inflight.setdefault(loop, {})
+            task = tasks.get(address)
+            if task is None or task.done():
+                task = loop.create_task(self._probe(client, address, deadline_s))
+                tasks[address] = task
+        return await asyncio.shield(task)
+
+    async def _probe(self, client: NodeClient, address: str, deadline_s: float) -> NodeSupport:
+        result = await probe_node(client, address, deadline_s=deadline_s)
+        if result.definitive:
+            with self._lock:
+                self._cached[address] = (self._clock() + self.ttl_s, result)
+        return result
+
+    async def support_of(
+        self, client: NodeClient, addresses: Sequence[str], deadline_s: float
+    ) -> dict[str, NodeSupport]:
+        found = await asyncio.gather(*(self.support(client, a, deadline_s) for a in addresses))
+        return dict(zip(addresses, found, strict=True))
+
+
+_cache: SupportCache | None = None
+_cache_lock = threading.Lock()
+
+
+def support_cache() -> SupportCache:
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            _cache = SupportCache()
+        return _cache
+
+
+def reset_support_cache() -> None:
+    global _cache
+    with _cache_lock:
+        _cache = None

@@ -1,0 +1,189 @@
+"""The cluster pages in real Chromium against a devcluster, through `elastickv-admin serve`.
+
+Each test saves screenshots into test-artifacts/screenshots/ (cluster-*.png).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from devcluster import DevCluster, Op
+from devcluster.pytest_plugin import TEST_TOKEN
+
+pytestmark = pytest.mark.browser
+
+TRAFFIC = [
+    Op("n1", "write", b"user:1", size=120, adapter="redis", count=40, latency_ns=900_000),
+    Op("n2", "read", b"user:1", size=80, adapter="redis", count=90, latency_ns=300_000),
+    Op("n1", "read", b"user:2", size=80, adapter="redis", count=60, follower_local=True),
+    Op("n3", "read", b"user:3", size=64, adapter="redis", count=75, follower_local=True),
+    Op("n3", "read", b"item:7", size=500, adapter="dynamo", count=25, follower_local=True),
+    Op("n1", "write", b"order:3", size=2048, adapter="s3", count=6, latency_ns=12_000_000),
+]
+
+
+def serve(portal_factory, cluster: DevCluster, tmp_path: Path):
+    token = tmp_path / "node-token"
+    token.write_text(TEST_TOKEN)
+    return portal_factory(["--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token)])
+
+
+def rows(page, selector: str) -> list[str]:
+    """The data-node / data-group / data-route of each element, in page order."""
+    found: list[str] = page.locator(selector).evaluate_all(
+        "els => els.map(e => e.dataset.node || e.dataset.group || e.dataset.route)"
+    )
+    return found
+
+
+def test_every_cluster_page_shows_the_cluster(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(profile="design")
+    cluster.inject(TRAFFIC)
+    user = cluster.route_for_key(b"user:1")
+    cluster.split_route(user.route_id, b"user:5")
+    cluster.transfer_leadership(3, "n1")
+    portal = serve(portal_factory, cluster, tmp_path)
+
+    page.goto(portal.url + "/")
+    assert page.locator("h1").inner_text() == "Cluster overview"
+    assert page.get_by_test_id("responded").inner_text() == "3 of 3 nodes responded"
+    assert page.locator("[data-testid=node-banner]").count() == 0
+    assert rows(page, "#nodes-table tbody tr") == ["n1", "n2", "n3"]
+    assert rows(page, "#groups-table tbody tr") == ["1", "2", "3"]
+    assert page.locator("#groups-table tr[data-group='3'] [data-field=leader]").inner_text() == "n1"
+    assert page.locator("[data-stat=routes] .value").inner_text() == str(len(cluster.routes()))
+    # Support pills, probed from the nodes themselves (design: everything is served).
+    pills = page.locator("#nodes-table tr[data-node=n2] .pill.rpc")
+    assert pills.evaluate_all("els => els.map(e => e.dataset.support)") == ["yes"] * 4
+    page.screenshot(path=str(artifacts_dir / "cluster-overview.png"), full_page=True)
+
+    # A node link navigates with htmx (hx-get, body swap, pushed URL) and without a reload.
+    page.evaluate("window.__sameDocument = true")
+    page.locator("#nodes-table a", has_text="n2").click()
+    page.wait_for_url(re.compile(r"/nodes/n2/$"))
+    assert page.locator("h1").inner_text() == "Node n2"
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.locator("nav a[aria-current=page]").inner_text() == "Nodes"
+    assert rows(page, "#node-groups-table tbody tr") == ["1", "2", "3"]
+    page.screenshot(path=str(artifacts_dir / "cluster-node-detail.png"), full_page=True)
+
+    page.goto(portal.url + "/nodes/")
+    assert rows(page, "#nodes-table tbody tr") == ["n1", "n2", "n3"]
+    page.screenshot(path=str(artifacts_dir / "cluster-nodes.png"), full_page=True)
+
+    page.goto(portal.url + "/raft/")
+    assert rows(page, "#raft-table tbody") == ["1", "2", "3"]
+    assert page.locator("#raft-table tbody.highlight").count() == 0
+    assert (
+        page.locator("#raft-table tbody[data-group='3'] [data-field=leader]").inner_text() == "n1"
+    )
+    page.screenshot(path=str(artifacts_dir / "cluster-raft.png"), full_page=True)
+
+    page.goto(portal.url + "/routes/")
+    assert page.locator("#routes-table tbody tr").count() == len(cluster.routes())
+    assert (
+        page.locator("#routes-table tbody tr").first.locator("[data-field=start]").inner_text()
+        == "-inf"
+    )
+    assert (
+        page.locator("#routes-table .prefix").first.get_attribute("title") == "transaction metadata"
+    )
+    page.screenshot(path=str(artifacts_dir / "cluster-routes.png"), full_page=True)
+    # Typing a prefix filters in place (htmx) and puts the query in the address bar.
+    page.locator("input[name=prefix]").fill("user:")
+    page.wait_for_url(re.compile(r"prefix=user"))
+    page.wait_for_function("document.querySelectorAll('#routes-table tbody tr').length === 2")
+    assert page.locator("#catalog-line [data-field=matched]").inner_text() == "2"
+    page.locator("select[name=sort]").select_option("-route")
+    page.wait_for_url(re.compile(r"sort=-route"))
+    page.wait_for_function(
+        "Number(document.querySelector('#routes-table tbody tr').dataset.route) > "
+        "Number(document.querySelector('#routes-table tbody tr:last-child').dataset.route)"
+    )
+    page.screenshot(path=str(artifacts_dir / "cluster-routes-filtered.png"), full_page=True)
+    page.goto(portal.url + "/routes/?group=x")
+    assert "group: must be a Raft group id" in page.get_by_test_id("form-errors").inner_text()
+
+    page.goto(portal.url + "/adapters/")
+    bodies = page.locator("#adapters-table tbody")
+    assert bodies.evaluate_all(
+        "els => els.map(e => e.dataset.adapter + ' ' + e.dataset.operation)"
+    ) == [
+        "dynamo GetItem",
+        "redis GET",
+        "redis SET",
+        "s3 PutObject",
+    ]
+    redis_get = page.locator(
+        "#adapters-table tbody[data-operation=GET] tr.total [data-field=requests]"
+    )
+    assert redis_get.inner_text() == "225"  # 90 + 60 + 75, served by three nodes
+    page.screenshot(path=str(artifacts_dir / "cluster-adapters.png"), full_page=True)
+
+    assert page.console_errors == []
+    assert page.bad_resources == []
+
+
+def test_banner_appears_when_a_node_goes_down_without_a_reload(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory()
+    portal = serve(portal_factory, cluster, tmp_path)
+    page.goto(portal.url + "/")
+    assert page.locator("[data-testid=node-banner]").count() == 0
+    page.evaluate("window.__sameDocument = true")
+
+    cluster.stop_node("n3")
+    # The live region refreshes every 5 s: the banner arrives without a page load.
+    banner = page.get_by_test_id("node-banner")
+    banner.wait_for(timeout=12_000)
+    assert page.evaluate("window.__sameDocument") is True
+    assert banner.locator("strong").first.inner_text() == "2 of 3 nodes responded."
+    failed = banner.locator("li[data-node=n3]")
+    assert re.fullmatch(
+        rf"n3 {re.escape(cluster.node('n3').address)}: unreachable: .+ UNAVAILABLE",
+        failed.inner_text(),
+    )
+    assert page.locator("#nodes-table tr[data-node=n3]").get_attribute("data-reachable") == "false"
+    assert page.locator("[data-stat=nodes] .value").inner_text() == "2 / 3"
+    page.screenshot(path=str(artifacts_dir / "cluster-overview-node-down.png"), full_page=True)
+
+    # Every page shows it.
+    for path in ("/nodes/", "/raft/", "/routes/", "/adapters/"):
+        page.goto(portal.url + path)
+        assert page.get_by_test_id("node-banner").locator("li[data-node=n3]").count() == 1
+    page.screenshot(
+        path=str(artifacts_dir / "cluster-adapters-upstream-node-down.png"), full_page=True
+    )
+    assert "does not provide per-adapter request statistics" in page.inner_text("main")
+    assert page.console_errors == []
+    assert page.bad_resources == []
+
+
+def test_pages_work_without_javascript(
+    browser, portal_factory, devcluster_factory, tmp_path, artifacts_dir
+):
+    cluster = devcluster_factory()
+    portal = serve(portal_factory, cluster, tmp_path)
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1400, "height": 900}
+    )
+    try:
+        page = context.new_page()
+        page.goto(portal.url + "/raft/")
+        assert page.locator("#raft-table tbody").count() == len(cluster.groups())
+        page.goto(portal.url + "/routes/")
+        page.locator("select[name=group]").select_option("2")
+        page.locator("form.filters button[type=submit]").click()
+        page.wait_for_url(re.compile(r"group=2"))
+        groups = page.locator("#routes-table [data-field=group]").all_inner_texts()
+        assert groups
+        assert set(groups) == {"2"}
+        page.screenshot(path=str(artifacts_dir / "cluster-routes-nojs.png"), full_page=True)
+    finally:
+        context.close()
