@@ -363,6 +363,12 @@ class DevCluster:
             )
             return sim.apply(batch, strict=True)
 
+    def inject_batch(self, batch: OpBatch) -> int:
+        """Like `inject`, for operations already laid out as arrays (benchmarks that feed
+        millions of operations)."""
+        with self._lock:
+            return self._sim.apply(batch, strict=True)
+
     def generate(self, seconds: float) -> int:
         """Run the workload generator over `seconds` of simulated time, now, without
         sleeping (needs workload_rate). Returns the operations served."""

@@ -6,6 +6,7 @@ same environment variables before Django starts, so there is one path in.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from elastickv_admin.env import (
     env_secret,
     env_str,
 )
+
+# grpc's C core logs connection chatter (GOAWAY, reconnects) at INFO to stderr;
+# node failures reach the operator through the pages and our own log instead.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("ELASTICKV_ADMIN_DATA_DIR") or BASE_DIR / "var").resolve()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keyviz.params import MatrixQuery, ParamError, parse_matrix_query
+from elastickv_admin.errors import ParamError
+from keyviz.params import MatrixQuery, parse_matrix_query
 from proto import admin_pb2
 
 NOW = 1_700_000_000_000
