@@ -26,6 +26,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from cluster.tokens import NodeToken, NodeTokenStore, read_token_file
+from elastickv_admin import metrics
 from elastickv_admin.config import PortalConfig, portal_config
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
 
@@ -232,6 +233,7 @@ class NodeClient:
         attempts: list[NodeToken | None] = (
             [None] if service == "Distribution" else list(self.tokens.candidates(address)) or [None]
         )
+        started = time.perf_counter()
         for index, token in enumerate(attempts):
             metadata = token.metadata() if token else ()
             try:
@@ -242,9 +244,11 @@ class NodeClient:
                     continue
                 error = classify(exc, method, timeout, self.config.max_receive_bytes)
                 self._remember(address, method, error)
+                _observe(address, method, started, error.code)
                 raise error from None
             if token is not None:
                 self.tokens.accepted(address, token.label)
+            _observe(address, method, started, None)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -288,6 +292,15 @@ class NodeClient:
             finally:
                 call.cancel()
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _observe(address: str, method: str, started: float, error_code: str | None) -> None:
+    elapsed = time.perf_counter() - started
+    metrics.NODE_RPC_SECONDS.labels(address, method, "error" if error_code else "ok").observe(
+        elapsed
+    )
+    if error_code:
+        metrics.NODE_RPC_ERRORS.labels(address, method, error_code).inc()
 
 
 _SERVER_GONE = (

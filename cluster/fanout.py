@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 from google.protobuf.message import Message
 
 from cluster.client import NodeClient, NodeError
+from elastickv_admin import metrics
 
 T = TypeVar("T")
 
@@ -148,9 +149,11 @@ async def fan_out(
     """``method`` on every node at once; ``validate`` may turn a response into T or
     raise MalformedResponse, which marks only that node failed. ``raw`` keeps the
     responses as bytes (see NodeClient.call)."""
+    started = time.perf_counter()
     answers = await asyncio.gather(
         *(call_node(client, n, method, request, validate, raw=raw) for n in nodes)
     )
+    metrics.FANOUT_SECONDS.labels(method).observe(time.perf_counter() - started)
     result: FanOut[T] = FanOut()
     for node, (value, status) in zip(nodes, answers, strict=True):
         result.statuses.append(status)

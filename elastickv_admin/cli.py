@@ -109,17 +109,35 @@ def _split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _metrics_dir(data_dir: Path) -> None:
+    """Point prometheus_client at a directory shared by every portal process on this
+    data directory (must happen before it is imported), and drop the live gauges of
+    processes that are gone."""
+    path = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "metrics")))
+    path.mkdir(parents=True, exist_ok=True)
+    from prometheus_client import multiprocess
+
+    for sample in path.glob("gauge_live*_*.db"):
+        pid = int(sample.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass
+
+
 def prepare() -> None:
     """Set Django up, refuse to start on configuration errors, migrate, collect static."""
     import django
+    from django.conf import settings
     from django.core.management import call_command
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "elastickv_admin.settings")
+    _metrics_dir(Path(settings.DATA_DIR))
     django.setup()
     call_command("check", fail_level="ERROR")
     call_command("migrate", interactive=False, verbosity=0)
-    from django.conf import settings
-
     if not settings.SERVESTATIC_USE_FINDERS:
         call_command("collectstatic", interactive=False, verbosity=0)
 

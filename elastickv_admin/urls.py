@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from elastickv_admin import views
+from elastickv_admin import health, metrics, views
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("cluster.urls")),
     path("", include("keyviz.urls")),
     path("audit/", views.not_built, {"room": "Audit log"}, name="audit"),

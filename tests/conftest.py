@@ -114,6 +114,7 @@ def start_portal(
     environ.pop("DJANGO_SETTINGS_MODULE", None)
     environ.setdefault("SECRET_KEY", "browser-test-secret-key-0123456789abcdef")
     environ.update(env or {})
+    data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "portal.log"
     proc = subprocess.Popen(
         [
@@ -155,7 +156,6 @@ def portal_factory(tmp_path: Path) -> Iterator[Callable[..., PortalProcess]]:
         started.append(portal)
         return portal
 
-    (tmp_path / "portal0").mkdir(exist_ok=True)
     yield factory
     for portal in started:
         portal.stop()

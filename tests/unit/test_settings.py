@@ -150,3 +150,36 @@ def test_env_int_enforces_minimum(monkeypatch):
     monkeypatch.setenv("X_TEST_INT", "ten")
     with pytest.raises(ImproperlyConfigured, match="must be a whole number"):
         env.env_int("X_TEST_INT", 5)
+
+
+def test_json_log_format_writes_one_json_object_per_line(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ELASTICKV_ADMIN")}
+    environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "elastickv_admin.settings",
+            "ELASTICKV_ADMIN_DATA_DIR": str(tmp_path),
+            "SECRET_KEY": "k" * 40,
+            "LOG_FORMAT": "json",
+        }
+    )
+    code = "import django, logging; django.setup(); logging.getLogger('probe').warning('hello', extra={'node': 'n1'})"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (record["level"], record["logger"], record["message"], record["node"]) == (
+        "WARNING",
+        "probe",
+        "hello",
+        "n1",
+    )
+
+
+def test_unknown_log_format_is_refused(tmp_path):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40, LOG_FORMAT="xml")
+    assert "LOG_FORMAT must be plain or json, got 'xml'" in result.stderr

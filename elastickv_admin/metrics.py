@@ -1,0 +1,99 @@
+"""Prometheus metrics, correct with several portal processes.
+
+When ``PROMETHEUS_MULTIPROC_DIR`` is set (``elastickv-admin serve`` sets it to
+``<dataDir>/metrics`` and clears it at start), every process writes its samples
+there and ``/metrics`` aggregates all of them, so a scrape through the reverse
+proxy sees the whole deployment whichever process answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUEST_SECONDS = Histogram(
+    "elastickv_admin_request_seconds",
+    "Portal HTTP request latency",
+    ["view", "method", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+NODE_RPC_SECONDS = Histogram(
+    "elastickv_admin_node_rpc_seconds",
+    "Latency of gRPC calls to nodes",
+    ["node", "method", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+NODE_RPC_ERRORS = Counter(
+    "elastickv_admin_node_rpc_errors_total",
+    "Failed gRPC calls to nodes, by status code",
+    ["node", "method", "code"],
+)
+FANOUT_SECONDS = Histogram(
+    "elastickv_admin_fanout_seconds",
+    "Duration of a fan-out to every known node",
+    ["method"],
+    buckets=_LATENCY_BUCKETS,
+)
+WEBSOCKET_VIEWERS = Gauge(
+    "elastickv_admin_websocket_viewers",
+    "Open live-stream WebSockets",
+    multiprocess_mode="livesum",
+)
+LIVE_COLUMN_LAG_SECONDS = Histogram(
+    "elastickv_admin_live_column_lag_seconds",
+    "Time from a column's timestamp (node flush) to its broadcast to viewers",
+    ["series"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+
+
+def registry() -> CollectorRegistry:
+    from prometheus_client import REGISTRY
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    aggregated = CollectorRegistry()
+    prometheus_multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
+    return aggregated
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+class RequestMetricsMiddleware:
+    """Request latency by URL name (not path: paths carry ids and would explode labels)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> Any:
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = match.view_name if match else "unmatched"
+        REQUEST_SECONDS.labels(view, request.method or "", str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
