@@ -21,14 +21,15 @@ from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin.config import PortalConfig
 from keyviz.serialize import FLAG_DEGRADED, decode_binary
 
-pytestmark = pytest.mark.integration
+# The API answers signed-in callers only: a viewer's read-only token (tests/conftest.py).
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 60_000
 KEY = b"user:42"
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Callable[..., AsyncClient]]:
+async def api(tmp_path: Path, viewer_token: str) -> AsyncIterator[Callable[..., AsyncClient]]:
     token_file = tmp_path / "token"
     token_file.write_text(TEST_TOKEN)
     active: list[Any] = []
@@ -42,7 +43,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Callable[..., AsyncClient]]:
         active.append(override)
         reset_node_client()
         reset_discovery()
-        return AsyncClient()
+        # AUTHORIZATION (not headers=): AsyncClient turns constructor headers into HTTP_* names.
+        return AsyncClient(AUTHORIZATION=f"Bearer {viewer_token}")
 
     yield configure
     await node_client().close()
