@@ -23,6 +23,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 
@@ -206,5 +207,5 @@ class AccessMiddleware:
         if isinstance(refused, HttpResponse):
             return refused
         response = await self.get_response(request)  # type: ignore[misc]
-        assert isinstance(response, HttpResponse)
+        assert isinstance(response, HttpResponseBase)
         return response

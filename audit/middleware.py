@@ -13,6 +13,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
 
 from audit.context import AuditContext, audit_context, new_request_id
@@ -87,7 +88,7 @@ class AuditMiddleware:
         context = self._context(request)
         with audit_context(context):
             response = self.get_response(request)
-            assert isinstance(response, HttpResponse)
+            assert isinstance(response, HttpResponseBase)
             if self._needs_event(request, context):
                 try:
                     record_event(**_request_event(request, response))
@@ -100,7 +101,7 @@ class AuditMiddleware:
         context = self._context(request)
         with audit_context(context):
             response = await self.get_response(request)  # type: ignore[misc]
-            assert isinstance(response, HttpResponse)
+            assert isinstance(response, HttpResponseBase)
             if self._needs_event(request, context):
                 try:
                     await arecord_event(**_request_event(request, response))

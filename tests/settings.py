@@ -16,3 +16,7 @@ os.environ.setdefault("ELASTICKV_ADMIN_TOKEN_HASH_KEY", "test-only-token-hash-ke
 os.environ.setdefault("ELASTICKV_ADMIN_SECRETS_KEY", "test-only-secrets-key-0123456789abc")
 
 from elastickv_admin.settings import *  # noqa: F403
+
+# Password hashing at production cost makes every sign-in test slow; the portal processes
+# the browser tests start use the real hashers.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.actions import ActionRefused, do_create_api_token
 from audit.context import command_context
+from audit.service import AuditWriteError
 
 
 class Command(BaseCommand):
@@ -36,6 +37,6 @@ class Command(BaseCommand):
                     expires_days=options["expires_days"],
                     read_only=not options["read_write"],
                 )
-            except ActionRefused as exc:
+            except (ActionRefused, AuditWriteError) as exc:
                 raise CommandError(str(exc)) from None
         self.stdout.write(created.plaintext)
