@@ -3,6 +3,7 @@ reorder, and counts the events otherwise; pruning keeps it verifiable."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from datetime import timedelta
@@ -49,7 +50,7 @@ def test_an_untouched_chain_verifies_and_counts_its_events(ten_events):
 def test_each_event_links_to_the_previous_mac(ten_events):
     events = list(AuditEvent.objects.order_by("seq"))
     assert events[0].prev_mac == "0" * 64
-    assert all(b.prev_mac == a.mac for a, b in zip(events, events[1:], strict=False))
+    assert all(b.prev_mac == a.mac for a, b in itertools.pairwise(events))
     assert AuditChain.objects.get().head_mac == events[-1].mac
 
 

@@ -35,7 +35,7 @@ def audit_refuses_writes():
 @pytest.mark.usefixtures("audit_refuses_writes")
 def test_an_action_function_rolls_back_when_its_event_cannot_be_written(make_user):
     user = make_user("carol", "viewer")
-    with pytest.raises(AuditWriteError, match="user.roles_changed was not performed"):
+    with pytest.raises(AuditWriteError, match=r"user\.roles_changed was not performed"):
         do_set_roles(user, ["admin"])
     user.refresh_from_db()
     assert roles_of(user) == ["viewer"]
