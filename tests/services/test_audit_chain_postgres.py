@@ -3,6 +3,7 @@ chain: writers serialize on the locked chain head row."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_two_processes_writing_at_once_keep_one_valid_chain():
         assert AuditEvent.objects.filter(target=name).count() == PER_PROCESS
     # The writes interleaved (they really were concurrent) and the chain is still one.
     order = list(AuditEvent.objects.order_by("seq").values_list("target", flat=True))
-    switches = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(order) if a != b)
     assert switches > 1
     out = StringIO()
     call_command("audit_verify", stdout=out)

@@ -75,7 +75,7 @@ def test_the_demo_generates_its_keys_into_the_data_directory(tmp_path):
 
 
 def test_a_negative_proxy_hop_count_is_refused(tmp_path):
-    env = {k: "x" * 40 for k in KEYS}
+    env = dict.fromkeys(KEYS, "x" * 40)
     result = settings_import(tmp_path, ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS="-1", **env)
     assert "ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS must be at least 0" in result.stderr
 
