@@ -197,7 +197,7 @@ class AccessMiddleware:
             return audit_unavailable_response(request, exc)
         return refused if refused is not None else self.get_response(request)
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         try:
             refused = await database_sync_to_async(check_access)(request)
         except AuditWriteError as exc:

@@ -43,7 +43,7 @@ def _outcome(status: int) -> str:
     return Outcome.FAILURE if status >= 400 else Outcome.SUCCESS
 
 
-def _request_event(request: HttpRequest, response: HttpResponse) -> dict[str, Any]:
+def _request_event(request: HttpRequest, response: HttpResponseBase) -> dict[str, Any]:
     match = getattr(request, "resolver_match", None)
     return {
         "action": f"http.{(request.method or 'unknown').lower()}",
@@ -97,11 +97,10 @@ class AuditMiddleware:
         response[REQUEST_ID_HEADER] = context.request_id
         return response
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         context = self._context(request)
         with audit_context(context):
-            response = await self.get_response(request)  # type: ignore[misc]
-            assert isinstance(response, HttpResponseBase)
+            response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
             if self._needs_event(request, context):
                 try:
                     await arecord_event(**_request_event(request, response))

@@ -18,7 +18,7 @@ def create_user(page, portal, username: str, *roles: str) -> str:
     for role in roles:
         page.check(f"input[name=roles][value={role}]")
     page.click("text=Create user")
-    return page.locator("#new-password").inner_text()
+    return str(page.locator("#new-password").inner_text())
 
 
 def sign_out(page) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
+from typing import Any
 
 import pytest
 from django.test import Client, override_settings
@@ -56,7 +57,9 @@ def _sample(converter: object) -> object:
 def walk_urlconf() -> Iterator[tuple[str, str]]:
     """(url name, a concrete path) for every pattern, path converters filled in."""
 
-    def walk(patterns: list, namespace: str, converters: dict) -> Iterator[tuple[str, str]]:
+    def walk(
+        patterns: list[Any], namespace: str, converters: dict[str, Any]
+    ) -> Iterator[tuple[str, str]]:
         for entry in patterns:
             found = {**converters, **getattr(entry.pattern, "converters", {})}
             if isinstance(entry, URLResolver):

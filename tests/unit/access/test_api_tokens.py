@@ -19,6 +19,13 @@ from accounts.tokens import hash_secret
 from audit.models import AuditEvent
 from elastickv_admin.config import PortalConfig
 
+
+def found(pattern: bytes, content: bytes) -> re.Match[bytes]:
+    match = re.search(pattern, content)
+    assert match is not None, pattern
+    return match
+
+
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.usefixtures("no_nodes"),
@@ -43,7 +50,7 @@ def test_token_page_shows_a_new_token_once_and_stores_only_its_keyed_hash(make_u
     client.force_login(make_user("alice", "viewer"))
     response = client.post("/account/tokens/", {"name": "ci", "expires_days": "30"})
     assert response.status_code == 200
-    plaintext = re.search(rb"ekv_[a-z0-9]{12}_[A-Za-z0-9_-]+", response.content).group().decode()
+    plaintext = found(rb"ekv_[a-z0-9]{12}_[A-Za-z0-9_-]+", response.content).group().decode()
     _, public_id, secret = plaintext.split("_", 2)
     row = ApiToken.objects.get()
     assert row.public_id == public_id
@@ -146,7 +153,7 @@ def test_last_used_is_written_at_most_once_a_minute(make_user, api_token_for):
     assert AuditEvent.objects.filter(action="api_token.used").count() == 1
     ApiToken.objects.update(last_used=first - timedelta(seconds=61))
     client.get(API)
-    assert ApiToken.objects.get().last_used > first
+    assert (ApiToken.objects.get().last_used or first) > first
     assert AuditEvent.objects.filter(action="api_token.used").count() == 2
 
 

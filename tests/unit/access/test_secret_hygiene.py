@@ -15,6 +15,13 @@ from django_otp.oath import TOTP
 
 from accounts.models import TOTPDevice
 
+
+def found(pattern: bytes, content: bytes) -> re.Match[bytes]:
+    match = re.search(pattern, content)
+    assert match is not None, pattern
+    return match
+
+
 pytestmark = pytest.mark.django_db
 
 NEW_PASSWORD = "Un1que-Pass-phrase-for-grep"
@@ -47,7 +54,7 @@ def test_flows_that_use_secrets_leave_none_in_the_database_or_logs(
         client.post("/login/", {"username": "alice", "password": NEW_PASSWORD})
         # An API token: created, used, revoked.
         page = client.post("/account/tokens/", {"name": "ci"})
-        token = re.search(rb"ekv_[a-z0-9]{12}_[A-Za-z0-9_-]+", page.content).group().decode()
+        token = found(rb"ekv_[a-z0-9]{12}_[A-Za-z0-9_-]+", page.content).group().decode()
         secrets_seen += [token, token.split("_", 2)[2]]
         Client(headers={"Authorization": f"Bearer {token}"}).get("/api/keyviz/matrix")
         # A TOTP enrolment with a wrong and a right code.

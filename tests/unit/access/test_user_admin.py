@@ -14,6 +14,13 @@ from accounts.models import UserSession
 from audit.models import AuditEvent
 from tests.conftest import PASSWORD
 
+
+def found(pattern: bytes, content: bytes) -> re.Match[bytes]:
+    match = re.search(pattern, content)
+    assert match is not None, pattern
+    return match
+
+
 pytestmark = pytest.mark.django_db
 
 
@@ -36,7 +43,7 @@ def test_admin_creates_a_user_with_roles_and_a_password_shown_once(boss):
         "/settings/users/new/", {"username": "carol", "roles": ["viewer", "auditor"]}
     )
     assert response.status_code == 200
-    password = re.search(rb'id="new-password">([^<]+)<', response.content).group(1).decode()
+    password = found(rb'id="new-password">([^<]+)<', response.content).group(1).decode()
     carol = User.objects.get(username="carol")
     assert roles_of(carol) == ["auditor", "viewer"]
     assert carol.check_password(password)
@@ -91,7 +98,7 @@ def test_resetting_a_password_shows_a_new_one_once_and_ends_sessions(boss, make_
     carol = make_user("carol", "viewer")
     carol_client = signed_in_as("carol")
     response = boss.post(f"/settings/users/{carol.pk}/", {"step": "reset-password"})
-    new = re.search(rb'id="new-password">([^<]+)<', response.content).group(1).decode()
+    new = found(rb'id="new-password">([^<]+)<', response.content).group(1).decode()
     assert carol_client.get("/nodes/").status_code == 302
     assert Client().post("/login/", {"username": "carol", "password": PASSWORD}).status_code == 400
     assert signed_in_as("carol", new).get("/nodes/").status_code == 501

@@ -4,6 +4,8 @@ subscribe is audited before the consumer sees it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -36,7 +38,7 @@ async def connect(*headers: tuple[bytes, bytes], path: str = "/api/stream"):
     return communicator, connected, code
 
 
-async def viewer_socket(make_user):
+async def viewer_socket(make_user: Any) -> tuple[Any, WebsocketCommunicator]:
     user = await sync_to_async(make_user)("vera", "viewer")
     cookie = await sync_to_async(session_cookie)(user)
     communicator, connected, _ = await connect((b"cookie", cookie))

@@ -8,6 +8,7 @@ import json
 import logging
 from datetime import timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -37,7 +38,7 @@ def ten_events():
     return [record_event("test.event", target=f"t{i}", details={"i": i}) for i in range(10)]
 
 
-def sql(statement: str, *params: object) -> None:
+def sql(statement: str, *params: Any) -> None:
     # Tampering goes around the ORM, as someone with database access would.
     with connection.cursor() as cursor:
         cursor.execute(statement, params)

@@ -138,8 +138,8 @@ async def test_jsonl_export_streams_under_asgi_in_chunks(make_user, monkeypatch)
     await client.aforce_login(user)
     response = await client.get("/audit/export/?format=jsonl&action=test.event")
     assert response.status_code == 200
-    assert response.is_async
-    chunks = [chunk async for chunk in response.streaming_content]
+    assert response.is_async  # type: ignore[attr-defined]
+    chunks = [chunk async for chunk in response.streaming_content]  # type: ignore[attr-defined]
     assert len(chunks) == 3  # 3 + 3 + 2 events, one chunk each
     lines = [json.loads(line) for line in b"".join(chunks).decode().splitlines()]
     assert [line["target"] for line in lines] == [f"t{i}" for i in range(7, -1, -1)]
