@@ -9,7 +9,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.db.models import Q, QuerySet
@@ -17,6 +17,8 @@ from django.db.models import Q, QuerySet
 from audit.models import AuditEvent, Outcome
 
 PAGE_SIZE = 50
+CLOCK_MARGIN = timedelta(hours=1)
+CLOCK_MARGIN_EVENTS = 10_000
 EXPORT_CHUNK = 2000
 KNOWN_ACTIONS = (
     "login",
@@ -119,6 +121,17 @@ class AuditFilters:
             qs = qs.filter(time__gte=self.start)
         if self.end:
             qs = qs.filter(time__lt=self.end)
+            # Start the newest-first walk near `to` instead of at the head: the newest seq
+            # stamped before to + a margin (clocks of several portal processes may differ a
+            # little; seq order is the truth, time nearly follows it).
+            bound = (
+                AuditEvent.objects.filter(time__lt=self.end + CLOCK_MARGIN)
+                .order_by("-time")
+                .values_list("seq", flat=True)
+                .first()
+            )
+            if bound is not None:
+                qs = qs.filter(seq__lte=bound + CLOCK_MARGIN_EVENTS)
         if self.actor:
             qs = qs.filter(actor=self.actor)
         if self.action:

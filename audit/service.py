@@ -93,7 +93,6 @@ def record_event(
     """
     context = current() or AuditContext(request_id=new_request_id(), actor="system")
     event = AuditEvent(
-        time=timezone.now(),
         actor=(actor if actor is not None else context.actor or "anonymous")[:150],
         source_ip=context.source_ip,
         user_agent=context.user_agent[:300],
@@ -106,6 +105,8 @@ def record_event(
     try:
         with transaction.atomic():
             chain = _lock_chain()
+            # Stamped under the lock, so time follows seq on one clock.
+            event.time = timezone.now()
             event.seq = chain.head_seq + 1
             event.prev_mac = chain.head_mac
             event.mac = compute_mac(audit_key(), event.prev_mac, event.canonical_fields())
