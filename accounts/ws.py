@@ -15,8 +15,9 @@ session user; AllowedHostsOriginValidator outside checks the Origin. Then:
   (``websocket.subscribe``) before the consumer sees it; if that write fails the socket is
   closed (1011) and the subscription never happens.
 
-Consumers opt in by doing nothing: ``scope["user"]`` is already authorized. A consumer that
-needs a finer check can still call ``user.has_perm(...)`` in ``connect``.
+Consumers opt in by doing nothing: ``scope["user"]`` is already authorized, with its
+permissions loaded, so ``scope["user"].has_perm("accounts.view_dashboards")`` in an async
+``connect`` answers without touching the database.
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def authorize_handshake(scope: Scope, context: AuditContext) -> tuple[Principal 
             },
         )
         return None, CLOSE_FORBIDDEN
+    # Warm the permission cache: consumers may call user.has_perm() in async code without a
+    # database query (the periodic re-check reloads the user from the database).
+    user.get_all_permissions()
     return Principal(user, access, session_key, token_id), 0
 
 

@@ -160,3 +160,26 @@ async def test_a_subscribe_that_cannot_be_audited_closes_the_socket(make_user):
         assert closed == {"type": "websocket.close", "code": 1011}
     finally:
         await sync_to_async(lambda: connection.cursor().execute("DROP TRIGGER audit_disk_full"))()
+
+
+async def test_a_consumer_can_check_has_perm_in_async_code_without_a_query(make_user):
+    from channels.auth import AuthMiddlewareStack
+
+    from accounts.ws import WebSocketAccessMiddleware
+
+    async def consumer(scope, receive, send):
+        await receive()  # websocket.connect
+        user = scope["user"]
+        # Sync has_perm inside the event loop: would raise SynchronousOnlyOperation on a query.
+        answer = [user.has_perm("accounts.view_dashboards"), user.has_perm("accounts.view_audit")]
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": str(answer)})
+
+    app = AuthMiddlewareStack(WebSocketAccessMiddleware(consumer))
+    user = await sync_to_async(make_user)("vera", "viewer")
+    cookie = await sync_to_async(session_cookie)(user)
+    communicator = WebsocketCommunicator(app, "/api/stream", headers=[ORIGIN, (b"cookie", cookie)])
+    connected, _ = await communicator.connect()
+    assert connected
+    assert await communicator.receive_from() == "[True, False]"
+    await communicator.disconnect()
