@@ -29,6 +29,7 @@ from django.urls import Resolver404, resolve
 
 from accounts.actions import do_note_token_used, mfa_required
 from accounts.policy import AUTHENTICATED, PUBLIC, Access, access_for
+from accounts.roles import role_for
 from accounts.tokens import TokenRejected, authenticate_token, bearer
 from audit.context import set_actor
 from audit.models import Outcome
@@ -168,7 +169,7 @@ def check_access(request: HttpRequest) -> HttpResponse | None:
     if not allowed(access, user):
         return _deny(
             request,
-            f"your roles do not include {access.permission}",
+            f"this page needs the {role_for(access.permission)} role ({access.permission})",
             {"url_name": url_name, "required": access.permission},
         )
     return None

@@ -19,6 +19,10 @@ ROLES: dict[str, tuple[str, str]] = {
 ROLE_NAMES = tuple(ROLES)
 
 
+def role_for(permission: str) -> str:
+    return next((name for name, (perm, _) in ROLES.items() if perm == permission), permission)
+
+
 def ensure_role_groups(**kwargs: object) -> None:
     """The role groups with their permissions (idempotent). The data migration makes them;
     this post_migrate hook puts them back after a test database flush."""

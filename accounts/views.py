@@ -33,13 +33,28 @@ PENDING = "pending_login"
 PENDING_SECONDS = 300
 
 
-def _next_url(request: HttpRequest, fallback: str = "") -> str:
+def home_for(user: User) -> str:
+    """The first page in the navigation this user may open (an auditor lands on the audit
+    log, not on a dashboard they would be refused)."""
+    from accounts.middleware import allowed
+    from accounts.policy import access_for
+    from elastickv_admin.context import NAVIGATION
+
+    for _, name in NAVIGATION:
+        if allowed(access_for(name), user):
+            return reverse(name)
+    return reverse("accounts:tokens")
+
+
+def _next_url(request: HttpRequest, fallback: str = "", user: User | None = None) -> str:
     candidate = request.POST.get("next") or request.GET.get("next") or ""
     if candidate and url_has_allowed_host_and_scheme(
         candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return candidate
-    return fallback or reverse(settings.LOGIN_REDIRECT_URL)
+    if fallback:
+        return fallback
+    return home_for(user) if user is not None else reverse(settings.LOGIN_REDIRECT_URL)
 
 
 def _user(request: HttpRequest) -> User:
@@ -53,7 +68,7 @@ def _user(request: HttpRequest) -> User:
 @never_cache
 def login_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
-        return redirect(_next_url(request))
+        return redirect(_next_url(request, user=_user(request)))
     form = LoginForm(request, data=request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         user = form.get_user()
@@ -63,11 +78,11 @@ def login_view(request: HttpRequest) -> HttpResponse:
             request.session[PENDING] = {
                 "user_id": user.pk,
                 "at": time.time(),
-                "next": _next_url(request),
+                "next": _next_url(request, user=user),
             }
             return redirect("accounts:login-mfa")
         actions.do_login(request, user, mfa=False)
-        return redirect(_next_url(request))
+        return redirect(_next_url(request, user=user))
     status = 400 if request.method == "POST" else 200
     return render(
         request,
@@ -145,7 +160,7 @@ def login_mfa(request: HttpRequest) -> HttpResponse:
             else actions.do_verify_totp(user, device, form.code())
         )
         if ok:
-            next_url = str(pending.get("next") or reverse(settings.LOGIN_REDIRECT_URL))
+            next_url = str(pending.get("next") or home_for(user))
             request.session.pop(PENDING, None)
             actions.do_login(request, user, mfa=True)
             return redirect(next_url)

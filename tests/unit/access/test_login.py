@@ -189,3 +189,18 @@ def test_a_deactivated_user_cannot_sign_in(make_user):
     user.is_active = False
     user.save()
     assert login(Client(), "alice", PASSWORD).status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("roles", "home"),
+    [
+        (("viewer",), "/"),
+        (("auditor",), "/audit/"),
+        (("admin",), "/settings/"),
+        ((), "/account/tokens/"),
+    ],
+)
+def test_sign_in_lands_on_the_first_page_the_roles_open(make_user, roles, home):
+    make_user("alice", *roles)
+    assert login(Client(), "alice", PASSWORD)["Location"] == home
