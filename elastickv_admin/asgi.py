@@ -16,13 +16,20 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 
+from accounts.ws import WebSocketAccessMiddleware  # noqa: E402
 from elastickv_admin.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            CookieMiddleware(SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns))))
+            # Origin checked first; then session user, then the access policy and its
+            # periodic re-check (accounts/ws.py).
+            CookieMiddleware(
+                SessionMiddleware(
+                    AuthMiddleware(WebSocketAccessMiddleware(URLRouter(websocket_urlpatterns)))
+                )
+            )
         ),
     }
 )

@@ -142,6 +142,53 @@ def prepare() -> None:
         call_command("collectstatic", interactive=False, verbosity=0)
 
 
+DEMO_ADMIN = "admin"
+
+
+def ensure_demo_admin(data_dir: Path) -> str:
+    """The demo's first admin (a superuser: every role), created once with a generated
+    password kept in the data directory (0600). Returns the password. `serve` never
+    creates users."""
+    from django.contrib.auth.models import User
+
+    from accounts.actions import do_record_superuser_created, generate_password
+    from audit.context import command_context
+
+    password_file = data_dir / "demo-admin-password"
+    user = User.objects.filter(username=DEMO_ADMIN).first()
+    if user is not None and password_file.exists():
+        return password_file.read_text(encoding="utf-8").strip()
+    password = generate_password()
+    password_file.write_text(password + "\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    with command_context("elastickv-admin demo"):
+        if user is None:
+            from django.db import transaction
+
+            with transaction.atomic():
+                user = User.objects.create_superuser(DEMO_ADMIN, password=password)
+                do_record_superuser_created(user, via="demo")
+        else:
+            from accounts.actions import do_reset_password
+
+            password = do_reset_password(user)
+            password_file.write_text(password + "\n", encoding="utf-8")
+    return password
+
+
+def _warn_if_no_users() -> None:
+    from django.contrib.auth.models import User
+
+    if not User.objects.exists():
+        print(
+            "no portal users yet: create the first admin with\n"
+            "  DJANGO_SUPERUSER_USERNAME=admin DJANGO_SUPERUSER_PASSWORD=... "
+            "python manage.py createsuperuser --noinput",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run_daphne(bind: str, *, proxy_headers: bool) -> None:
     from daphne.cli import CommandLineInterface
 
@@ -156,6 +203,7 @@ def run_daphne(bind: str, *, proxy_headers: bool) -> None:
 def serve(args: argparse.Namespace) -> None:
     _apply_flags(args)
     prepare()
+    _warn_if_no_users()
     run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
 
 
@@ -189,9 +237,11 @@ def demo(args: argparse.Namespace) -> None:
         print(f"devcluster node {node.node_id} {node.address}", flush=True)
     try:
         prepare()
+        password = ensure_demo_admin(data_dir)
         print(
             f"portal: http://{args.bindAddr}/  (data in {data_dir}; Ctrl-C stops both)", flush=True
         )
+        print(f"log in at http://{args.bindAddr}/login/ as {DEMO_ADMIN} / {password}", flush=True)
         run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
     finally:
         cluster.stop()

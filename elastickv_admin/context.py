@@ -1,4 +1,5 @@
-"""Template context shared by every page: the navigation."""
+"""Template context shared by every page: the navigation (only what the user may open) and
+the user menu."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import NamedTuple
 
 from django.http import HttpRequest
 from django.urls import reverse
+
+from accounts.policy import AUTHENTICATED, PUBLIC, access_for
+from accounts.roles import ROLES
 
 
 class NavItem(NamedTuple):
@@ -26,11 +30,28 @@ NAVIGATION = (
 )
 
 
+def _may_open(name: str, permissions: frozenset[str], authenticated: bool) -> bool:
+    # The same policy table the access middleware enforces (accounts/policy.py).
+    access = access_for(name)
+    if access is None:
+        return False
+    if access is PUBLIC:
+        return True
+    return authenticated and (access is AUTHENTICATED or access.permission in permissions)
+
+
 def portal(request: HttpRequest) -> dict[str, object]:
+    # Set by accounts.middleware.AccessMiddleware; no database query here.
+    permissions: frozenset[str] = getattr(request, "portal_permissions", frozenset())
+    user = getattr(request, "user", None)
+    authenticated = bool(user is not None and user.is_authenticated)
     items = []
     for label, name in NAVIGATION:
+        if not _may_open(name, permissions, authenticated):
+            continue
         url = reverse(name)
         # A detail page (/nodes/n1/) lights up its section (/nodes/).
         active = request.path == url or (url != "/" and request.path.startswith(url))
         items.append(NavItem(label, url, active))
-    return {"nav_items": items}
+    roles = [role for role, (perm, _) in ROLES.items() if perm in permissions]
+    return {"nav_items": items, "user_roles": roles, "signed_in": authenticated}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -33,17 +34,18 @@ DEMO = env_bool("ELASTICKV_ADMIN_DEMO")
 DEBUG = env_bool("DEBUG")
 
 
-def _secret_key() -> str:
-    key = env_secret("SECRET_KEY")
-    if key:
-        return key
+def _required_secret(name: str, demo_file: str, what: str) -> str:
+    """A secret from NAME or NAME_FILE; missing is a startup error, except in the demo,
+    which generates one into its data directory (0600) and reuses it on restart."""
+    value = env_secret(name)
+    if value:
+        return value
     if not DEMO:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set: set SECRET_KEY or SECRET_KEY_FILE "
-            "(only `elastickv-admin demo` generates one for itself)"
+            f"{name} is not set: set {name} or {name}_FILE ({what}; "
+            "only `elastickv-admin demo` generates one for itself)"
         )
-    # The demo keeps a generated key in its data directory so sessions survive restarts.
-    path = DATA_DIR / "demo-secret-key"
+    path = DATA_DIR / demo_file
     if not path.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
@@ -51,12 +53,26 @@ def _secret_key() -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = _required_secret("SECRET_KEY", "demo-secret-key", "Django's signing key")
+# Keys kept outside the database (DESIGN.md "Access, tokens, audit"): the audit chain's
+# HMAC key, the API tokens' hash key, and the key that encrypts secrets at rest.
+AUDIT_KEY = _required_secret(
+    "ELASTICKV_ADMIN_AUDIT_KEY", "demo-audit-key", "the audit log's HMAC chain key"
+)
+TOKEN_HASH_KEY = _required_secret(
+    "ELASTICKV_ADMIN_TOKEN_HASH_KEY", "demo-token-hash-key", "the API tokens' hash key"
+)
+SECRETS_KEY = _required_secret(
+    "ELASTICKV_ADMIN_SECRETS_KEY", "demo-secrets-key", "encrypts TOTP seeds at rest"
+)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.auth: its createsuperuser writes the audit event too.
+    "accounts",
+    "audit",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,6 +80,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "axes",
+    "django_otp",
     "elastickv_admin",
     "cluster",
     "keyviz",
@@ -74,10 +92,15 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
+    # Request id, audit context, one event per mutating request, 503 on audit failure.
+    "audit.middleware.AuditMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # API tokens on /api/*, then the one access policy (accounts/policy.py) for every URL.
+    "accounts.middleware.AccessMiddleware",
+    "axes.middleware.AxesMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -176,24 +199,27 @@ STORAGES = {
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# Secure cookies unless told otherwise (plain-HTTP development); the demo serves plain HTTP.
+SECURE_COOKIES = env_bool("ELASTICKV_ADMIN_SECURE_COOKIES", not DEMO)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_NAME = "ekv_session"
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_AGE = int(env_duration("ELASTICKV_ADMIN_SESSION_AGE", 8 * 3600.0))
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
-# Served over HTTPS (directly or by a TLS-terminating proxy): secure cookies and HSTS.
+# Served over HTTPS (directly or by a TLS-terminating proxy): HSTS and a redirect to HTTPS.
 TLS = env_bool("ELASTICKV_ADMIN_TLS")
-SESSION_COOKIE_SECURE = TLS
-CSRF_COOKIE_SECURE = TLS
 SECURE_HSTS_SECONDS = env_int("ELASTICKV_ADMIN_HSTS_SECONDS", 31_536_000 if TLS else 0, minimum=0)
 # HSTS from portal.example.com covers only its own subdomains, not its siblings.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ELASTICKV_ADMIN_HSTS_INCLUDE_SUBDOMAINS", TLS)
 SECURE_HSTS_PRELOAD = env_bool("ELASTICKV_ADMIN_HSTS_PRELOAD", TLS)
 SECURE_SSL_REDIRECT = TLS and env_bool("ELASTICKV_ADMIN_SSL_REDIRECT", True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-# Trust X-Forwarded-Proto only when a proxy in front sets it (and strips the client's).
-if env_bool("ELASTICKV_ADMIN_PROXY_SSL_HEADER"):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # No inline script anywhere: htmx is configured by a <meta> tag and the heatmap is a
 # module file. Styles may be inline (bar widths); scripts may not.
@@ -239,6 +265,32 @@ def _portal_config() -> PortalConfig:
 
 ELASTICKV_ADMIN = _portal_config()
 
+# --- access: login, lockout, roles, tokens, WebSockets ---------------------------------------
+AUTHENTICATION_BACKENDS = [
+    # First: refuses locked-out credentials on both authenticate() and aauthenticate().
+    "accounts.backends.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "cluster:overview"
+# Reverse proxies in front of the portal whose X-Forwarded-For entries are trusted; the client
+# address is the entry that many hops from the right (0: the TCP peer, REMOTE_ADDR).
+TRUSTED_PROXY_HOPS = env_int("ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS", 0, minimum=0)
+if TRUSTED_PROXY_HOPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+AXES_ENABLED = True
+AXES_FAILURE_LIMIT = env_int("ELASTICKV_ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_duration("ELASTICKV_ADMIN_LOGIN_COOLOFF", 15 * 60.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "elastickv_admin.net.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
+AXES_VERBOSE = False
+AXES_SENSITIVE_PARAMETERS = ["password", "token", "otp_token"]
+# A WebSocket whose session ended or whose role was removed is closed within this time.
+WS_RECHECK_INTERVAL_S = env_duration("ELASTICKV_ADMIN_WS_RECHECK_INTERVAL", 30.0)
+OTP_TOTP_ISSUER = "elastickv admin"
+
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
@@ -253,8 +305,18 @@ LOGGING = {
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
+        "json_line": {"format": "%(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        # Audit events: one bare JSON object per line, for a SIEM.
+        "audit": {"class": "logging.StreamHandler", "formatter": "json_line"},
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # axes logs every reset of zero failures at INFO; lockouts come through the audit log.
+        "axes": {"level": "WARNING"},
+        "elastickv_admin.audit": {"handlers": ["audit"], "level": "INFO", "propagate": False},
+    },
 }

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from elastickv_admin import health, metrics, views
+from elastickv_admin import health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -10,8 +10,9 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("cluster.urls")),
     path("", include("keyviz.urls")),
-    path("audit/", views.not_built, {"room": "Audit log"}, name="audit"),
-    path("settings/", views.not_built, {"room": "Settings"}, name="settings"),
+    path("", include("accounts.urls")),
+    path("", include("accounts.settings_urls")),
+    path("", include("audit.urls")),
 ]
 
 handler400 = "elastickv_admin.views.bad_request"

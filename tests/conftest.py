@@ -8,6 +8,7 @@ other than the real_node tier (which needs ELASTICKV_BIN) fails the run.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,55 @@ def artifacts_dir() -> Path:
 # --- the real portal process: `elastickv-admin serve` under daphne ---------------------------
 
 
+PORTAL_ADMIN = "admin"
+
+
 class PortalProcess:
-    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(
+        self, url: str, proc: subprocess.Popen[bytes], log: Path, env: dict[str, str]
+    ) -> None:
         self.url = url
         self.proc = proc
         self.log = log
+        self.env = env
+        self.admin_username = PORTAL_ADMIN
+        self.admin_password = ""
+
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """`python manage.py ...` against this portal's database; returns stdout."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def create_admin(self) -> None:
+        """The first admin, the documented way: createsuperuser --noinput."""
+        self.admin_password = "portal-admin-" + secrets.token_urlsafe(9)
+        self.manage(
+            "createsuperuser",
+            "--noinput",
+            env={
+                "DJANGO_SUPERUSER_USERNAME": self.admin_username,
+                "DJANGO_SUPERUSER_PASSWORD": self.admin_password,
+                "DJANGO_SUPERUSER_EMAIL": "admin@example.invalid",
+            },
+        )
+
+    def login(self, page: Any, username: str = "", password: str = "") -> None:
+        """Sign in through the real login form in the browser."""
+        page.goto(self.url + "/login/")
+        page.fill("input[name=username]", username or self.admin_username)
+        page.fill("input[name=password]", password or self.admin_password)
+        page.click("form button[type=submit]")
+        page.wait_for_load_state()
+        assert "/login/" not in page.url, f"login as {username or self.admin_username} failed"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -106,13 +151,45 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _flag_env(args: list[str]) -> dict[str, str]:
+    """The environment `serve` derives from its flags, for manage.py next to it."""
+    from elastickv_admin.cli import BOOL_FLAG_ENV, FLAG_ENV, build_parser
+
+    parsed = build_parser().parse_args(["serve", *args])
+    env = {
+        name: str(getattr(parsed, flag))
+        for flag, name in FLAG_ENV.items()
+        if getattr(parsed, flag, None)
+    }
+    env.update(
+        {name: "true" for flag, name in BOOL_FLAG_ENV.items() if getattr(parsed, flag, False)}
+    )
+    return env
+
+
+PORTAL_SECRETS = {
+    "SECRET_KEY": "browser-test-secret-key-0123456789abcdef",
+    "ELASTICKV_ADMIN_AUDIT_KEY": "browser-test-audit-key-0123456789abcdef",
+    "ELASTICKV_ADMIN_TOKEN_HASH_KEY": "browser-test-token-hash-key-0123456789",
+    "ELASTICKV_ADMIN_SECRETS_KEY": "browser-test-secrets-key-0123456789abc",
+}
+
+
 def start_portal(
-    data_dir: Path, args: list[str], env: dict[str, str] | None = None
+    data_dir: Path,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    create_admin: bool = True,
 ) -> PortalProcess:
     port = _free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ELASTICKV_ADMIN_")}
     environ.pop("DJANGO_SETTINGS_MODULE", None)
-    environ.setdefault("SECRET_KEY", "browser-test-secret-key-0123456789abcdef")
+    for name, value in PORTAL_SECRETS.items():
+        environ.setdefault(name, value)
+    # The tests talk plain HTTP to 127.0.0.1.
+    environ["ELASTICKV_ADMIN_SECURE_COOKIES"] = "false"
+    environ["ELASTICKV_ADMIN_DATA_DIR"] = str(data_dir)
     environ.update(env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "portal.log"
@@ -140,7 +217,10 @@ def start_portal(
             raise RuntimeError(f"portal exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url + "/static/css/portal.css", timeout=1):
-                return PortalProcess(url, proc, log)
+                portal = PortalProcess(url, proc, log, {**environ, **_flag_env(args)})
+                if create_admin:
+                    portal.create_admin()
+                return portal
         except OSError:
             time.sleep(0.1)
     proc.kill()
@@ -151,8 +231,12 @@ def start_portal(
 def portal_factory(tmp_path: Path) -> Iterator[Callable[..., PortalProcess]]:
     started: list[PortalProcess] = []
 
-    def factory(args: list[str], env: dict[str, str] | None = None) -> PortalProcess:
-        portal = start_portal(tmp_path / f"portal{len(started)}", args, env)
+    def factory(
+        args: list[str], env: dict[str, str] | None = None, *, create_admin: bool = True
+    ) -> PortalProcess:
+        portal = start_portal(
+            tmp_path / f"portal{len(started)}", args, env, create_admin=create_admin
+        )
         started.append(portal)
         return portal
 
@@ -219,3 +303,116 @@ def page(browser: Any) -> Iterator[Any]:
     page.bad_resources = bad_resources
     yield page
     context.close()
+
+
+# --- personas: users holding roles, API tokens, signed-in clients ------------------------------
+# Tests that use these need the database: mark them django_db (transaction=True for async
+# tests, whose database work runs in other threads).
+
+PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.fixture
+def make_user() -> Callable[..., Any]:
+    from django.contrib.auth.models import Group, User
+
+    from accounts.roles import ensure_role_groups
+
+    def make(username: str, *roles: str, superuser: bool = False, password: str = PASSWORD) -> User:
+        ensure_role_groups()
+        if superuser:
+            return User.objects.create_superuser(username, password=password)
+        user = User.objects.create_user(username, password=password)
+        user.groups.set(Group.objects.filter(name__in=roles))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def admin_user(make_user: Callable[..., Any]) -> Any:
+    """A superuser: every role."""
+    return make_user("root-admin", superuser=True)
+
+
+@pytest.fixture
+def api_token_for() -> Callable[..., str]:
+    from accounts.actions import do_create_api_token
+
+    def make(user: Any, *, read_only: bool = True) -> str:
+        return do_create_api_token(user, "test", read_only=read_only).plaintext
+
+    return make
+
+
+@pytest.fixture
+def viewer_token(make_user: Callable[..., Any], api_token_for: Callable[..., str]) -> str:
+    """A read-only API token of a user holding the viewer role."""
+    return api_token_for(make_user("api-viewer", "viewer"))
+
+
+@pytest.fixture
+def viewer_async_client(viewer_token: str) -> Any:
+    """An AsyncClient that reads the API as a viewer (Bearer token)."""
+    from django.test import AsyncClient
+
+    # AUTHORIZATION, not headers=: AsyncClient turns constructor headers into HTTP_* names.
+    return AsyncClient(AUTHORIZATION=f"Bearer {viewer_token}")
+
+
+@pytest.fixture
+def logged_in_page(portal_factory: Callable[..., PortalProcess], page: Any) -> Any:
+    """A portal (no nodes reachable) and a browser page signed in as its first admin."""
+    portal = portal_factory(["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"])
+    portal.login(page)
+    page.portal = portal
+    return page
+
+
+# --- the in-process portal pointed at a devcluster ---------------------------------------------
+
+
+def _reset_portal_state() -> None:
+    from cluster.client import reset_node_client
+    from cluster.discovery import reset_discovery
+    from cluster.services import reset_services
+
+    reset_services()
+    reset_discovery()
+    reset_node_client()
+
+
+@pytest.fixture
+async def portal(
+    tmp_path: Path, transactional_db: None, make_user: Callable[..., Any]
+) -> AsyncIterator[Callable[..., Any]]:
+    """`portal(seeds, **config)`: the portal's settings point at those seeds (with the
+    devcluster test token) and a Django AsyncClient signed in as a viewer comes back. The
+    node client, discovery and the services' shared state are reset around each use."""
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient, override_settings
+
+    from cluster.client import node_client
+    from devcluster.pytest_plugin import TEST_TOKEN
+    from elastickv_admin.config import PortalConfig
+
+    token_file = tmp_path / "portal-node-token"
+    token_file.write_text(TEST_TOKEN + "\n")
+    client = AsyncClient()
+    await client.aforce_login(await sync_to_async(make_user)("portal-viewer", "viewer"))
+    overrides: list[Any] = []
+
+    def configure(seeds: list[str], **config: Any) -> Any:
+        config.setdefault("node_token_file", str(token_file))
+        config.setdefault("rpc_timeout_s", 2.0)
+        override = override_settings(ELASTICKV_ADMIN=PortalConfig(seeds=tuple(seeds), **config))
+        override.enable()
+        overrides.append(override)
+        _reset_portal_state()
+        return client
+
+    yield configure
+    await node_client().close()
+    for override in reversed(overrides):
+        override.disable()
+    _reset_portal_state()

@@ -11,5 +11,12 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-012
 os.environ.setdefault("ELASTICKV_ADMIN_DATA_DIR", tempfile.mkdtemp(prefix="ekv-admin-test-"))
 os.environ.setdefault("ELASTICKV_ADMIN_STATIC_FINDERS", "true")
 os.environ.setdefault("ELASTICKV_ADMIN_INSECURE_NO_AUTH", "true")
+os.environ.setdefault("ELASTICKV_ADMIN_AUDIT_KEY", "test-only-audit-key-0123456789abcdef")
+os.environ.setdefault("ELASTICKV_ADMIN_TOKEN_HASH_KEY", "test-only-token-hash-key-0123456789")
+os.environ.setdefault("ELASTICKV_ADMIN_SECRETS_KEY", "test-only-secrets-key-0123456789abc")
 
 from elastickv_admin.settings import *  # noqa: F403
+
+# Password hashing at production cost makes every sign-in test slow; the portal processes
+# the browser tests start use the real hashers.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

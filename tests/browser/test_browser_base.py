@@ -17,9 +17,9 @@ NAV = [
 
 
 @pytest.mark.browser
-def test_base_page_shows_the_navigation(portal_factory, page, artifacts_dir):
-    portal = portal_factory(["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"])
-    page.goto(portal.url + "/audit/")
+def test_base_page_shows_the_navigation(logged_in_page, artifacts_dir):
+    page = logged_in_page
+    page.goto(page.portal.url + "/audit/")
     links = page.locator("nav[aria-label=Main] ul.nav a")
     assert links.all_inner_texts() == NAV
     assert page.locator("nav a[aria-current=page]").inner_text() == "Audit log"

@@ -48,6 +48,7 @@ def test_every_cluster_page_shows_the_cluster(
     cluster.split_route(user.route_id, b"user:5")
     cluster.transfer_leadership(3, "n1")
     portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
 
     page.goto(portal.url + "/")
     assert page.locator("h1").inner_text() == "Cluster overview"
@@ -134,6 +135,7 @@ def test_banner_appears_when_a_node_goes_down_without_a_reload(
 ):
     cluster = devcluster_factory()
     portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
     page.goto(portal.url + "/")
     assert page.locator("[data-testid=node-banner]").count() == 0
     page.evaluate("window.__sameDocument = true")
@@ -175,6 +177,7 @@ def test_pages_work_without_javascript(
     )
     try:
         page = context.new_page()
+        portal.login(page)  # a plain form POST: no JavaScript needed
         page.goto(portal.url + "/raft/")
         assert page.locator("#raft-table tbody").count() == len(cluster.groups())
         page.goto(portal.url + "/routes/")

@@ -15,9 +15,9 @@ from elastickv_admin.asgi import application
 @pytest.mark.integration
 def test_serve_collects_and_serves_hashed_static_files_under_asgi(portal_factory):
     portal = portal_factory(["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"])
-    # Any page will do: the not-yet-built rooms answer 501 with the full layout.
+    # Any page will do: the 404 page answers anyone, with the full layout.
     with pytest.raises(urllib.error.HTTPError) as page:
-        urllib.request.urlopen(portal.url + "/audit/")
+        urllib.request.urlopen(portal.url + "/no-such-page/")
     html = page.value.read().decode()
     css = re.search(r'href="(/static/css/portal\.[0-9a-f]{12}\.css)"', html)
     assert css, "the page links the manifest-hashed stylesheet"
@@ -46,9 +46,15 @@ def test_unknown_api_path_answers_the_json_error_envelope(portal_factory):
     assert err.value.read() == b'{"code": 404, "message": "no API endpoint at /api/nope"}'
 
 
-async def test_stream_websocket_answers_hello():
+@pytest.mark.django_db(transaction=True)
+async def test_stream_websocket_answers_hello(viewer_token):
     communicator = WebsocketCommunicator(
-        application, "/api/stream", headers=[(b"origin", b"http://127.0.0.1")]
+        application,
+        "/api/stream",
+        headers=[
+            (b"origin", b"http://127.0.0.1"),
+            (b"authorization", f"Bearer {viewer_token}".encode()),
+        ],
     )
     connected, _ = await communicator.connect()
     assert connected

@@ -19,9 +19,12 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def get(url: str) -> tuple[int, dict[str, str], bytes]:
+def get(url: str, token: str = "") -> tuple[int, dict[str, str], bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=10
+        ) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
@@ -63,7 +66,7 @@ def test_readyz_names_the_failed_check_when_no_node_answers(portal_factory):
 
 def test_pages_carry_a_csp_without_inline_scripts_and_framing_is_refused(portal_factory):
     portal = portal_factory(["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"])
-    _, headers, _ = get(portal.url + "/routes/")
+    _, headers, _ = get(portal.url + "/login/")
     csp = headers["Content-Security-Policy"]
     script_src = re.search(r"script-src ([^;]+)", csp)
     assert script_src is not None
@@ -82,10 +85,17 @@ def test_metrics_aggregate_every_process_sharing_the_data_directory(
     env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
     args = ["--nodes", devcluster.node("n1").address, "--nodeTokenFile", str(token_file)]
     first, second = portal_factory(args, env), portal_factory(args, env)
+    # Each process has its own database here; a scraper holds an API token.
+    token_a = first.manage("create_api_token", first.admin_username).strip()
+    token_b = second.manage("create_api_token", second.admin_username).strip()
     for _ in range(3):
-        get(first.url + "/api/raft/groups")
-    get(second.url + "/api/raft/groups")
-    _, headers, body = get(second.url + "/metrics")
+        assert get(first.url + "/api/raft/groups", token_a)[0] == 200
+    assert get(second.url + "/api/raft/groups", token_b)[0] == 200
+    # No token, no metrics.
+    status, _, anonymous = get(second.url + "/metrics")
+    assert status == 401
+    assert b"elastickv_admin_request_seconds" not in anonymous
+    _, headers, body = get(second.url + "/metrics", token_b)
     text = body.decode()
     assert headers["Content-Type"].startswith("text/plain")
     served = re.search(
@@ -111,7 +121,10 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
             "SECRET_KEY": "x7#kq!9vR2mZ@pL4wN8eT1yU6iO3aS5dF0gH2jK4lQ7zX9cV1bN3mM5",
             "ELASTICKV_ADMIN_DATA_DIR": str(tmp_path),
             "ELASTICKV_ADMIN_TLS": "true",
-            "ELASTICKV_ADMIN_PROXY_SSL_HEADER": "true",
+            "ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS": "1",
+            "ELASTICKV_ADMIN_AUDIT_KEY": "audit-key-for-check-deploy-0123456789abcdef",
+            "ELASTICKV_ADMIN_TOKEN_HASH_KEY": "token-hash-key-for-check-deploy-0123456789",
+            "ELASTICKV_ADMIN_SECRETS_KEY": "secrets-key-for-check-deploy-0123456789abcd",
             "ALLOWED_HOSTS": "portal.example.com",
             "ELASTICKV_ADMIN_NODES": "10.0.0.1:50051",
             "ELASTICKV_ADMIN_INSECURE_NO_AUTH": "",

@@ -40,6 +40,10 @@ def load_settings(tmp_path: Path, **overrides: str) -> subprocess.CompletedProce
         {
             "DJANGO_SETTINGS_MODULE": "elastickv_admin.settings",
             "ELASTICKV_ADMIN_DATA_DIR": str(tmp_path),
+            # The keys outside the database (tests/unit/test_access_settings.py covers them).
+            "ELASTICKV_ADMIN_AUDIT_KEY": "a" * 40,
+            "ELASTICKV_ADMIN_TOKEN_HASH_KEY": "t" * 40,
+            "ELASTICKV_ADMIN_SECRETS_KEY": "s" * 40,
         }
     )
     environ.update(overrides)
@@ -159,6 +163,9 @@ def test_json_log_format_writes_one_json_object_per_line(tmp_path):
             "DJANGO_SETTINGS_MODULE": "elastickv_admin.settings",
             "ELASTICKV_ADMIN_DATA_DIR": str(tmp_path),
             "SECRET_KEY": "k" * 40,
+            "ELASTICKV_ADMIN_AUDIT_KEY": "a" * 40,
+            "ELASTICKV_ADMIN_TOKEN_HASH_KEY": "t" * 40,
+            "ELASTICKV_ADMIN_SECRETS_KEY": "s" * 40,
             "LOG_FORMAT": "json",
         }
     )

@@ -1,8 +1,7 @@
 """Fixtures for the cluster pages and API against a devcluster, served in-process.
 
-- `portal(seeds, **config)`: points the portal's settings at those seeds (with the test
-  token) and returns a Django AsyncClient; the node client, discovery and the services'
-  shared state are reset before and after, and this loop's channels closed.
+- `portal(seeds, **config)` (tests/conftest.py): the in-process portal pointed at those seeds,
+  as a Django AsyncClient signed in as a viewer.
 - `grpc_proxy(target, rewrite=...)`: a gRPC pass-through in front of a node that counts
   calls per method and may rewrite chosen responses (malformed data, membership changes).
 - `truth(cluster)`: the nodes' own answers over gRPC (the ground truth the tests compare to).
@@ -13,58 +12,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from django.test import AsyncClient, override_settings
 
-from cluster.client import node_client, reset_node_client
-from cluster.discovery import reset_discovery
-from cluster.services import reset_services
 from devcluster import DevCluster
-from devcluster.pytest_plugin import TEST_TOKEN
-from elastickv_admin.config import PortalConfig
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
-
-
-def _reset() -> None:
-    reset_services()
-    reset_discovery()
-    reset_node_client()
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "portal-node-token"
-    path.write_text(TEST_TOKEN + "\n")
-    return path
-
-
-@pytest.fixture
-async def portal(token_file: Path) -> AsyncIterator[Callable[..., AsyncClient]]:
-    contexts: list[Any] = []
-
-    def configure(seeds: list[str], **config: Any) -> AsyncClient:
-        config.setdefault("node_token_file", str(token_file))
-        config.setdefault("rpc_timeout_s", 2.0)
-        settings = override_settings(ELASTICKV_ADMIN=PortalConfig(seeds=tuple(seeds), **config))
-        settings.enable()
-        contexts.append(settings)
-        _reset()
-        return AsyncClient()
-
-    yield configure
-    await node_client().close()
-    for settings in reversed(contexts):
-        settings.disable()
-    _reset()
-
 
 # -- ground truth: the nodes' own answers ----------------------------------------------------
 

@@ -4,7 +4,6 @@ crowd of viewers that must not multiply the calls a seed gets."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -79,12 +78,12 @@ async def test_fifty_concurrent_page_loads_ask_each_seed_once_per_refresh_interv
 ):
     cluster = devcluster_factory()
     seeds = [grpc_proxy(address) for address in cluster.addresses]
-    interval = 1.0
+    # Long enough that a burst of 50 signed-in page loads fits in one interval even on a
+    # busy two-core machine; the second burst comes after the interval has surely passed.
+    interval = 3.0
     client = portal([s.address for s in seeds], refresh_interval_s=interval)
 
-    started = time.monotonic()
     pages = await asyncio.gather(*(client.get("/") for _ in range(50)))
-    assert time.monotonic() - started < interval  # the burst fits in one interval
     assert {p.status_code for p in pages} == {200}
     assert all(b"3 of 3 nodes responded" in p.content for p in pages)
     assert [s.count("GetClusterOverview") for s in seeds] == [1, 0, 0]

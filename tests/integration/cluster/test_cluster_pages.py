@@ -478,21 +478,19 @@ async def test_routes_page_shows_bad_filters_and_still_renders(
     assert doc.find("input", name="prefix").attrs["value"] == "user:"
 
 
-async def test_api_is_get_only_and_loopback_only(devcluster_factory, portal):
+async def test_api_is_get_only_and_needs_a_signed_in_caller(devcluster_factory, portal):
     cluster = devcluster_factory()
     client = portal(cluster.addresses)
     post = await client.post("/api/cluster/overview")
     assert post.status_code == 405
     assert post.json()["code"] == 405
     assert post["Allow"] == "GET, HEAD"
+    anonymous = await AsyncClient().get("/api/nodes")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == 401
+    # Authentication replaced the early loopback-only rule: any address may call it.
     remote = await from_address(client, "10.1.2.3", "/api/nodes")
-    assert remote.status_code == 403
-    assert remote.json() == {
-        "code": 403,
-        "message": "the JSON API answers loopback clients only until it has authentication",
-    }
-    v6 = await from_address(client, "::1", "/api/nodes")
-    assert v6.status_code == 200
+    assert remote.status_code == 200
 
 
 async def from_address(client: AsyncClient, address: str, path: str) -> Any:

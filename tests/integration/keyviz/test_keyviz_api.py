@@ -7,20 +7,16 @@ API's merged matrix cell by cell.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient
 
-from cluster.client import node_client, reset_node_client
-from cluster.discovery import reset_discovery
 from devcluster import DevCluster, Malformation, Op
-from devcluster.pytest_plugin import TEST_TOKEN
-from elastickv_admin.config import PortalConfig
 from keyviz.serialize import FLAG_DEGRADED, decode_binary
 
+# The API answers signed-in callers only: a viewer's read-only token (tests/conftest.py).
 pytestmark = pytest.mark.integration
 
 STEP = 60_000
@@ -28,28 +24,9 @@ KEY = b"user:42"
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Callable[..., AsyncClient]]:
-    token_file = tmp_path / "token"
-    token_file.write_text(TEST_TOKEN)
-    active: list[Any] = []
-
-    def configure(cluster: DevCluster, **config: Any) -> AsyncClient:
-        config.setdefault("node_token_file", str(token_file))
-        override = override_settings(
-            ELASTICKV_ADMIN=PortalConfig(seeds=tuple(cluster.addresses), **config)
-        )
-        override.enable()
-        active.append(override)
-        reset_node_client()
-        reset_discovery()
-        return AsyncClient()
-
-    yield configure
-    await node_client().close()
-    for override in reversed(active):
-        override.disable()
-    reset_node_client()
-    reset_discovery()
+def api(portal: Callable[..., AsyncClient]) -> Callable[..., AsyncClient]:
+    """`api(cluster, **config)`: the shared `portal` fixture, seeded with every node."""
+    return lambda cluster, **config: portal(cluster.addresses, **config)
 
 
 def minute(offset: int = 0) -> int:

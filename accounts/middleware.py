@@ -1,0 +1,209 @@
+"""The access middleware: API tokens on /api/*, then the one policy (accounts/policy.py)
+for every resolved URL, before any view runs. Views cannot forget it.
+
+- anonymous: pages redirect to /login/?next=..., /api/* answers a 401 envelope;
+- signed in without the permission: 403 page or envelope, and a ``permission.denied`` event;
+- a URL name the policy does not cover: denied to everyone (403 and an error log line; in
+  DEBUG a 500 so the developer sees it at once).
+
+Async-capable: under ASGI the checks run in one hop to the database thread, as Django's own
+``request.auser()`` does; the middleware chain is never forced into sync mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect, render
+from django.urls import Resolver404, resolve
+
+from accounts.actions import do_note_token_used, mfa_required
+from accounts.policy import AUTHENTICATED, PUBLIC, Access, access_for
+from accounts.roles import role_for
+from accounts.tokens import TokenRejected, authenticate_token, bearer
+from audit.context import set_actor
+from audit.models import Outcome
+from audit.service import AuditWriteError, record_event
+from elastickv_admin.api import is_api_request
+from elastickv_admin.errors import error_response
+
+logger = logging.getLogger(__name__)
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Pages a signed-in admin who must enrol a second factor can still open.
+MFA_EXEMPT = frozenset({"accounts:mfa", "accounts:logout", "accounts:login", "accounts:login-mfa"})
+
+
+def unauthorized(request: HttpRequest, message: str) -> HttpResponse:
+    if is_api_request(request):
+        response = error_response(401, message)
+        response["WWW-Authenticate"] = 'Bearer realm="elastickv-admin"'
+        return response
+    return redirect_to_login(request.get_full_path())
+
+
+def forbidden(request: HttpRequest, message: str) -> HttpResponse:
+    if is_api_request(request):
+        return error_response(403, message)
+    return render(request, "accounts/denied.html", {"message": message}, status=403)
+
+
+def _deny(request: HttpRequest, message: str, details: dict[str, Any]) -> HttpResponse:
+    """A refusal to a known principal: audited as permission.denied."""
+    record_event(
+        "permission.denied",
+        target=request.path,
+        outcome=Outcome.DENIED,
+        details={"method": request.method, **details},
+    )
+    return forbidden(request, message)
+
+
+def _authenticate_bearer(request: HttpRequest, header: str) -> HttpResponse | None:
+    raw = bearer(header)
+    if raw is None:
+        return unauthorized(request, "Authorization must be 'Bearer <API token>'")
+    try:
+        token = authenticate_token(raw)
+    except TokenRejected as exc:
+        record_event(
+            "api_token.rejected",
+            target=request.path,
+            outcome=Outcome.DENIED,
+            details={"reason": str(exc)},
+        )
+        return unauthorized(request, str(exc))
+    user = token.user
+    request.user = user
+    request.auser = _resolved(user)
+    request.api_token = token  # type: ignore[attr-defined]
+    # Bearer requests carry no cookies to forge: CSRF does not apply (as in DRF).
+    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+    set_actor(user.get_username())
+    if token.read_only and request.method not in READ_METHODS:
+        return _deny(
+            request,
+            f"this API token is read-only; {request.method} needs a token marked read-write",
+            {"token": token.public_id, "required": "read-write token"},
+        )
+    do_note_token_used(token, method=request.method or "", path=request.path)
+    return None
+
+
+def allowed(access: Access | None, user: User | AnonymousUser) -> bool:
+    if access is None:
+        return False
+    if access is PUBLIC:
+        return True
+    if not user.is_authenticated:
+        return False
+    return access is AUTHENTICATED or user.has_perm(access.permission)
+
+
+def _resolved(user: User | AnonymousUser) -> Callable[[], Awaitable[User | AnonymousUser]]:
+    async def auser() -> User | AnonymousUser:
+        return user
+
+    return auser
+
+
+def check_access(request: HttpRequest) -> HttpResponse | None:
+    """The whole decision for one request; None lets it through. Sync (database)."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return None  # the 404 handler answers; nothing to protect
+    url_name = match.view_name
+    header = request.headers.get("Authorization")
+    if header and is_api_request(request):
+        refused = _authenticate_bearer(request, header)
+        if refused is not None:
+            return refused
+    # Resolve the lazy user once, here, so templates and async views never query for it.
+    lazy = request.user
+    authenticated = lazy.is_authenticated
+    user: User | AnonymousUser = getattr(lazy, "_wrapped", lazy)
+    request.user = user
+    request.auser = _resolved(user)
+    set_actor(user.get_username() if authenticated else "anonymous")
+    permissions = frozenset(user.get_all_permissions()) if authenticated else frozenset()
+    request.portal_permissions = permissions  # type: ignore[attr-defined]
+
+    access = access_for(url_name)
+    if access is None:
+        message = f"URL name {url_name!r} has no entry in accounts/policy.py: denied"
+        logger.error("%s (path %s)", message, request.path)
+        if settings.DEBUG:
+            raise ImproperlyConfigured(message)
+        if not user.is_authenticated:
+            return forbidden(request, "this page is not available")
+        return _deny(request, "this page is not available", {"url_name": url_name})
+    if access is PUBLIC:
+        return None
+    if not user.is_authenticated:
+        return unauthorized(request, "authentication required: sign in or send a Bearer token")
+    session_login = getattr(request, "api_token", None) is None
+    if (
+        session_login
+        and url_name not in MFA_EXEMPT
+        and not request.session.get("mfa_verified")
+        and isinstance(user, User)
+        and mfa_required(user)
+    ):
+        if is_api_request(request):
+            return forbidden(request, "a second factor is required: enrol at /account/mfa/")
+        return redirect("accounts:mfa")
+    if not allowed(access, user):
+        return _deny(
+            request,
+            f"this page needs the {role_for(access.permission)} role ({access.permission})",
+            {"url_name": url_name, "required": access.permission},
+        )
+    return None
+
+
+class AccessMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
+    ) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        try:
+            refused = check_access(request)
+        except AuditWriteError as exc:
+            from audit.middleware import audit_unavailable_response
+
+            return audit_unavailable_response(request, exc)
+        return refused if refused is not None else self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            refused = await database_sync_to_async(check_access)(request)
+        except AuditWriteError as exc:
+            from audit.middleware import audit_unavailable_response
+
+            return audit_unavailable_response(request, exc)
+        if isinstance(refused, HttpResponse):
+            return refused
+        response = await self.get_response(request)  # type: ignore[misc]
+        assert isinstance(response, HttpResponseBase)
+        return response

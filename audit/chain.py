@@ -1,0 +1,115 @@
+"""The tamper-evident chain: canonical form, MACs, and verification.
+
+mac(event) = HMAC-SHA256(AUDIT_KEY, prev_mac || "\n" || canonical(event)), where
+canonical(event) is sorted-key compact JSON of the event's fields including its seq.
+An edit changes that event's MAC; a deletion or reorder breaks the next event's
+prev_mac or the seq sequence; a deleted tail no longer meets the chain head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from audit.models import GENESIS_MAC, AuditChain, AuditEvent
+
+VERIFY_CHUNK = 5000
+PRUNE_ACTION = "audit.pruned"
+
+
+def canonical(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compute_mac(key: str, prev_mac: str, fields: dict[str, Any]) -> str:
+    message = f"{prev_mac}\n{canonical(fields)}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def audit_key() -> str:
+    from django.conf import settings
+
+    key: str = settings.AUDIT_KEY
+    return key
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    verified: int
+    broken_seq: int | None = None
+    reason: str = ""
+
+
+def _events_from(start_seq: int) -> Iterator[AuditEvent]:
+    """All events in chain order, in keyset chunks (constant memory at millions of rows)."""
+    last = start_seq - 1
+    while True:
+        chunk = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:VERIFY_CHUNK])
+        if not chunk:
+            return
+        yield from chunk
+        last = chunk[-1].seq
+
+
+def verify_event(event: AuditEvent, key: str | None = None) -> bool:
+    expected = compute_mac(key or audit_key(), event.prev_mac, event.canonical_fields())
+    return hmac.compare_digest(expected, event.mac)
+
+
+def verify_chain(key: str | None = None) -> VerifyResult:
+    key = key or audit_key()
+    chain = AuditChain.objects.get(pk=1)
+    expected_seq, expected_prev = chain.anchor_seq, chain.anchor_mac
+    first = AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first()
+    if first is not None and first < chain.anchor_seq:
+        return VerifyResult(False, 0, first, "event before the chain's anchor")
+    verified = 0
+    last_prune: AuditEvent | None = None
+    for event in _events_from(chain.anchor_seq):
+        if event.seq != expected_seq:
+            return VerifyResult(
+                False,
+                verified,
+                event.seq,
+                f"expected event #{expected_seq} here (missing or reordered events)",
+            )
+        if not hmac.compare_digest(event.prev_mac, expected_prev):
+            return VerifyResult(
+                False, verified, event.seq, "previous MAC does not match (event deleted or moved)"
+            )
+        if not verify_event(event, key):
+            return VerifyResult(False, verified, event.seq, "MAC does not match (event edited)")
+        if event.action == PRUNE_ACTION:
+            last_prune = event
+        verified += 1
+        expected_seq, expected_prev = event.seq + 1, event.mac
+    if chain.head_seq != expected_seq - 1 or not hmac.compare_digest(chain.head_mac, expected_prev):
+        return VerifyResult(
+            False,
+            verified,
+            chain.head_seq,
+            "chain head does not match the last event (events at the end deleted)",
+        )
+    if chain.anchor_seq > 1:
+        # The anchor itself is vouched for by the (MAC-protected) latest prune event.
+        details = last_prune.details if last_prune else {}
+        if details.get("kept_from_seq") != chain.anchor_seq or details.get("last_pruned_mac") != (
+            chain.anchor_mac
+        ):
+            return VerifyResult(
+                False,
+                verified,
+                chain.anchor_seq,
+                "chain anchor does not match the latest prune event",
+            )
+    return VerifyResult(True, verified)
+
+
+def chain_head_mac() -> str:
+    head = AuditChain.objects.filter(pk=1).values_list("head_mac", flat=True).first()
+    return head or GENESIS_MAC

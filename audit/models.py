@@ -1,0 +1,75 @@
+"""The append-only audit log and the head of its HMAC chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+GENESIS_MAC = "0" * 64
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+class AuditEvent(models.Model):
+    """One event. ``seq`` is the chain position (and the key the viewer pages on);
+    ``mac`` = HMAC(key, prev_mac || canonical(event)), see audit/chain.py."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    time = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=150, blank=True)
+    source_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=300, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
+    details = models.JSONField(default=dict, blank=True)
+    prev_mac = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ("-seq",)
+        indexes = (
+            # Each viewer filter walks its own index newest-first (keyset on seq).
+            models.Index(fields=("actor", "seq"), name="audit_actor_seq"),
+            models.Index(fields=("action", "seq"), name="audit_action_seq"),
+            models.Index(fields=("outcome", "seq"), name="audit_outcome_seq"),
+            models.Index(fields=("request_id",), name="audit_request_id"),
+        )
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.outcome}"
+
+    def canonical_fields(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": self.time.isoformat(timespec="microseconds"),
+            "actor": self.actor,
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "details": self.details,
+        }
+
+
+class AuditChain(models.Model):
+    """The single row writers lock (SELECT ... FOR UPDATE) to append: the last event's
+    seq and MAC, and the anchor where the kept chain starts after a prune."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    head_seq = models.BigIntegerField(default=0)
+    head_mac = models.CharField(max_length=64, default=GENESIS_MAC)
+    anchor_seq = models.BigIntegerField(default=1)
+    anchor_mac = models.CharField(max_length=64, default=GENESIS_MAC)
+
+    def __str__(self) -> str:
+        return f"audit chain head #{self.head_seq}"
