@@ -169,7 +169,12 @@ def test_json_log_format_writes_one_json_object_per_line(tmp_path):
             "LOG_FORMAT": "json",
         }
     )
-    code = "import django, logging; django.setup(); logging.getLogger('probe').warning('hello', extra={'node': 'n1'})"
+    code = (
+        "import django, logging; django.setup()\n"
+        "from audit.context import AuditContext, audit_context\n"
+        "with audit_context(AuditContext(request_id='req-123')):\n"
+        "    logging.getLogger('probe').warning('hello', extra={'node': 'n1'})"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -185,6 +190,7 @@ def test_json_log_format_writes_one_json_object_per_line(tmp_path):
         "hello",
         "n1",
     )
+    assert record["request_id"] == "req-123"
 
 
 def test_unknown_log_format_is_refused(tmp_path):
