@@ -60,9 +60,10 @@ async def _page(request: HtmxHttpRequest, *, status: int = 200, **extra: Any) ->
         "live_target": LIVE_TARGET,
         **extra,
     }
-    template = (
-        "cluster/node_token/live.html" if wants_partial(request) else "cluster/node_token/page.html"
-    )
+    partial = wants_partial(request)
+    # The live region, and the steps card out of band (htmx swaps it by id) so it follows too.
+    context["partial"] = partial
+    template = "cluster/node_token/live.html" if partial else "cluster/node_token/page.html"
     return await _render(request, template, context, status=status)
 
 
@@ -137,7 +138,8 @@ async def finish(request: HtmxHttpRequest) -> HttpResponse:
         messages.success(
             request,
             f"Rotation finished: {done.new_fingerprint} is the current token and "
-            f"{done.old_fingerprint} is destroyed.",
+            f"{done.old_fingerprint} is destroyed. Put the new token in --nodeTokenFile on the "
+            "portal hosts too, so a fresh database would be seeded with it.",
         )
     return _back()
 
