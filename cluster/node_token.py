@@ -34,6 +34,7 @@ from pathlib import Path
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.actions import ActionRefused
 from audit.models import Outcome
@@ -443,6 +444,7 @@ def do_bootstrap_node_token(token: str, *, source_file: str, actor: str = "syste
     return True
 
 
+@sensitive_variables("token", "value")
 def do_start_rotation(actor: str, token: str | None = None) -> StartedRotation:
     """Hold a next token beside the current one: generated (256 bits, returned once for
     display) or pasted (validated, never echoed). Refused while a rotation runs."""
@@ -623,13 +625,16 @@ def ensure_node_token(token_file: str | None = None) -> None:
     path = token_file or config.node_token_file
     if config.insecure_no_auth or not path:
         return
+    stored_any = NodeTokenRecord.objects.exists()
+    if stored_any and path in _file_checked:
+        return  # the usual case: nothing to read, nothing to lock
     try:
         token = read_token_file(path)
     except TokenFileError as exc:
-        if not NodeTokenRecord.objects.exists():
+        if not stored_any:
             logger.error("no node token: %s", exc)
         return
-    if do_bootstrap_node_token(token, source_file=str(Path(path))):
+    if not stored_any and do_bootstrap_node_token(token, source_file=str(Path(path))):
         logger.info("node token: seeded the database from --nodeTokenFile (%s)", fingerprint(token))
         return
     with _file_checked_lock:

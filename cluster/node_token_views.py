@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST, require_safe
 
 from cluster import node_token
@@ -76,6 +77,8 @@ async def page(request: HtmxHttpRequest) -> HttpResponse:
     return await _page(request)
 
 
+@sensitive_post_parameters("token")
+@sensitive_variables("token", "started", "file_bytes", "context")
 @require_POST
 async def start(request: HtmxHttpRequest) -> HttpResponse:
     pasted = request.POST.get("mode") == "paste"
