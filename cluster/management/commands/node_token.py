@@ -191,9 +191,8 @@ class Command(BaseCommand):
         if not rows:
             out.write("no node checked yet")
             return
-        width = max(len(r.label) for r in rows)
+        width = max(len(r.node_id or "(seed)") for r in rows)
         for r in rows:
-            line = (
-                f"  {r.label:{width}}  {r.address:21}  {r.state_label:17}  {r.checked_at:%H:%M:%S}"
-            )
+            name = r.node_id or "(seed)"
+            line = f"  {name:{width}}  {r.address:21}  {r.state_label:17}  {r.checked_at:%H:%M:%S}"
             out.write((line + ("  " + r.detail if r.detail else "")).rstrip())
