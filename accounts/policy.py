@@ -53,9 +53,10 @@ POLICY: dict[str, Access] = {
     # Auditor: the audit log.
     "audit": perm(VIEW_AUDIT),
     "audit-*": perm(VIEW_AUDIT),
-    # Admin: users, roles, settings.
+    # Admin: users, roles, settings, the node token and its rotation.
     "settings": perm(MANAGE_PORTAL),
     "settings-*": perm(MANAGE_PORTAL),
+    "settings-node-token*": perm(MANAGE_PORTAL),
 }
 
 # WebSocket routes are not in the URLconf: keyed by path.

@@ -4,7 +4,8 @@
   loop that created them; daphne, the tests and async_to_sync each run their own).
 - Every call has a deadline; responses are capped in size.
 - Admin calls carry the bearer token; on UNAUTHENTICATED the other token of a
-  rotation is tried, and the one that worked is remembered per node.
+  rotation is tried, and the one that worked is remembered per node. The token store
+  syncs with the database (where rotations happen) before each call.
 - UNIMPLEMENTED and UNAVAILABLE are remembered per node and method for a short
   while, so a node that lacks a method is not asked again on every page load.
 - Failures become NodeError with a message an operator can act on.
@@ -25,7 +26,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from cluster.tokens import NodeToken, NodeTokenStore, read_token_file
+from cluster.tokens import NodeToken, NodeTokenStore
 from elastickv_admin import metrics
 from elastickv_admin.config import PortalConfig, portal_config
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
@@ -216,6 +217,41 @@ class NodeClient:
         recalled = self._recall(address, method)
         if recalled is not None:
             raise recalled
+        # Distribution is not token-gated on real nodes.
+        attempts: list[NodeToken | None] = [None]
+        if method not in DISTRIBUTION_METHODS:
+            await self.tokens.sync()
+            attempts = list(self.tokens.candidates(address)) or [None]
+        return await self._unary(address, method, request, attempts, deadline_s, raw=raw)
+
+    async def call_with_token(
+        self,
+        address: str,
+        method: str,
+        token: NodeToken | None,
+        request: Message | None = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> Any:
+        """One Admin call with exactly ``token`` (None: no authorization): no fallback, no
+        remembered failures, nothing remembered for later calls. For probes that ask which
+        token a node accepts (cluster/node_token.py)."""
+        return await self._unary(
+            address, method, request, [token], deadline_s, raw=False, probe=True
+        )
+
+    async def _unary(
+        self,
+        address: str,
+        method: str,
+        request: Message | None,
+        attempts: list[NodeToken | None],
+        deadline_s: float | None,
+        *,
+        raw: bool,
+        probe: bool = False,
+    ) -> Any:
+        """Try ``attempts`` in order, moving on only on UNAUTHENTICATED."""
         timeout = self.config.rpc_timeout_s if deadline_s is None else deadline_s
         if request is None:
             request = REQUESTS[method]()
@@ -229,10 +265,6 @@ class NodeClient:
             )
         else:
             rpc = getattr(ch.distribution if service == "Distribution" else ch.admin, method)
-        # Distribution is not token-gated on real nodes.
-        attempts: list[NodeToken | None] = (
-            [None] if service == "Distribution" else list(self.tokens.candidates(address)) or [None]
-        )
         started = time.perf_counter()
         for index, token in enumerate(attempts):
             metadata = token.metadata() if token else ()
@@ -243,10 +275,11 @@ class NodeClient:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED and more:
                     continue
                 error = classify(exc, method, timeout, self.config.max_receive_bytes)
-                self._remember(address, method, error)
+                if not probe:
+                    self._remember(address, method, error)
                 _observe(address, method, started, error.code)
                 raise error from None
-            if token is not None:
+            if token is not None and not probe:
                 self.tokens.accepted(address, token.label)
             _observe(address, method, started, None)
             return response
@@ -265,6 +298,7 @@ class NodeClient:
         if recalled is not None:
             raise recalled
         rpc = getattr(self._channel(address).admin, method)
+        await self.tokens.sync()
         attempts: list[NodeToken | None] = list(self.tokens.candidates(address)) or [None]
         for index, token in enumerate(attempts):
             call = rpc(request, timeout=deadline_s, metadata=token.metadata() if token else ())
@@ -347,9 +381,13 @@ _client_lock = threading.Lock()
 
 
 def token_store_from_config(config: PortalConfig) -> NodeTokenStore:
+    """No token with --adminInsecureNoAuth; otherwise the database's tokens, which
+    --nodeTokenFile seeds on first start (cluster/node_token.py)."""
     if config.insecure_no_auth or not config.node_token_file:
         return NodeTokenStore(None)
-    return NodeTokenStore(read_token_file(config.node_token_file))
+    from cluster.node_token import DatabaseTokenStore
+
+    return DatabaseTokenStore(config.node_token_file)
 
 
 def node_client() -> NodeClient:

@@ -6,6 +6,7 @@ import hmac
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,18 +70,22 @@ class TokenFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Calls arrive on many server threads: one re-reads, the others wait for its answer
+        # (without the lock, a thread could see the new signature with the old token).
+        self._lock = threading.Lock()
         self._signature = self._stat()
         self._token = read_token_file(path)
 
     def token(self) -> str:
-        signature = self._stat()
-        if signature != self._signature:
-            self._signature = signature
-            try:
-                self._token = read_token_file(self.path)
-            except TokenFileError as e:
-                log.warning("keeping the previous admin token: %s", e)
-        return self._token
+        with self._lock:
+            signature = self._stat()
+            if signature != self._signature:
+                self._signature = signature
+                try:
+                    self._token = read_token_file(self.path)
+                except TokenFileError as e:
+                    log.warning("keeping the previous admin token: %s", e)
+            return self._token
 
     def write(self, token: str) -> None:
         write_token_file(self.path, token)

@@ -128,7 +128,8 @@ def _metrics_dir(data_dir: Path) -> None:
 
 
 def prepare() -> None:
-    """Set Django up, refuse to start on configuration errors, migrate, collect static."""
+    """Set Django up, refuse to start on configuration errors, migrate, seed the node token
+    from --nodeTokenFile on a first start, collect static."""
     import django
     from django.conf import settings
     from django.core.management import call_command
@@ -138,6 +139,9 @@ def prepare() -> None:
     django.setup()
     call_command("check", fail_level="ERROR")
     call_command("migrate", interactive=False, verbosity=0)
+    from cluster.node_token import ensure_node_token
+
+    ensure_node_token()
     if not settings.SERVESTATIC_USE_FINDERS:
         call_command("collectstatic", interactive=False, verbosity=0)
 

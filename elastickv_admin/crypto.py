@@ -1,8 +1,13 @@
-"""Secrets at rest: one Fernet key derived from ELASTICKV_ADMIN_SECRETS_KEY (kept outside the
-database). TOTP seeds use it today; the node token store uses the same two functions.
+"""Secrets at rest: Fernet keys derived from ELASTICKV_ADMIN_SECRETS_KEY (kept outside the
+database). TOTP seeds and the node bearer tokens use these functions.
 
 The configured secret may be any high-entropy string; HKDF turns it into the 32-byte
 Fernet key, so operators need not produce Fernet's exact format.
+
+Key rotation (README "Secrets at rest"): the new key becomes ELASTICKV_ADMIN_SECRETS_KEY and
+the old one moves to ELASTICKV_ADMIN_SECRETS_OLD_KEYS, so every process can still read what
+the old key wrote (MultiFernet); ``manage.py reencrypt_secrets`` then rewrites every stored
+secret under the new key, after which the old key can be dropped.
 """
 
 from __future__ import annotations
@@ -10,14 +15,14 @@ from __future__ import annotations
 import base64
 from functools import lru_cache
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["InvalidToken", "decrypt", "encrypt"]
+__all__ = ["InvalidToken", "decrypt", "encrypt", "reencrypt"]
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _fernet(secret: str) -> Fernet:
     key = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"elastickv-admin secrets at rest"
@@ -25,18 +30,31 @@ def _fernet(secret: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(key))
 
 
-def _key() -> str:
+def _keys() -> tuple[str, ...]:
+    """The primary key first, then the previous keys that may still be read."""
     from django.conf import settings
 
-    secret: str = settings.SECRETS_KEY
-    return secret
+    primary: str = settings.SECRETS_KEY
+    old: list[str] = list(getattr(settings, "SECRETS_OLD_KEYS", ()))
+    return (primary, *(k for k in old if k != primary))
+
+
+def _multi() -> MultiFernet:
+    return MultiFernet([_fernet(k) for k in _keys()])
 
 
 def encrypt(plaintext: bytes) -> str:
-    """Authenticated encryption (AES-128-CBC + HMAC-SHA256) as URL-safe text."""
-    return _fernet(_key()).encrypt(plaintext).decode("ascii")
+    """Authenticated encryption (AES-128-CBC + HMAC-SHA256) under the primary key, as
+    URL-safe text."""
+    return _multi().encrypt(plaintext).decode("ascii")
 
 
 def decrypt(ciphertext: str) -> bytes:
-    """Raises InvalidToken when the ciphertext was altered or the key changed."""
-    return _fernet(_key()).decrypt(ciphertext.encode("ascii"))
+    """With the primary or a previous key; raises InvalidToken when the ciphertext was
+    altered or none of the configured keys wrote it."""
+    return _multi().decrypt(ciphertext.encode("ascii"))
+
+
+def reencrypt(ciphertext: str) -> str:
+    """The same plaintext encrypted under the primary key (raises InvalidToken as decrypt)."""
+    return _multi().rotate(ciphertext.encode("ascii")).decode("ascii")

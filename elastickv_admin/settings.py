@@ -63,8 +63,17 @@ TOKEN_HASH_KEY = _required_secret(
     "ELASTICKV_ADMIN_TOKEN_HASH_KEY", "demo-token-hash-key", "the API tokens' hash key"
 )
 SECRETS_KEY = _required_secret(
-    "ELASTICKV_ADMIN_SECRETS_KEY", "demo-secrets-key", "encrypts TOTP seeds at rest"
+    "ELASTICKV_ADMIN_SECRETS_KEY",
+    "demo-secrets-key",
+    "encrypts TOTP seeds and the node token at rest",
 )
+# Previous secrets keys, still accepted for reading while `manage.py reencrypt_secrets`
+# moves every stored secret to SECRETS_KEY (comma- or newline-separated).
+SECRETS_OLD_KEYS = [
+    key.strip()
+    for key in (env_secret("ELASTICKV_ADMIN_SECRETS_OLD_KEYS") or "").replace("\n", ",").split(",")
+    if key.strip()
+]
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 

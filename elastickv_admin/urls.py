@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("keyviz.urls")),
     path("", include("accounts.urls")),
     path("", include("accounts.settings_urls")),
+    path("", include("cluster.node_token_urls")),
     path("", include("audit.urls")),
 ]
 
