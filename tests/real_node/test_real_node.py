@@ -13,18 +13,17 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 import redis
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient
 
-from cluster.client import NodeError, node_client, reset_node_client
-from cluster.discovery import discovery, reset_discovery
-from cluster.services import reset_services
+from cluster.client import NodeError, node_client
+from cluster.discovery import discovery
 from elastickv_admin.config import PortalConfig
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
 
@@ -125,40 +124,33 @@ def _wait_for_leaders(address: str, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture
-async def portal(real_cluster: RealCluster) -> AsyncIterator[AsyncClient]:
-    config = PortalConfig(
-        seeds=(real_cluster.grpc["n1"],), node_token_file=str(real_cluster.token_file)
+def real_portal(real_cluster: RealCluster, portal: Callable[..., AsyncClient]) -> AsyncClient:
+    """The in-process portal (signed in as a viewer) pointed at the real nodes."""
+    client: AsyncClient = portal(
+        [real_cluster.grpc["n1"]], node_token_file=str(real_cluster.token_file), rpc_timeout_s=5.0
     )
-    with override_settings(ELASTICKV_ADMIN=config, ALLOWED_HOSTS=["testserver"]):
-        reset_services()
-        reset_discovery()
-        reset_node_client()
-        yield AsyncClient()
-        await node_client().close()
-    reset_services()
-    reset_discovery()
-    reset_node_client()
+    return client
 
 
-async def test_discovery_finds_every_real_node_by_id(real_cluster, portal):
+async def test_discovery_finds_every_real_node_by_id(real_cluster, real_portal):
     nodes = await discovery().nodes()
     assert {(n.node_id, n.address) for n in nodes} == set(real_cluster.grpc.items())
 
 
-async def test_overview_api_reports_every_node_and_the_leaders(real_cluster, portal):
-    doc = (await portal.get("/api/cluster/overview")).json()
+async def test_overview_api_reports_every_node_and_the_leaders(real_cluster, real_portal):
+    doc = (await real_portal.get("/api/cluster/overview")).json()
     assert (doc["nodes_responded"], doc["nodes_total"]) == (3, 3)
 
 
-async def test_adapters_api_says_real_nodes_do_not_provide_the_summary(portal):
-    doc = (await portal.get("/api/adapters/summary")).json()
+async def test_adapters_api_says_real_nodes_do_not_provide_the_summary(real_portal):
+    doc = (await real_portal.get("/api/adapters/summary")).json()
     assert doc["data"]["supported"] is False
     assert doc["data"]["summaries"] == []
     assert len(doc["data"]["sources"]) == 3
 
 
-async def test_routes_api_matches_list_routes(real_cluster, portal):
-    doc = (await portal.get("/api/routes")).json()
+async def test_routes_api_matches_list_routes(real_cluster, real_portal):
+    doc = (await real_portal.get("/api/routes")).json()
     channel = grpc.insecure_channel(real_cluster.grpc["n2"])
     truth = distribution_pb2_grpc.DistributionStub(channel).ListRoutes(
         distribution_pb2.ListRoutesRequest(), timeout=5
@@ -180,7 +172,7 @@ async def test_wrong_token_is_rejected_with_the_nodes_message(real_cluster):
     await client.close()
 
 
-async def test_redis_writes_show_up_in_the_merged_matrix(real_cluster, portal):
+async def test_redis_writes_show_up_in_the_merged_matrix(real_cluster, real_portal):
     # Write through the leader's Redis listener, so no follower proxying is involved.
     overview = await node_client().call(real_cluster.grpc["n1"], "GetClusterOverview")
     leader = overview.group_leaders[0].leader_node_id
@@ -191,7 +183,7 @@ async def test_redis_writes_show_up_in_the_merged_matrix(real_cluster, portal):
     total = 0
     while time.monotonic() < deadline and total < 50:
         await asyncio.sleep(1.0)
-        doc = (await portal.get("/api/keyviz/matrix", {"series": "writes"})).json()
+        doc = (await real_portal.get("/api/keyviz/matrix", {"series": "writes"})).json()
         total = sum(sum(row["values"]) for row in doc["rows"])
     assert total >= 50
     assert all(n["ok"] for n in doc["nodes"])
