@@ -6,9 +6,11 @@ node, as upstream nodes count them), so each node answers a full matrix.
 
 The nodes run in a child process (as real nodes run on other machines), so the
 portal's own work and the nodes' work do not share one interpreter lock.
-Printed per size: the raw fan-out (node-side time included), and the whole API
-request through Django in-process (fan-out, decode, merge, budgets, JSON), as
-median and max over several requests.
+Printed per size: the raw fan-out (node-side time included), the decoding of
+the fetched bytes both ways (protobuf's ParseFromString then numpy, and
+proto/wire.py straight to numpy, which the API uses), and the whole API request
+through Django in-process (fan-out, decode, merge, budgets, JSON), as median and
+max over several requests.
 
     .venv/bin/python benchmarks/bench_keyviz_api.py [--quick]
 """
@@ -42,6 +44,7 @@ from cluster.fanout import fan_out  # noqa: E402
 from devcluster import DevCluster  # noqa: E402
 from devcluster.ops import OpBatch  # noqa: E402
 from elastickv_admin.config import PortalConfig  # noqa: E402
+from keyviz.matrix import node_matrix_from_bytes, node_matrix_from_response  # noqa: E402
 from proto import admin_pb2  # noqa: E402
 
 STEP = 60_000
@@ -99,6 +102,18 @@ async def measure(
             answers = await fan_out(node_client(), nodes, "GetKeyVizMatrix", request, raw=True)
             raw_times.append(time.perf_counter() - t)
         size_mb = sum(len(b) for b in answers.results.values()) / 1e6
+        wire = answers.results
+        protobuf_times, wire_times = [], []
+        for _ in range(runs):
+            t = time.perf_counter()
+            for address, data in wire.items():
+                parsed = admin_pb2.GetKeyVizMatrixResponse.FromString(data)
+                node_matrix_from_response(address, parsed)
+            protobuf_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for address, data in wire.items():
+                node_matrix_from_bytes(address, data)
+            wire_times.append(time.perf_counter() - t)
         client = AsyncClient()
         query = {"series": "writes", "from": str(first), "to": str(first + columns * STEP)}
         api_times = []
@@ -110,6 +125,8 @@ async def measure(
         doc = resp.json()
         shown = f"{len(doc['rows'])} x {len(doc['column_unix_ms'])}"
         report(f"fan-out (raw bytes, {size_mb:.1f} MB, node-side time included)", raw_times)
+        report("decode: protobuf ParseFromString + to numpy (all nodes)", protobuf_times)
+        report("decode: proto/wire.py to numpy (all nodes, API path)", wire_times)
         report(f"GET /api/keyviz/matrix (JSON, shown {shown})", api_times)
         print(
             f"  API minus fan-out (decode, merge, budgets, JSON)      "

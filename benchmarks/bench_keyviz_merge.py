@@ -10,6 +10,9 @@ one column late), and times each stage of the merge. Every figure is printed
 next to the numpy baseline over the same data: one `np.add.reduce` over the
 stacked per-node value arrays, i.e. the cost of merely adding the matrices.
 
+Decoding is timed both ways: protobuf's parser then numpy (the path for
+parsed messages), and proto/wire.py straight from the bytes (the API's path).
+
 Figures are the best of --repeat runs (default 3) of each stage.
 """
 
@@ -25,7 +28,7 @@ from typing import TypeVar
 import numpy as np
 
 from keyviz.budgets import apply_column_budget, apply_row_budget, fit_to_display
-from keyviz.matrix import node_matrix_from_response
+from keyviz.matrix import node_matrix_from_bytes, node_matrix_from_response
 from keyviz.merge import align_nodes, merge_aligned_values, merge_nodes
 from keyviz.serialize import matrix_to_binary, matrix_to_json
 from proto import admin_pb2
@@ -114,8 +117,11 @@ def run(sc: Scenario, repeat: int, seed: int) -> None:
         return out
 
     ms_parse, parsed = best(parse, repeat)
-    ms_arrays, nodes = best(
+    ms_arrays, _ = best(
         lambda: [node_matrix_from_response(n, r) for n, r in parsed.items()], repeat
+    )
+    ms_wire, nodes = best(
+        lambda: [node_matrix_from_bytes(n, data) for n, data in wire.items()], repeat
     )
     stacked = np.stack([n.values for n in nodes])
     ms_base, _ = best(lambda: np.add.reduce(stacked, axis=0), max(repeat, 5))
@@ -144,6 +150,8 @@ def run(sc: Scenario, repeat: int, seed: int) -> None:
         ("baseline: np.add.reduce over stacked values", ms_base),
         ("protobuf decode: ParseFromString", ms_parse),
         ("protobuf decode: to numpy + validation", ms_arrays),
+        ("protobuf decode: both of the above", ms_parse + ms_arrays),
+        ("wire decode: bytes to numpy + validation", ms_wire),
         ("alignment (steps 1-2)", ms_align),
         ("read merge: sum (step 3)", ms_sum),
         ("write merge: design rule (step 4)", ms_writes),
@@ -162,6 +170,7 @@ def run(sc: Scenario, repeat: int, seed: int) -> None:
         ratio = ms / ms_base
         verdict = "within" if ratio <= TARGET_RATIO else "OVER"
         print(f"target: full merge ({label}) {ratio:.1f}x baseline, {verdict} {TARGET_RATIO:g}x")
+    print(f"wire decode is {(ms_parse + ms_arrays) / ms_wire:.1f}x faster than protobuf + numpy")
 
 
 def main() -> None:

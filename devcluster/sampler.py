@@ -11,12 +11,14 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from devcluster.catalog import Route
 from proto import admin_pb2
+from proto.wire import KeyVizMatrixWire, Ragged, RowHeader
 
 MAX_ROWS = 1024
 ROUTE_IDS_LIMIT = 64
@@ -108,10 +110,44 @@ class Column:
 class _Dense:
     slots: NDArray[np.int64]
     values: NDArray[np.uint64]  # (rows, columns) of one counter
-    soft: NDArray[np.bool_]
+    soft: NDArray[np.bool_]  # all False outside the design profile (never sent there)
     groups: NDArray[np.uint64]
     terms: NDArray[np.uint64]
-    roles: NDArray[np.uint8]  # per row, OR over columns
+    roles: NDArray[np.uint8]  # per row, OR over columns; design profile only, else 0
+
+
+# Columns per block of _BlockScatter: a block of 1024 rows stays within a few hundred KiB.
+_SCATTER_BLOCK = 64
+
+T = TypeVar("T", bound=np.generic)
+
+
+class _BlockScatter:
+    """Places per-column cell lists (columns concatenated in order) into [rows, columns].
+
+    One scatter over the whole row-major array would put consecutive writes a
+    row apart, on a different memory page nearly every time; that costs more
+    than everything else in a query over 4096 columns. Scattering into a
+    small block of columns and copying the block in row by row does not.
+    """
+
+    def __init__(self, shape: tuple[int, int], row_of: NDArray[np.intp], sizes: Sequence[int]):
+        self.shape = shape
+        ends = np.cumsum([0, *sizes])
+        column = np.repeat(np.arange(shape[1]), sizes)
+        self.blocks: list[tuple[int, int, int, int, NDArray[np.intp]]] = []
+        for j0 in range(0, shape[1], _SCATTER_BLOCK):
+            j1 = min(shape[1], j0 + _SCATTER_BLOCK)
+            a, b = int(ends[j0]), int(ends[j1])
+            self.blocks.append((j0, j1, a, b, row_of[a:b] * (j1 - j0) + column[a:b] - j0))
+
+    def place(self, cells: NDArray[T]) -> NDArray[T]:
+        out = np.zeros(self.shape, dtype=cells.dtype)
+        for j0, j1, a, b, at in self.blocks:
+            block = np.zeros((self.shape[0], j1 - j0), dtype=cells.dtype)
+            block.reshape(-1)[at] = cells[a:b]
+            out[:, j0:j1] = block
+        return out
 
 
 def _partition(routes: Sequence[Route], budget: int) -> list[Sequence[Route]]:
@@ -256,6 +292,37 @@ class KeyVizSampler:
             rows=self._rows(self._dense(columns, counter), counter, cap),
         )
 
+    def matrix_wire(self, series: int, from_ms: int, to_ms: int, rows: int) -> KeyVizMatrixWire:
+        """The same matrix as `matrix`, as arrays for proto.wire's encoder.
+
+        Serving a full matrix through protobuf messages costs a Python object per
+        cell; encoded from these arrays it is byte for byte the same response.
+        """
+        counter = series_counter(series)
+        columns = self.columns_between(from_ms, to_ms)
+        cap = min(rows, MAX_ROWS) if rows else 0
+        dense = self._dense(columns, counter)
+        buckets, ordered = self._selected(dense, cap)
+        picked = np.array(ordered, dtype=np.intp)
+        headers = tuple(self._header(buckets[i], dense, i, counter) for i in ordered)
+        if self._design:
+            soft = dense.soft[picked]
+            marked = soft.any(axis=1)
+            soft_columns = Ragged(
+                soft[marked].reshape(-1).astype(np.uint8),
+                np.where(marked, len(columns), 0).astype(np.int64),
+            )
+        else:
+            soft_columns = Ragged.empty(len(ordered))
+        return KeyVizMatrixWire(
+            column_unix_ms=np.array([c.at_ms for c in columns], dtype=np.int64),
+            rows=headers,
+            values=Ragged.dense(dense.values[picked]),
+            soft_columns=soft_columns,
+            raft_group_ids=Ragged.dense(dense.groups[picked]),
+            leader_terms=Ragged.dense(dense.terms[picked]),
+        )
+
     def column_rows(self, column: Column, series: int) -> list[admin_pb2.KeyVizRow]:
         """Rows of one column alone, as pushed by StreamEvents (capped like a matrix)."""
         counter = series_counter(series)
@@ -316,24 +383,42 @@ class KeyVizSampler:
         ).slot
 
     def _dense(self, columns: Sequence[Column], counter: int) -> _Dense:
-        present = [c.slots for c in columns]
-        slots = np.unique(np.concatenate(present)) if present else np.zeros(0, dtype=np.int64)
-        shape = (slots.size, len(columns))
-        values = np.zeros(shape, dtype=np.uint64)
-        soft = np.zeros(shape, dtype=np.bool_)
-        groups = np.zeros(shape, dtype=np.uint64)
-        terms = np.zeros(shape, dtype=np.uint64)
-        roles = np.zeros(slots.size, dtype=np.uint8)
-        for j, column in enumerate(columns):
-            at = np.searchsorted(slots, column.slots)
-            values[at, j] = column.values[counter]
-            soft[at, j] = column.soft[counter % 2]
-            groups[at, j] = column.groups
-            terms[at, j] = column.terms
-            roles[at] |= column.roles
+        # Each field goes in for all columns at once (_BlockScatter): a loop over a
+        # day of columns (1440) cost more than encoding the whole response.
+        sizes = [c.slots.shape[0] for c in columns]
+        if not sum(sizes):
+            none = (0, len(columns))
+            return _Dense(
+                slots=np.zeros(0, dtype=np.int64),
+                values=np.zeros(none, dtype=np.uint64),
+                soft=np.zeros(none, dtype=np.bool_),
+                groups=np.zeros(none, dtype=np.uint64),
+                terms=np.zeros(none, dtype=np.uint64),
+                roles=np.zeros(0, dtype=np.uint8),
+            )
+        seen = np.concatenate([c.slots for c in columns])
+        # Slots index self._buckets, so a mask finds the sorted distinct ones without a sort.
+        present = np.zeros(len(self._buckets), dtype=np.bool_)
+        present[seen] = True
+        slots = np.flatnonzero(present).astype(np.int64)
+        scatter = _BlockScatter((slots.size, len(columns)), (np.cumsum(present) - 1)[seen], sizes)
+        values = scatter.place(np.concatenate([c.values[counter] for c in columns]))
+        groups = scatter.place(np.concatenate([c.groups for c in columns]))
+        terms = scatter.place(np.concatenate([c.terms for c in columns]))
+        # Soft cells and sample roles reach a response only in the design profile.
+        if self._design:
+            soft = scatter.place(np.concatenate([c.soft[counter % 2] for c in columns]))
+            # Roles are OR-ed over a row's columns: placed like the cells, then reduced
+            # (np.bitwise_or.at would be several times slower).
+            seen_roles = scatter.place(np.concatenate([c.roles for c in columns]))
+            roles = np.bitwise_or.reduce(seen_roles, axis=1)
+        else:
+            soft = np.zeros(values.shape, dtype=np.bool_)
+            roles = np.zeros(slots.size, dtype=np.uint8)
         return _Dense(slots, values, soft, groups, terms, roles)
 
-    def _rows(self, dense: _Dense, counter: int, cap: int) -> list[admin_pb2.KeyVizRow]:
+    def _selected(self, dense: _Dense, cap: int) -> tuple[list[Bucket], list[int]]:
+        """The dense rows a response carries, in key order, and every dense row's bucket."""
         buckets = [self._buckets[s] for s in dense.slots.tolist()]
         keep = list(range(len(buckets)))
         if cap and len(buckets) > cap:
@@ -341,11 +426,20 @@ class KeyVizSampler:
             totals = dense.values.sum(axis=1).tolist()
             keep.sort(key=lambda i: (-totals[i], buckets[i].start, buckets[i].bucket_id))
             del keep[cap:]
-        ordered = sorted(keep, key=lambda i: (buckets[i].start, buckets[i].bucket_id))
+        return buckets, sorted(keep, key=lambda i: (buckets[i].start, buckets[i].bucket_id))
+
+    def _rows(self, dense: _Dense, counter: int, cap: int) -> list[admin_pb2.KeyVizRow]:
+        buckets, ordered = self._selected(dense, cap)
         return [self._row(buckets[i], dense, i, counter) for i in ordered]
 
-    def _row(self, bucket: Bucket, dense: _Dense, i: int, counter: int) -> admin_pb2.KeyVizRow:
-        row = admin_pb2.KeyVizRow(
+    def _header(self, bucket: Bucket, dense: _Dense, i: int, counter: int) -> RowHeader:
+        """What `_row` puts in a row besides its per-cell lists."""
+        roles: tuple[int, ...] = ()
+        if self._design:
+            wanted = _WRITE_ROLE_BITS if counter % 2 else _READ_ROLE_BITS
+            mask = int(dense.roles[i]) & wanted
+            roles = tuple(r for r in _ROLE_ORDER if mask & role_bit(r))
+        return RowHeader(
             bucket_id=bucket.bucket_id,
             start=bucket.start,
             end=bucket.end,
@@ -354,15 +448,27 @@ class KeyVizSampler:
             route_ids=bucket.route_ids[:ROUTE_IDS_LIMIT],
             route_ids_truncated=len(bucket.route_ids) > ROUTE_IDS_LIMIT,
             route_count=len(bucket.route_ids),
+            sample_roles=roles,
+            lineage_id=bucket.lineage_id if self._design else "",
+        )
+
+    def _row(self, bucket: Bucket, dense: _Dense, i: int, counter: int) -> admin_pb2.KeyVizRow:
+        h = self._header(bucket, dense, i, counter)
+        row = admin_pb2.KeyVizRow(
+            bucket_id=h.bucket_id,
+            start=h.start,
+            end=h.end,
+            label=h.label,
+            aggregate=h.aggregate,
+            route_ids=h.route_ids,
+            route_ids_truncated=h.route_ids_truncated,
+            route_count=h.route_count,
+            sample_roles=h.sample_roles,  # type: ignore[arg-type]
+            lineage_id=h.lineage_id,
             values=dense.values[i].tolist(),
             raft_group_ids=dense.groups[i].tolist(),
             leader_terms=dense.terms[i].tolist(),
         )
-        if self._design:
-            wanted = _WRITE_ROLE_BITS if counter % 2 else _READ_ROLE_BITS
-            mask = int(dense.roles[i]) & wanted
-            row.sample_roles.extend(r for r in _ROLE_ORDER if mask & role_bit(r))
-            row.lineage_id = bucket.lineage_id
-            if dense.soft[i].any():
-                row.soft_columns.extend(dense.soft[i].tolist())
+        if self._design and dense.soft[i].any():
+            row.soft_columns.extend(dense.soft[i].tolist())
         return row

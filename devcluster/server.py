@@ -13,17 +13,19 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableSequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf.message import Message
 
 from devcluster.adapters import summaries
 from devcluster.auth import TokenFile, bearer_failure
 from devcluster.simulation import ClusterError, ClusterSim, EventQueue, Profile, SimNode
-from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
+from proto import admin_pb2, distribution_pb2, distribution_pb2_grpc
+from proto.wire import KeyVizMatrixWire, Ragged, RowHeader, encode_keyviz_matrix
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,20 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def _padding(current: int, size: int) -> bytes:
+    """An unknown field that takes a `current`-byte message past `size` bytes."""
+    body = max(0, size - current) + 1
+    return _varint(_PAD_FIELD << 3 | 2) + _varint(body) + bytes(body)
+
+
 def pad_beyond(message: Message, size: int) -> None:
     """Grow `message` with an unknown field until it serializes to more than `size` bytes."""
-    body = max(0, size - message.ByteSize()) + 1
-    message.MergeFromString(_varint(_PAD_FIELD << 3 | 2) + _varint(body) + bytes(body))
+    message.MergeFromString(_padding(message.ByteSize(), size))
+
+
+def pad_bytes_beyond(data: bytes, size: int) -> bytes:
+    """pad_beyond for a serialized message (protobuf writes unknown fields last)."""
+    return data + _padding(len(data), size)
 
 
 def malform_rows(
@@ -92,6 +104,40 @@ def malform_rows(
         del row.raft_group_ids[-1]
     else:
         row.raft_group_ids.append(1)
+
+
+def _grow_first_row(lists: Ragged, value: int) -> Ragged:
+    flat = np.insert(lists.flat.astype(np.uint64), int(lists.counts[0]), np.uint64(value))
+    counts = lists.counts.copy()
+    counts[0] += 1
+    return Ragged(flat, counts)
+
+
+def _shrink_first_row(lists: Ragged) -> Ragged:
+    flat = np.delete(lists.flat, int(lists.counts[0]) - 1)
+    counts = lists.counts.copy()
+    counts[0] -= 1
+    return Ragged(flat, counts)
+
+
+def malform_matrix(matrix: KeyVizMatrixWire, kind: Malformation) -> KeyVizMatrixWire:
+    """malform_rows for a matrix about to be encoded from arrays: the same broken response."""
+    if not matrix.rows:
+        zeros = Ragged.dense(np.zeros((1, matrix.column_unix_ms.shape[0]), dtype=np.uint64))
+        matrix = replace(
+            matrix,
+            rows=(RowHeader(bucket_id="route:0", route_count=1),),
+            values=zeros,
+            soft_columns=Ragged.empty(1),
+            raft_group_ids=zeros,
+            leader_terms=zeros,
+        )
+    if kind is Malformation.VALUES_LENGTH:
+        return replace(matrix, values=_grow_first_row(matrix.values, 1))
+    groups = matrix.raft_group_ids
+    if groups.counts[0]:
+        return replace(matrix, raft_group_ids=_shrink_first_row(groups))
+    return replace(matrix, raft_group_ids=_grow_first_row(groups, 1))
 
 
 def _wait_while_active(context: grpc.ServicerContext, seconds: float) -> None:
@@ -149,7 +195,7 @@ class NodeServer:
         # Without SO_REUSEPORT a taken port fails loudly instead of being shared.
         server = grpc.server(executor, options=[("grpc.so_reuseport", 0)])
         if self.admin_registered:
-            admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self), server)
+            _add_admin_servicer(AdminServicer(self), server)
         distribution_pb2_grpc.add_DistributionServicer_to_server(DistributionServicer(self), server)
         try:
             self.port = server.add_insecure_port(f"{self.host}:{self.port}")
@@ -301,19 +347,26 @@ class AdminServicer:
 
     def GetKeyVizMatrix(
         self, request: admin_pb2.GetKeyVizMatrixRequest, context: grpc.ServicerContext
-    ) -> admin_pb2.GetKeyVizMatrixResponse:
+    ) -> bytes:
+        """The serialized response: encoded from arrays, sent as is (see _add_admin_servicer)."""
         s = self._s
         fault = s.guard("GetKeyVizMatrix", context, admin=True)
         with s.lock:
             node = s.node()
             _require_keyviz(context, node)
             try:
-                response = node.sampler.matrix(
+                matrix = node.sampler.matrix_wire(
                     request.series, request.from_unix_ms, request.to_unix_ms, request.rows
                 )
             except ValueError as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return s.deliver(response, fault, lambda r: (r.rows, len(r.column_unix_ms)))
+        # The arrays are the call's own copies: encoding needs no lock.
+        if fault is not None and fault.malformed is not None:
+            matrix = malform_matrix(matrix, fault.malformed)
+        data = encode_keyviz_matrix(matrix)
+        if fault is not None and fault.oversized is not None:
+            data = pad_bytes_beyond(data, fault.oversized)
+        return data
 
     def GetRouteDetail(
         self, request: admin_pb2.GetRouteDetailRequest, context: grpc.ServicerContext
@@ -368,6 +421,37 @@ def _event_rows(
     if event.WhichOneof("event") != "keyviz_column":
         return None
     return event.keyviz_column.rows, 1
+
+
+# Methods whose servicer returns the response already serialized.
+_PRE_ENCODED = frozenset({"GetKeyVizMatrix"})
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+def _add_admin_servicer(servicer: AdminServicer, server: grpc.Server) -> None:
+    """admin_pb2_grpc.add_AdminServicer_to_server, except that the _PRE_ENCODED methods
+    send the bytes their handler returns instead of serializing a message."""
+    service = admin_pb2.DESCRIPTOR.services_by_name["Admin"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request = getattr(admin_pb2, method.input_type.name)
+        response = getattr(admin_pb2, method.output_type.name)
+        serialize = _as_is if method.name in _PRE_ENCODED else response.SerializeToString
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=serialize,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("Admin", handlers),))
+    server.add_registered_method_handlers("Admin", handlers)  # type: ignore[attr-defined]
 
 
 class DistributionServicer:

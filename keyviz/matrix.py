@@ -1,14 +1,19 @@
 """KeyViz matrices as numpy arrays: one node's validated matrix and the merged one.
 
-`node_matrix_from_response` is the only door from the wire into the merge: it
-checks one node's GetKeyVizMatrixResponse against CONTRACT.md and raises
-`MalformedMatrixError` with a human reason when it does not hold, so the
-caller can mark that node failed and still merge the others.
+`node_matrix_from_bytes` (the API's path: raw response bytes, decoded by
+proto/wire.py straight into arrays) and `node_matrix_from_response` (a parsed
+message) are the doors from the wire into the merge: both check one node's
+GetKeyVizMatrixResponse against CONTRACT.md and raise `MalformedMatrixError`
+with the same human reason when it does not hold, so the caller can mark that
+node failed and still merge the others. Bytes protobuf could not parse raise
+proto.wire.WireDecodeError (a protobuf DecodeError) instead.
 
 Values are uint64 on the wire and stay uint64 here; nothing is summed in
-floating point. Raft group ids and leader terms are kept as uint32 when every
-one of a node's fits (they nearly always do), which halves the memory and the
-work of comparing them in the write merge; otherwise uint64.
+floating point. Raft group ids and leader terms are kept in the narrowest
+unsigned type that holds every one of a node's (uint8 or uint16 nearly always,
+uint32 or uint64 when they need it), which cuts the memory and the work of
+comparing them in the write merge; code that builds a NodeMatrix may pass any
+unsigned type.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from proto import admin_pb2
+from proto.wire import KeyVizMatrixWire, Ragged, RowHeader, decode_keyviz_matrix
 
 U64 = NDArray[np.uint64]
-# Raft group ids and leader terms: uint32 when they fit, else uint64.
+# Raft group ids and leader terms: any unsigned type (narrowest that fits, from the wire).
 Ids = NDArray[np.unsignedinteger[Any]]
+_ID_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)
 I64 = NDArray[np.int64]
 Bools = NDArray[np.bool_]
 Index = NDArray[np.intp]
@@ -112,8 +119,8 @@ def validate_node_matrix(m: NodeMatrix) -> None:
     for name, arr, dtypes in (
         ("values", m.values, (np.uint64,)),
         ("soft", m.soft, (np.bool_,)),
-        ("raft_group_ids", m.raft_group_ids, (np.uint32, np.uint64)),
-        ("leader_terms", m.leader_terms, (np.uint32, np.uint64)),
+        ("raft_group_ids", m.raft_group_ids, _ID_TYPES),
+        ("leader_terms", m.leader_terms, _ID_TYPES),
     ):
         if arr.shape != shape or arr.dtype not in dtypes:
             expected = " or ".join(str(np.dtype(d)) for d in dtypes)
@@ -158,10 +165,12 @@ def _optional_per_cell(
     return out
 
 
-def _narrow(ids: U64) -> Ids:
-    """uint32 when every id fits, so the write merge compares half the bytes."""
-    if int(ids.max(initial=0)) < 2**32:
-        return ids.astype(np.uint32)
+def _narrow(ids: Ids) -> Ids:
+    """The narrowest unsigned type every id fits in: the write merge reads fewer bytes."""
+    top = int(ids.max(initial=0))
+    for t in _ID_TYPES:
+        if top <= np.iinfo(t).max:
+            return ids if ids.dtype == t else ids.astype(t)
     return ids
 
 
@@ -208,6 +217,97 @@ def node_matrix_from_response(
     )
 
 
+def _first_bad_row(wire: KeyVizMatrixWire) -> str | None:
+    """node_matrix_from_response's reason for the first row whose list lengths break the
+    contract, checked in the same order; None when every row holds."""
+    n_cols = wire.column_unix_ms.shape[0]
+    n_values = wire.values.counts
+    optional = (
+        ("raft_group_ids", wire.raft_group_ids.counts),
+        ("leader_terms", wire.leader_terms.counts),
+        ("soft_columns", wire.soft_columns.counts),
+    )
+    bad = n_values != n_cols
+    for _, counts in optional:
+        bad |= (counts != 0) & (counts != n_values)
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    row, n = wire.rows[i], int(n_values[i])
+    if n != n_cols:
+        return f"row {row.bucket_id}: {n} values but {n_cols} columns"
+    for attr, counts in optional:
+        if int(counts[i]) not in (0, n):
+            return f"row {row.bucket_id}: {attr} has {int(counts[i])} entries, values has {n}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _cells(lists: Ragged, n_rows: int, n_cols: int, dtype: type[T]) -> NDArray[T]:
+    """[rows, columns] of a list field whose rows hold 0 or n_cols entries (checked)."""
+    if not n_cols or not lists.flat.shape[0]:
+        return np.zeros((n_rows, n_cols), dtype=dtype)
+    if lists.flat.shape[0] == n_rows * n_cols:
+        # Every row full: one cast (a copy, so the result is writable) and no scatter.
+        return lists.flat.astype(dtype).reshape(n_rows, n_cols)
+    out = np.zeros((n_rows, n_cols), dtype=dtype)
+    out[lists.counts > 0] = lists.flat.reshape(-1, n_cols)
+    return out
+
+
+def _ids(lists: Ragged, n_rows: int, n_cols: int) -> Ids:
+    """Group ids or terms, narrowed; one-byte varints (below 128) are uint8 already."""
+    if lists.flat.dtype == np.uint8:
+        return _cells(lists, n_rows, n_cols, np.uint8)
+    return _narrow(_cells(lists, n_rows, n_cols, np.uint64))
+
+
+def _meta(h: RowHeader) -> RowMeta:
+    return RowMeta(
+        bucket_id=h.bucket_id,
+        start=h.start,
+        end=h.end,
+        label=h.label,
+        aggregate=h.aggregate,
+        route_ids=h.route_ids,
+        route_ids_truncated=h.route_ids_truncated,
+        route_count=h.route_count,
+        lineage_id=h.lineage_id,
+    )
+
+
+def node_matrix_from_wire(
+    node: str, wire: KeyVizMatrixWire, *, step_ms: int | None = None
+) -> NodeMatrix:
+    """node_matrix_from_response for a response decoded by proto.wire: same checks, reasons."""
+    if step_ms is not None and step_ms <= 0:
+        raise MalformedMatrixError(f"step {step_ms} ms is not positive")
+    reason = _first_bad_row(wire)
+    if reason is not None:
+        raise MalformedMatrixError(reason)
+    n_rows, n_cols = len(wire.rows), int(wire.column_unix_ms.shape[0])
+    return NodeMatrix(
+        node=node,
+        column_unix_ms=wire.column_unix_ms,
+        rows=tuple(_meta(h) for h in wire.rows),
+        values=_cells(wire.values, n_rows, n_cols, np.uint64),
+        soft=_cells(wire.soft_columns, n_rows, n_cols, np.bool_),
+        raft_group_ids=_ids(wire.raft_group_ids, n_rows, n_cols),
+        leader_terms=_ids(wire.leader_terms, n_rows, n_cols),
+        step_ms=step_ms,
+    )
+
+
+def node_matrix_from_bytes(node: str, data: bytes, *, step_ms: int | None = None) -> NodeMatrix:
+    """A node's serialized GetKeyVizMatrixResponse straight to a validated NodeMatrix.
+
+    Raises proto.wire.WireDecodeError (a protobuf DecodeError) when protobuf
+    would not parse the bytes, MalformedMatrixError as node_matrix_from_response.
+    """
+    if step_ms is not None and step_ms <= 0:
+        raise MalformedMatrixError(f"step {step_ms} ms is not positive")
+    return node_matrix_from_wire(node, decode_keyviz_matrix(data), step_ms=step_ms)
+
+
 def node_matrices_from_responses(
     responses: Mapping[str, admin_pb2.GetKeyVizMatrixResponse],
     *,
@@ -245,6 +345,8 @@ class AlignedNode:
     source_column_unix_ms: I64
     group_max: int = 0
     term_max: int = 0
+    # A bound on `values`: the write merge compares them in the narrowest type it allows.
+    value_max: int = 2**64 - 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -71,6 +71,8 @@ _JITTER_MS = 10
 MAX_SPREAD_COLUMNS = 20_000
 
 Keys = NDArray[np.unsignedinteger[Any]]
+# Values while the write merge compares them: the narrowest unsigned type that holds them.
+Narrow = NDArray[np.unsignedinteger[Any]]
 T = TypeVar("T", bound=np.generic)
 
 # Row bands of about this many cells (2 MiB per uint64 array) stay in cache.
@@ -79,7 +81,6 @@ _BAND_CELLS = 1 << 18
 _MAX_BAND_RUNS = 16
 
 _U64_MAX = np.uint64(np.iinfo(np.uint64).max)
-_ONE = np.uint64(1)
 _WRITE_SERIES = frozenset(
     {
         admin_pb2.KEYVIZ_SERIES_UNSPECIFIED,
@@ -352,10 +353,21 @@ class _WriteInput:
     column_index: Index
 
 
+def _key_layout(group_max: int, term_max: int) -> tuple[type[np.unsignedinteger[Any]], int] | None:
+    """The narrowest key type and the shift that make group << shift | term one integer
+    per (group, term) pair, 0 only for (0, 0); None when no 64-bit key holds both."""
+    shift = term_max.bit_length()
+    bits = group_max.bit_length() + shift
+    for key_type in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if bits <= np.iinfo(key_type).bits:
+            return key_type, shift
+    return None
+
+
 def _pack_keys(groups: Ids, terms: Ids, shift: np.unsignedinteger[Any], out: Keys) -> Keys:
-    """group << shift | term: one integer per pair, 0 only for (0, 0)."""
-    np.left_shift(groups, shift, out=out)
-    np.bitwise_or(out, terms, out=out)
+    """group << shift | term, written in the key type (the layout guarantees it fits)."""
+    np.left_shift(groups, shift, out=out, casting="unsafe")
+    np.bitwise_or(out, terms, out=out, casting="unsafe")
     return out
 
 
@@ -378,34 +390,28 @@ def _ranked_keys(inputs: Sequence[_WriteInput]) -> list[Keys]:
 
 
 def _exact_write_merge(values: U64, groups: Ids, terms: Ids) -> tuple[U64, Bools]:
-    """DESIGN step 4 on [N, P] cells: sort the node axis by (group, term).
+    """DESIGN step 4 on [N, P] cells, for those the fast path in `_merge_write_inputs`
+    cannot decide (two different keys among the reports).
 
-    Used for the cells the fast path in `_merge_write_inputs` cannot decide.
+    Reports are compared pair by pair over the node axis: N is the number of
+    nodes, so N(N-1)/2 passes over the cells beat sorting each cell's reports
+    (numpy sorts a short axis one cell at a time) and ranking (group, term)
+    pairs (a sort of structured rows). A live report is the first of its key
+    unless an earlier node's report has the same key; each first report adds
+    the largest value under its key, and two different values under one key
+    set `conflict`.
     """
     live = values > 0
     unknown = np.any(live & ((groups == 0) | (terms == 0)), axis=0)
-    # Rank (group, term) pairs densely so one integer key sorts them; silent nodes last.
-    pairs = np.stack([groups.reshape(-1), terms.reshape(-1)], axis=1)
-    _, rank = np.unique(pairs, axis=0, return_inverse=True)
-    dead = np.iinfo(np.int64).max
-    key = np.where(live, rank.reshape(values.shape).astype(np.int64), dead)
-    order = np.argsort(key, axis=0, kind="stable")
-    k = np.take_along_axis(key, order, axis=0)
-    v = np.take_along_axis(values, order, axis=0)
-    total = np.zeros(values.shape[1:], dtype=np.uint64)
+    first = live.copy()
+    key_peak = values.copy()  # for a first report: the largest value under its key
     conflict = np.zeros(values.shape[1:], dtype=np.bool_)
-    run_max = v[0].copy()
-    run_min = v[0].copy()
-    for i in range(1, values.shape[0]):
-        same = k[i] == k[i - 1]
-        closing = ~same & (k[i - 1] != dead)
-        total += np.where(closing, run_max, np.uint64(0))
-        conflict |= closing & (run_max != run_min)
-        run_max = np.where(same, np.maximum(run_max, v[i]), v[i])
-        run_min = np.where(same, np.minimum(run_min, v[i]), v[i])
-    closing = k[-1] != dead
-    total += np.where(closing, run_max, np.uint64(0))
-    conflict |= closing & (run_max != run_min)
+    for i, j in itertools.combinations(range(values.shape[0]), 2):
+        same = live[i] & live[j] & (groups[i] == groups[j]) & (terms[i] == terms[j])
+        first[j] &= ~same
+        np.maximum(key_peak[i], np.where(same, values[j], np.uint64(0)), out=key_peak[i])
+        conflict |= same & (values[i] != values[j])
+    total = np.where(first, key_peak, np.uint64(0)).sum(axis=0, dtype=np.uint64)
     # Any unknown group or term: fall back to the maximum (never invent a hotspot).
     peak = values.max(axis=0)
     low = np.where(live, values, _U64_MAX).min(axis=0)
@@ -417,7 +423,11 @@ def _exact_write_merge(values: U64, groups: Ids, terms: Ids) -> tuple[U64, Bools
 
 
 def _merge_write_inputs(
-    shape: tuple[int, int], inputs: Sequence[_WriteInput], group_max: int, term_max: int
+    shape: tuple[int, int],
+    inputs: Sequence[_WriteInput],
+    group_max: int,
+    term_max: int,
+    value_max: int,
 ) -> tuple[U64, Bools]:
     """The "design" rule over nodes' blocks; see merge_writes.
 
@@ -431,93 +441,132 @@ def _merge_write_inputs(
 
     The work runs over bands of rows small enough to stay in cache: every
     element is then read from memory about once instead of once per
-    operation, which is what makes this fast.
+    operation. Keys and values are compared in the narrowest unsigned types
+    that hold them (keys usually uint8 or uint16, values uint32 or less),
+    because the element-wise passes cost in proportion to the bytes they touch.
     """
     n_rows, n_cols = shape
-    widest_id = max(group_max, term_max)
-    ranked = _ranked_keys(inputs) if widest_id >= 2**32 else None
-    # Ids below 2^16 (nearly always) pack into uint32 keys: half the bytes to compare.
-    narrow = widest_id < 2**16 and all(
-        w.groups.dtype == np.uint32 and w.terms.dtype == np.uint32 for w in inputs
-    )
-    key_type: type[np.unsignedinteger[Any]] = np.uint32 if narrow else np.uint64
-    shift = key_type(16 if narrow else 32)
+    layout = _key_layout(group_max, term_max)
+    ranked = _ranked_keys(inputs) if layout is None else None
+    key_type, shift = layout if layout is not None else (np.uint64, 0)
+    value_type = _narrowest(value_max)
     values = np.empty(shape, dtype=np.uint64)
     conflict = np.empty(shape, dtype=np.bool_)
     hard = np.empty(shape, dtype=np.bool_)
     band = max(1, min(n_rows, _BAND_CELLS // max(n_cols, 1)))
-    peak, low, spread_v = (np.empty(band * n_cols, dtype=np.uint64) for _ in range(3))
-    key_hi, key_lo, spread_k = (np.empty(band * n_cols, dtype=key_type) for _ in range(3))
+    cells = band * n_cols
+    peak, low, spread_v = (np.empty(cells, dtype=value_type) for _ in range(3))
+    key_hi, key_lo, spread_k = (np.empty(cells, dtype=key_type) for _ in range(3))
     widest = max((w.values.shape[1] for w in inputs), default=0)
-    scratch_v = np.empty(band * max(widest, n_cols), dtype=np.uint64)
-    scratch_k = np.empty(scratch_v.shape[0], dtype=key_type)
+    scratch_k = np.empty(band * widest, dtype=key_type)
     column_slices = [_as_slice(w.column_index) for w in inputs]
     for r0 in range(0, n_rows, band):
         r1 = min(n_rows, r0 + band)
-        block = (r1 - r0, n_cols)
-        size = block[0] * n_cols
-        pk, lo, kh, kl = (x[:size].reshape(block) for x in (peak, low, key_hi, key_lo))
+        size = (r1 - r0) * n_cols
+        pk, lo, kh, kl = (x[:size] for x in (peak, low, key_hi, key_lo))
         pk.fill(0)
-        lo.fill(_U64_MAX)
+        lo.fill(np.iinfo(value_type).max)
         kh.fill(0)
         kl.fill(np.iinfo(key_type).max)
         for i, (w, cols) in enumerate(zip(inputs, column_slices, strict=True)):
             a, b = (int(x) for x in np.searchsorted(w.row_index, (r0, r1)))
             if a == b:
                 continue
-            src = (b - a, w.values.shape[1])
-            v = w.values[a:b]
-            if ranked is None:
-                k = _pack_keys(w.groups[a:b], w.terms[a:b], shift, _view(scratch_k, src))
-            else:
-                k = _view(scratch_k, src)
-                k[...] = ranked[i][a:b]
             rows = w.row_index[a:b] - r0
-            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-            if cols is not None and breaks.shape[0] < _MAX_BAND_RUNS:
-                # Runs of consecutive rows write straight into the band.
-                bounds = [0, *breaks.tolist(), b - a]
-                for lo_i, hi_i in itertools.pairwise(bounds):
-                    d0 = int(rows[lo_i])
-                    dst = (slice(d0, d0 + hi_i - lo_i), cols)
-                    _fold(pk, lo, kh, kl, dst, v[lo_i:hi_i], k[lo_i:hi_i], scratch_v)
+            top, bottom = int(rows[0]), int(rows[-1]) + 1
+            block = (bottom - top, n_cols)
+            sv, sk = _view(spread_v, block), _view(spread_k, block)
+            if ranked is None:
+                pack = _KeyPacker(w.groups[a:b], w.terms[a:b], key_type(shift))
             else:
-                # Many gaps or scattered columns: spread into a zeroed band first.
-                where = np.ix_(rows, w.column_index) if cols is None else (rows, cols)
-                sv, sk = _view(spread_v, block), _view(spread_k, block)
-                sv.fill(0)
-                sk.fill(0)
-                sv[where] = v
-                sk[where] = k
-                _fold(pk, lo, kh, kl, (slice(None), slice(None)), sv, sk, scratch_v)
-        lo += _ONE
+                pack = _KeyPacker(ranked[i][a:b], None, key_type(0))
+            _place(sv, sk, rows - top, cols, w.column_index, w.values[a:b], pack, scratch_k)
+            # The node's rows are one contiguous range of the band: fold it flat.
+            flat = slice(top * n_cols, bottom * n_cols)
+            _fold(pk[flat], lo[flat], kh[flat], kl[flat], sv.reshape(-1), sk.reshape(-1))
+        lo += value_type(1)
         kl += key_type(1)
-        values[r0:r1] = pk
-        np.not_equal(pk, lo, out=conflict[r0:r1])
-        np.not_equal(kh, kl, out=hard[r0:r1])
-    cells = np.flatnonzero(hard)
-    if cells.size:
-        exact_v, exact_c = _exact_write_merge(*_gather_cells(shape, inputs, cells))
-        values.reshape(-1)[cells] = exact_v
-        conflict.reshape(-1)[cells] = exact_c
+        values[r0:r1] = pk.reshape(r1 - r0, n_cols)
+        np.not_equal(pk, lo, out=conflict[r0:r1].reshape(-1))
+        np.not_equal(kh, kl, out=hard[r0:r1].reshape(-1))
+    cells_hard = np.flatnonzero(hard)
+    if cells_hard.size:
+        exact_v, exact_c = _exact_write_merge(*_gather_cells(shape, inputs, cells_hard))
+        values.reshape(-1)[cells_hard] = exact_v
+        conflict.reshape(-1)[cells_hard] = exact_c
     return values, conflict
 
 
-def _fold(
-    peak: U64,
-    low: U64,
-    key_hi: Keys,
-    key_lo: Keys,
-    dst: tuple[slice, slice],
+def _narrowest(top: int) -> type[np.unsignedinteger[Any]]:
+    """The narrowest unsigned type that holds 0..top."""
+    for t in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(t).max:
+            return t
+    return np.uint64
+
+
+@dataclass(frozen=True)
+class _KeyPacker:
+    """A node's (group, term) keys for some rows: packed on the fly, or ranked already."""
+
+    groups: Keys
+    terms: Keys | None  # None: `groups` holds ranked keys
+    shift: np.unsignedinteger[Any]
+
+    def into(self, out: Keys, rows: slice | Index = slice(None)) -> None:
+        if self.terms is None:
+            np.copyto(out, self.groups[rows], casting="unsafe")
+        else:
+            _pack_keys(self.groups[rows], self.terms[rows], self.shift, out)
+
+
+def _place(
+    sv: Narrow,
+    sk: Keys,
+    rows: Index,
+    cols: slice | None,
+    column_index: Index,
     values: U64,
-    keys: Keys,
-    scratch: U64,
+    keys: _KeyPacker,
+    scratch_k: Keys,
 ) -> None:
-    """One node's block into the running extremes (keys are overwritten)."""
-    np.maximum(peak[dst], values, out=peak[dst])
-    np.minimum(low[dst], np.subtract(values, _ONE, out=_view(scratch, values.shape)), out=low[dst])
-    np.maximum(key_hi[dst], keys, out=key_hi[dst])
-    np.minimum(key_lo[dst], np.subtract(keys, keys.dtype.type(1), out=keys), out=key_lo[dst])
+    """A node's block into zeroed band-shaped scratch (values cast, keys packed).
+
+    Zero is neutral for the fold (max ignores it, and x - 1 wraps it to the
+    maximum for the minimum), so rows and columns the node lacks need nothing
+    else, and the fold then runs over contiguous memory: ufuncs over strided
+    2-D views are far slower.
+    """
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    whole = cols == slice(0, sv.shape[1]) and not breaks.shape[0]
+    if not whole:
+        sv.fill(0)
+        sk.fill(0)
+    if cols is not None and breaks.shape[0] < _MAX_BAND_RUNS:
+        # Runs of consecutive rows copy as slices.
+        bounds = [0, *breaks.tolist(), rows.shape[0]]
+        for lo_i, hi_i in itertools.pairwise(bounds):
+            d0 = int(rows[lo_i])
+            dst = (slice(d0, d0 + hi_i - lo_i), cols)
+            np.copyto(sv[dst], values[lo_i:hi_i], casting="unsafe")
+            keys.into(sk[dst], slice(lo_i, hi_i))
+    else:
+        # Many gaps or scattered columns: one fancy-indexed copy each.
+        where = np.ix_(rows, column_index) if cols is None else (rows, cols)
+        sv[where] = values
+        packed = _view(scratch_k, values.shape)
+        keys.into(packed)
+        sk[where] = packed
+
+
+def _fold(
+    peak: Narrow, low: Narrow, key_hi: Keys, key_lo: Keys, values: Narrow, keys: Keys
+) -> None:
+    """One node's placed block into the running extremes (its scratch is overwritten)."""
+    np.maximum(peak, values, out=peak)
+    np.minimum(low, np.subtract(values, values.dtype.type(1), out=values), out=low)
+    np.maximum(key_hi, keys, out=key_hi)
+    np.minimum(key_lo, np.subtract(keys, keys.dtype.type(1), out=keys), out=key_lo)
 
 
 def _view(buffer: NDArray[T], shape: tuple[int, int]) -> NDArray[T]:
@@ -537,9 +586,11 @@ def _gather_cells(
         col_of = np.full(shape[1], -1, dtype=np.intp)
         col_of[w.column_index] = np.arange(w.column_index.shape[0])
         r, c = row_of[rows], col_of[cols]
-        ok = (r >= 0) & (c >= 0)
+        ok = np.flatnonzero((r >= 0) & (c >= 0))
+        # Flat positions in the node's own arrays: one 1-D take per array.
+        at = r[ok] * w.values.shape[1] + c[ok]
         for i, arr in enumerate((w.values, w.groups, w.terms)):
-            out[i, n, ok] = arr[r[ok], c[ok]]
+            out[i, n, ok] = arr.reshape(-1)[at]
     return out[0], out[1], out[2]
 
 
@@ -573,7 +624,11 @@ def merge_writes(
         for i in range(n)
     ]
     merged, conflict = _merge_write_inputs(
-        flat, inputs, int(groups.max(initial=0)), int(terms.max(initial=0))
+        flat,
+        inputs,
+        int(groups.max(initial=0)),
+        int(terms.max(initial=0)),
+        int(values.max(initial=0)),
     )
     return merged.reshape(cell_shape), conflict.reshape(cell_shape)
 
@@ -649,6 +704,8 @@ def align_nodes(nodes: Sequence[NodeMatrix], *, step_ms: int | None = None) -> A
             source_column_unix_ms=s.source,
             group_max=n.group_max,
             term_max=n.term_max,
+            # Summing collapsed columns can exceed the node's maximum; this bounds it.
+            value_max=n.value_max * (1 + s.collapsed),
         )
         for n, s in zip(ordered, per_node, strict=True)
     )
@@ -688,6 +745,7 @@ def merge_aligned_values(
             inputs,
             max((a.group_max for a in aligned), default=0),
             max((a.term_max for a in aligned), default=0),
+            max((a.value_max for a in aligned), default=0),
         )
     values = np.zeros(shape, dtype=np.uint64)
     for a in aligned:

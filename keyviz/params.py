@@ -1,16 +1,26 @@
 """The query of `GET /api/keyviz/matrix`, parsed and validated.
 
 `?series=writes&from=<unix ms>&to=<unix ms>&rows=256&cols=1000&format=json|bin`
+`&start_key=<base64url>&end_key=<base64url>&step_ms=<ms>`
 
 Every parameter is optional: writes, the hour before `now_ms`, 256 rows,
-1000 columns, json. Given only `from`, the window ends now; given only `to`,
-it is the hour before `to`. The window is half-open, [from, to), as on the
-nodes. Errors are `ParamError(param, message)`; the view turns them into a
-400 whose message names the parameter and says what to fix.
+1000 columns, json, the whole key space. Given only `from`, the window ends
+now; given only `to`, it is the hour before `to`. The window is half-open,
+[from, to), as on the nodes. `start_key` / `end_key` (raw key bytes in
+base64url, RFC 4648 section 5, padding optional) keep only the rows whose key
+range meets [start_key, end_key); empty means the smallest key / +infinity.
+The rows are restricted before the row budget, so a zoom into a key range is
+re-bucketed for real. `step_ms` is the nodes' KeyViz step when the caller
+knows it (the page passes the live stream's); otherwise the merge infers it
+from the column spacing, which a window of only a column or two per node
+cannot show. Errors are `ParamError(param, message)`; the view turns them into
+a 400 whose message names the parameter and says what to fix.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +41,12 @@ FORMATS: tuple[str, ...] = ("json", "bin")
 Format = Literal["json", "bin"]
 
 DEFAULT_WINDOW_MS = 60 * 60 * 1000
+MAX_STEP_MS = 24 * 60 * 60 * 1000
 MAX_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
+
+# Keys are raw bytes; a zoom boundary is one of the row boundaries the page already has.
+MAX_KEY_BYTES = 4096
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 # Plain ASCII digits only: int() would also take "1_000", " 7" and "٣".
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -45,10 +60,18 @@ class MatrixQuery:
     rows: int
     cols: int
     format: Format
+    start_key: bytes = b""  # smallest key when empty
+    end_key: bytes = b""  # +infinity when empty
+    step_ms: int | None = None  # the nodes' column step, when known; else inferred
 
     @property
     def series_name(self) -> str:
         return SERIES_NAMES[self.series]
+
+    @property
+    def key_range(self) -> bool:
+        """Whether the query keeps only part of the key space."""
+        return bool(self.start_key or self.end_key)
 
 
 def _integer(query: Mapping[str, str], name: str, what: str) -> int | None:
@@ -67,6 +90,27 @@ def _bounded(query: Mapping[str, str], name: str, default: int, high: int, noun:
     if not 1 <= value <= high:
         raise ParamError(name, f"must be from 1 to {high} {noun}, got {value}")
     return value
+
+
+def _key(query: Mapping[str, str], name: str) -> bytes:
+    raw = query.get(name) or ""
+    if not raw:
+        return b""
+    what = "a key in base64url (RFC 4648 section 5: A-Z a-z 0-9 - _, padding optional)"
+    body = raw.rstrip("=")
+    if len(raw) - len(body) > 2 or len(body) > 2 * MAX_KEY_BYTES:
+        raise ParamError(name, f"must be {what} of at most {MAX_KEY_BYTES} bytes")
+    if not _BASE64URL.fullmatch(body):
+        raise ParamError(name, f"must be {what}, got {raw[:40]!r}")
+    try:
+        key = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise ParamError(
+            name, f"must be {what}; {len(body)} characters do not make whole bytes"
+        ) from None
+    if len(key) > MAX_KEY_BYTES:
+        raise ParamError(name, f"is a {len(key)}-byte key; at most {MAX_KEY_BYTES} bytes")
+    return key
 
 
 def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
@@ -96,6 +140,11 @@ def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
     fmt = query.get("format") or "json"
     if fmt not in FORMATS:
         raise ParamError("format", f"unknown format {fmt!r}; use json or bin")
+    start_key, end_key = _key(query, "start_key"), _key(query, "end_key")
+    if end_key and start_key >= end_key:
+        raise ParamError(
+            "start_key", "must sort before end_key (the range is [start_key, end_key))"
+        )
     return MatrixQuery(
         series=SERIES[series_name],
         from_unix_ms=start,
@@ -103,4 +152,7 @@ def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
         rows=_bounded(query, "rows", DEFAULT_ROWS, MAX_ROWS, "rows"),
         cols=_bounded(query, "cols", DEFAULT_COLS, MAX_COLS, "columns"),
         format="bin" if fmt == "bin" else "json",
+        start_key=start_key,
+        end_key=end_key,
+        step_ms=_bounded(query, "step_ms", 0, MAX_STEP_MS, "milliseconds") or None,
     )

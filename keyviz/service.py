@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from google.protobuf.message import DecodeError
+import numpy as np
 
 from cluster.client import NodeClient, NodeError, node_client
 from cluster.discovery import discovery
 from cluster.fanout import FanOut, Node, NodeStatus, call_node, fan_out
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS, fit_to_display
-from keyviz.matrix import MalformedMatrixError, MergedMatrix, NodeMatrix, node_matrix_from_response
+from keyviz.matrix import (
+    Index,
+    MalformedMatrixError,
+    MergedMatrix,
+    NodeMatrix,
+    RowMeta,
+    node_matrix_from_bytes,
+)
 from keyviz.merge import Contribution, cell_contributions, merge_nodes
 from keyviz.params import MatrixQuery
 from proto import admin_pb2
+from proto.wire import WireDecodeError
 
 
 @dataclass
@@ -58,19 +66,21 @@ def matrix_request(query: MatrixQuery) -> admin_pb2.GetKeyVizMatrixRequest:
 def decode_matrices(
     nodes: Sequence[Node], answers: FanOut[bytes]
 ) -> tuple[list[NodeMatrix], list[NodeStatus]]:
-    """Decode and validate each node's matrix; a malformed one fails only its node."""
+    """Decode and validate each node's matrix; a malformed one fails only its node.
+
+    The bytes go straight to arrays (proto/wire.py): no protobuf message is built.
+    """
     matrices: list[NodeMatrix] = []
     statuses: list[NodeStatus] = []
     for node, status in zip(nodes, answers.statuses, strict=True):
         if status.ok:
             try:
-                response = admin_pb2.GetKeyVizMatrixResponse.FromString(
-                    answers.results[node.address]
-                )
-                matrices.append(node_matrix_from_response(node.label, response))
-            except (DecodeError, MalformedMatrixError) as exc:
+                matrices.append(node_matrix_from_bytes(node.label, answers.results[node.address]))
+            except (WireDecodeError, MalformedMatrixError) as exc:
                 reason = (
-                    exc.reason if isinstance(exc, MalformedMatrixError) else "not a valid protobuf"
+                    exc.reason
+                    if isinstance(exc, MalformedMatrixError)
+                    else f"not a valid protobuf ({exc.reason})"
                 )
                 status = NodeStatus(
                     status.node,
@@ -109,6 +119,7 @@ async def _merged(query: MatrixQuery) -> tuple[MergedMatrix, list[NodeStatus]]:
         merge_nodes,
         matrices,
         series=query.series,
+        step_ms=query.step_ms,  # None: inferred from the columns
         writes_merge=portal_config().writes_merge,  # type: ignore[arg-type]
         failed_nodes=failed,
         group_leaders=leaders,
@@ -116,8 +127,74 @@ async def _merged(query: MatrixQuery) -> tuple[MergedMatrix, list[NodeStatus]]:
     return merged, statuses
 
 
+def rows_in_key_range(rows: Sequence[RowMeta], start_key: bytes, end_key: bytes) -> Index:
+    """Indexes of the rows whose [start, end) meets [start_key, end_key).
+
+    Empty `start` / `start_key` is the smallest key, empty `end` / `end_key` is
+    +infinity (as on the wire). Rows of different generations may overlap (a
+    split route and its children both appear in a window), so the result need
+    not be one run.
+    """
+    keep = [
+        i
+        for i, row in enumerate(rows)
+        if (not end_key or row.start < end_key) and (not row.end or row.end > start_key)
+    ]
+    return np.array(keep, dtype=np.intp)
+
+
+def restrict_to_key_range(m: MergedMatrix, start_key: bytes, end_key: bytes) -> MergedMatrix:
+    """Only the rows that meet [start_key, end_key), before any budget.
+
+    The provenance follows (base rows and every node's aligned cells are cut to
+    the kept rows), so cell contributions still resolve. Meant for a matrix
+    straight from the merge; a budgeted one loses its provenance.
+    """
+    keep = rows_in_key_range(m.rows, start_key, end_key)
+    n = len(m.rows)
+    if keep.shape[0] == n:
+        return m
+    prov = m.provenance
+    if prov is not None and len(prov.base_rows) == n and prov.row_edges.shape[0] == n + 1:
+        position = np.full(n, -1, dtype=np.intp)
+        position[keep] = np.arange(keep.shape[0], dtype=np.intp)
+        nodes = []
+        for a in prov.nodes:
+            mine = position[a.row_index] >= 0
+            nodes.append(
+                replace(
+                    a,
+                    row_index=position[a.row_index[mine]],
+                    values=a.values[mine],
+                    soft=a.soft[mine],
+                    raft_group_ids=a.raft_group_ids[mine],
+                    leader_terms=a.leader_terms[mine],
+                )
+            )
+        prov = replace(
+            prov,
+            base_rows=tuple(prov.base_rows[i] for i in keep.tolist()),
+            nodes=tuple(nodes),
+            row_edges=np.arange(keep.shape[0] + 1, dtype=np.intp),
+        )
+    else:
+        prov = None
+    return replace(
+        m,
+        rows=tuple(m.rows[i] for i in keep.tolist()),
+        values=m.values[keep],
+        soft=m.soft[keep],
+        conflict=m.conflict[keep],
+        degraded=m.degraded[keep],
+        provenance=prov,
+    )
+
+
 async def fetch_matrix(query: MatrixQuery) -> MatrixResult:
     merged, statuses = await _merged(query)
+    if query.key_range:
+        # Before the budgets: a zoom into a key range is re-bucketed, not magnified.
+        merged = restrict_to_key_range(merged, query.start_key, query.end_key)
     shown = await asyncio.to_thread(
         fit_to_display, merged, max_rows=query.rows, max_cols=query.cols
     )
@@ -143,4 +220,26 @@ async def fetch_bucket(query: MatrixQuery, bucket_id: str) -> BucketDetail:
     return BucketDetail(merged, bucket_id, contributions, per_adapter, statuses)
 
 
-__all__ = ["BucketDetail", "MatrixResult", "NodeError", "fetch_bucket", "fetch_matrix"]
+async def current_leaders(nodes: Sequence[Node] | None = None) -> dict[int, tuple[str, int]]:
+    """Raft group -> (leader node id, term) from the first node that answers
+    GetClusterOverview; {} when none does. For the cell detail and the live poller."""
+    client = node_client()
+    for node in nodes if nodes is not None else await discovery().nodes():
+        overview, status = await call_node(client, node, "GetClusterOverview")
+        if status.ok and overview is not None:
+            return {
+                g.raft_group_id: (g.leader_node_id, g.leader_term) for g in overview.group_leaders
+            }
+    return {}
+
+
+__all__ = [
+    "BucketDetail",
+    "MatrixResult",
+    "NodeError",
+    "current_leaders",
+    "fetch_bucket",
+    "fetch_matrix",
+    "restrict_to_key_range",
+    "rows_in_key_range",
+]

@@ -5,15 +5,44 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from elastickv_admin.api import ApiResult, api_view
 from elastickv_admin.errors import ApiError
 from keyviz import serialize, service
+from keyviz.budgets import DEFAULT_ROWS, MAX_ROWS
+from keyviz.keys import RESERVED_PREFIXES
 from keyviz.params import parse_matrix_query
 
+SERIES_CHOICES = (
+    ("writes", "Writes"),
+    ("reads", "Reads"),
+    ("write_bytes", "Write bytes"),
+    ("read_bytes", "Read bytes"),
+)
+WINDOW_PRESETS = (("15m", "15 m"), ("1h", "1 h"), ("6h", "6 h"), ("24h", "24 h"))
+ROW_BUDGETS = (64, 128, DEFAULT_ROWS, 512, MAX_ROWS)
 
+
+@require_safe
 def heatmap(request: HttpRequest) -> HttpResponse:
-    return render(request, "not_built.html", {"room": "Key Visualizer"}, status=501)
+    """The Key Visualizer page. Its state (series, window, zoom, budget, brightness,
+    live) lives in the query string and is read by static/js/heatmap.js."""
+    context = {
+        "series_choices": SERIES_CHOICES,
+        "window_presets": WINDOW_PRESETS,
+        "row_budgets": ROW_BUDGETS,
+        "default_rows": DEFAULT_ROWS,
+        "reserved_prefixes": [
+            (prefix.decode("ascii"), label) for prefix, label in RESERVED_PREFIXES
+        ],
+        "matrix_url": reverse("keyviz:api-matrix"),
+        "bucket_url": reverse("keyviz:api-bucket", args=["BUCKET"]).removesuffix("BUCKET"),
+        "routes_url": reverse("cluster:routes"),
+        "raft_url": reverse("cluster:raft"),
+    }
+    return render(request, "keyviz/heatmap.html", context)
 
 
 def _no_node_answered(statuses: list[dict[str, Any]]) -> ApiError:
@@ -46,4 +75,16 @@ async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
     nodes = [s.to_dict() for s in detail.statuses]
     if not any(s["ok"] for s in nodes):
         raise _no_node_answered(nodes)
-    return serialize.bucket_to_json(detail, nodes=nodes)
+    doc = serialize.bucket_to_json(detail, nodes=nodes)
+    # The Raft groups behind the row and who leads them now (for the cell detail).
+    groups = sorted({c.raft_group_id for c in detail.contributions if c.raft_group_id})
+    leaders = await service.current_leaders() if groups else {}
+    doc["groups"] = [
+        {
+            "raft_group_id": g,
+            "leader_node_id": leaders.get(g, ("", 0))[0],
+            "leader_term": leaders.get(g, ("", 0))[1],
+        }
+        for g in groups
+    ]
+    return doc

@@ -8,6 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyviz.budgets import (
+    _column_runs,
+    _edges,
+    _join_columns,
+    _join_rows,
     apply_column_budget,
     apply_row_budget,
     coarsen_rows,
@@ -150,6 +154,95 @@ def _naive_coarsen(totals: list[int], budget: int) -> list[int]:
 @given(st.lists(st.integers(0, 20), min_size=1, max_size=40), st.integers(1, 40))
 def test_row_budget_heap_matches_the_plain_rule(totals: list[int], budget: int) -> None:
     assert coarsen_rows(totals, budget) == _naive_coarsen(totals, budget)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1)), min_size=1, max_size=300),
+    st.integers(1, 300),
+)
+def test_row_budget_heap_matches_the_plain_rule_on_long_rows_and_huge_totals(
+    totals: list[int], budget: int
+) -> None:
+    # Zeros make ties and re-keyed heap entries; sums past 2**64 must stay exact.
+    assert coarsen_rows(totals, budget) == _naive_coarsen(totals, budget)
+
+
+def _random_groups(rng: np.random.Generator, n: int) -> list[int]:
+    """Bounds of runs covering 0..n, mostly short ones, as the row budget makes them."""
+    sizes = rng.choice([1, 1, 2, 3, 5, 17], size=n)
+    bounds = np.concatenate(([0], np.cumsum(sizes)))
+    return [*bounds[bounds < n].tolist(), n]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_row_join_matches_reduceat(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(1, 60)), int(rng.integers(0, 50))
+    values = rng.integers(0, 2**64, size=(n, c), dtype=np.uint64)  # sums wrap like reduceat's
+    flags = rng.random((n, c)) < rng.choice([0.0, 0.05, 0.5])
+    bounds = _random_groups(rng, n)
+    for op, a in ((np.add, values), (np.logical_or, flags)):
+        got = _join_rows(op, a, bounds)
+        want = op.reduceat(a, bounds[:-1], axis=0)
+        assert got.dtype == a.dtype
+        assert got.flags.c_contiguous
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_column_join_by_strided_runs_matches_reduceat(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows, groups = int(rng.integers(1, 20)), int(rng.integers(1, 40))
+    width = int(rng.integers(1, 7))
+    # Mostly full-width groups, some partial ones (first, last, around gaps).
+    sizes = np.where(rng.random(groups) < 0.8, width, rng.integers(1, width + 1, size=groups))
+    edges = np.concatenate(([0], np.cumsum(sizes))).astype(np.intp)
+    cols = int(edges[-1])
+    values = rng.integers(0, 2**64, size=(rows, cols), dtype=np.uint64)
+    flags = rng.random((rows, cols)) < rng.choice([0.0, 0.05, 0.5])
+    runs = _column_runs(edges, max_ops=10**9)
+    assert runs is not None
+    for op, a in ((np.add, values), (np.logical_or, flags)):
+        want = op.reduceat(a, edges[:-1], axis=1)
+        for plan in (runs, None):
+            got = _join_columns(op, a, edges[:-1], plan)
+            assert got.dtype == a.dtype
+            assert np.array_equal(got, want)
+
+
+def test_column_runs_give_way_to_reduceat_when_there_are_too_many() -> None:
+    edges = _edges(np.array([0, 1, 3, 4, 6]), 7)  # widths 1 2 1 2 1: five runs
+    assert _column_runs(edges, max_ops=7) is not None
+    assert _column_runs(edges, max_ops=6) is None
+
+
+def test_budgets_of_a_large_matrix_match_reduceat() -> None:
+    # Large enough for the strided column path; a gap makes runs of several widths.
+    rng = np.random.default_rng(11)
+    rows, n = 600, 3000
+    columns = cols(n, first=T0 + STEP)
+    columns[1700:] = [t + 37 * STEP for t in columns[1700:]]
+    values = (rng.poisson(rng.lognormal(1.0, 1.5, size=(rows, 1)), size=(rows, n))).tolist()
+    m = matrix(
+        values,
+        columns=columns,
+        rows=[RowMeta(f"route:{i}", start=i.to_bytes(2, "big")) for i in range(rows)],
+    )
+    m.conflict[rng.random((rows, n)) < 0.1] = True
+    out = fit_to_display(m, max_rows=256, max_cols=1000)
+    starts = coarsen_rows(m.values.sum(axis=1).tolist(), 256)
+    slots = np.asarray(columns) // STEP
+    group = -(-slots // (out.step_ms // STEP))
+    col_starts = np.flatnonzero(np.concatenate(([True], np.diff(group) != 0)))
+    assert out.shape == (256, col_starts.shape[0])
+    # The budget took the strided path (same cost rule as apply_column_budget).
+    edges = _edges(col_starts, n)
+    assert _column_runs(edges, max_ops=256 * col_starts.shape[0] // 200) is not None
+    for name, op in (("values", np.add), ("conflict", np.logical_or)):
+        a = getattr(m, name)
+        want = op.reduceat(op.reduceat(a, starts, axis=0), col_starts, axis=1)
+        assert np.array_equal(getattr(out, name), want)
 
 
 def test_column_budget_sums_adjacent_columns() -> None:

@@ -1,0 +1,323 @@
+"""The Key Visualizer in real Chromium against a devcluster, through `elastickv-admin serve`.
+
+Pixel checks read the canvas where a known hotspot was injected. Screenshots of each
+state land in test-artifacts/screenshots/ (keyviz-*.png).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devcluster import DevCluster, Op
+from devcluster.pytest_plugin import TEST_TOKEN
+from keyviz.keys import key_preview
+
+pytestmark = pytest.mark.browser
+
+MINUTE = 60_000
+HOT = b"user:42"  # the write hotspot
+READS = b"order:7"  # where the reads go
+
+
+def serve(portal_factory, cluster: DevCluster, tmp_path: Path):
+    token = tmp_path / "node-token"
+    token.write_text(TEST_TOKEN)
+    return portal_factory(["--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token)])
+
+
+def bucket(cluster: DevCluster, key: bytes) -> str:
+    return f"route:{cluster.route_for_key(key).route_id}"
+
+
+def until(page, expression: str, timeout: int = 10_000) -> None:
+    """Wait until a JavaScript expression holds. (A function, not a string: the page's
+    CSP forbids eval, which Playwright uses for string predicates.)"""
+    page.wait_for_function(f"() => ({expression})", timeout=timeout)
+
+
+def ready(page, series: str | None = None) -> None:
+    condition = "window.keyviz && window.keyviz.ready"
+    if series:
+        condition += f" && document.getElementById('kv-canvas').dataset.series === '{series}'"
+    until(page, condition, 15_000)
+
+
+def pixel(page, bucket_id: str, column: int | None = None) -> list[int]:
+    found: list[int] = page.evaluate(
+        "([b, t]) => window.keyviz.pixel(b, t ?? undefined)", [bucket_id, column]
+    )
+    return found
+
+
+def bright(rgb: list[int]) -> bool:
+    return sum(rgb) > 500  # the top of the palette: pale yellow
+
+
+def dark(rgb: list[int]) -> bool:
+    return sum(rgb) < 80  # no traffic: the background
+
+
+def history(cluster: DevCluster) -> list[int]:
+    """Six one-minute columns in the last hour: light background traffic everywhere, a
+    write hotspot on HOT in column 3 and reads on READS in column 1."""
+    now = int(time.time() * 1000) // MINUTE * MINUTE
+    columns = [now - (8 - i) * MINUTE for i in range(6)]
+    special = {cluster.route_for_key(HOT).route_id, cluster.route_for_key(READS).route_id}
+    background = [r for r in cluster.routes()[::2] if r.route_id not in special]
+    for i, at in enumerate(columns):
+        ops = [
+            Op("n1", "write", r.start + b"\x00", count=1 + (i + r.route_id) % 3) for r in background
+        ]
+        if i == 3:
+            ops.append(Op("n1", "write", HOT, size=64, count=500))
+        if i == 1:
+            ops.append(Op("n2", "read", READS, size=32, count=300))
+        cluster.inject(ops)
+        for j, node in enumerate(cluster.nodes):  # offset flush timers, as on real nodes
+            cluster.flush(node.node_id, at_ms=at + 700 * j)
+    return columns
+
+
+def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(routes=24)
+    columns = history(cluster)
+    portal = serve(portal_factory, cluster, tmp_path)
+    hot, reads = bucket(cluster, HOT), bucket(cluster, READS)
+
+    page.goto(portal.url + "/keyviz/?live=0")
+    ready(page, "writes")
+    assert page.locator("h1").inner_text() == "Key Visualizer"
+    rows = len(page.evaluate("window.keyviz.rowIds()"))
+    assert page.get_by_test_id("kv-summary").inner_text().startswith(f"{rows} \u00d7 6 cells")
+    assert bright(pixel(page, hot, columns[3]))
+    assert not bright(pixel(page, hot, columns[2]))
+    assert dark(pixel(page, reads, columns[1]))
+    assert page.evaluate("([b, t]) => window.keyviz.value(b, t)", [hot, columns[3]]) == 500
+    page.screenshot(path=str(artifacts_dir / "keyviz-heatmap.png"))
+
+    # Hover: the tooltip names the window, the bucket, the key range and the value.
+    at = page.evaluate(f"window.keyviz.cellCenter('{hot}', {columns[3]})")
+    page.mouse.move(at["x"], at["y"])
+    tooltip = page.locator("#kv-tooltip")
+    tooltip.wait_for(state="visible")
+    assert tooltip.get_attribute("data-bucket") == hot
+    assert tooltip.get_attribute("data-value") == "500"
+    text = tooltip.inner_text()
+    assert "500 writes" in text
+    assert "null" not in text
+    assert "undefined" not in text
+    route = cluster.route_for_key(HOT)
+    start, end = key_preview(route.start).text, key_preview(route.end, is_end=True).text
+    assert f"[{start}, {end.replace('+inf', '+∞')})" in text.replace("\n", "")
+    assert re.search(r"\d\d:\d\d → \d\d:\d\d · 1 min", text)
+    page.screenshot(path=str(artifacts_dir / "keyviz-tooltip.png"))
+
+    # Click pins it and opens the cell detail: each node's contribution, group, leader.
+    page.mouse.click(at["x"], at["y"])
+    drawer = page.locator("#kv-drawer")
+    drawer.wait_for(state="visible")
+    page.locator("#kv-contributions").wait_for()
+    assert page.locator("#kv-drawer-title").inner_text() == hot
+    contributions = page.locator("#kv-contributions tbody tr")
+    assert contributions.count() == 1
+    assert contributions.first.get_attribute("data-node") == "n1"
+    assert contributions.first.locator("td").nth(1).inner_text() == "500"
+    group = cluster.group(route.group_id)
+    leader_row = page.locator(f"#kv-detail-groups tr[data-group='{group.group_id}']")
+    assert leader_row.locator("td").nth(1).inner_text() == group.leader
+    assert (
+        leader_row.locator("a", has_text="routes").get_attribute("href")
+        == f"/routes/?group={group.group_id}"
+    )
+    assert page.locator(".kv-spark").count() == 1
+    page.screenshot(path=str(artifacts_dir / "keyviz-drawer.png"))
+    page.keyboard.press("Escape")
+    drawer.wait_for(state="hidden")
+    # The map is keyboard reachable: arrows move a cell cursor, Enter opens its detail.
+    page.mouse.move(5, 5)
+    page.locator("#kv-canvas").focus()
+    page.keyboard.press("ArrowUp")
+    here = int(tooltip.get_attribute("data-column") or 0)
+    page.keyboard.press("ArrowLeft")
+    assert int(tooltip.get_attribute("data-column") or 0) == here - MINUTE
+    row_id = tooltip.get_attribute("data-bucket")
+    page.keyboard.press("Enter")
+    drawer.wait_for(state="visible")
+    assert page.locator("#kv-drawer-title").inner_text() == row_id
+    page.locator("#kv-bucket-detail .kv-section").first.wait_for()
+    page.keyboard.press("Escape")
+    drawer.wait_for(state="hidden")
+
+    # The series switch changes the picture (and the URL).
+    page.locator("#kv-series label", has_text="Reads").click()
+    page.wait_for_url(re.compile(r"series=reads"))
+    ready(page, "reads")
+    assert bright(pixel(page, reads, columns[1]))
+    assert dark(pixel(page, hot, columns[3]))
+    page.screenshot(path=str(artifacts_dir / "keyviz-reads.png"))
+    page.locator("#kv-series label", has_text="Writes").click()
+    ready(page, "writes")
+
+    # Brush: drag over a time x key rectangle; the page asks the server for exactly that.
+    first = page.evaluate(f"window.keyviz.cellCenter('{hot}', {columns[2]})")
+    last = page.evaluate(f"window.keyviz.cellCenter('{hot}', {columns[4]})")
+    with page.expect_request(
+        lambda r: "/api/keyviz/matrix" in r.url and "start_key=" in r.url
+    ) as req:
+        page.mouse.move(first["x"], first["y"] - 8)
+        page.mouse.down()
+        page.mouse.move(last["x"], last["y"] + 8, steps=8)
+        page.mouse.up()
+    query = dict(re.findall(r"[?&]([a-z_]+)=([^&]*)", req.value.url))
+    assert int(query["from"]) < columns[2] < columns[4] < int(query["to"])
+    assert int(query["from"]) > columns[1]
+    assert int(query["to"]) < columns[5]
+    ready(page, "writes")
+    assert page.evaluate("window.keyviz.columns()") == columns[2:5]
+    zoomed = page.evaluate("window.keyviz.rowIds()")
+    assert hot in zoomed
+    assert len(zoomed) < rows
+    assert "start_key=" in page.url
+    assert page.locator("#kv-zoom-label").is_visible()
+    assert page.locator("#kv-live").is_disabled()
+    page.screenshot(path=str(artifacts_dir / "keyviz-zoomed.png"))
+    # Back returns to the whole view.
+    page.locator("#kv-back").click()
+    until(page, "!location.search.includes('start_key')")
+    ready(page, "writes")
+    assert len(page.evaluate("window.keyviz.columns()")) == 6
+
+    # Exports of the current matrix.
+    with page.expect_download() as download:
+        page.locator("#kv-export-csv").click()
+    csv = Path(download.value.path()).read_text().splitlines()
+    assert csv[0].startswith("bucket_id,start,end,label,")
+    assert any(line.startswith(f"{hot},") and ",500," in line + "," for line in csv)
+    with page.expect_download() as download:
+        page.locator("#kv-export-png").click()
+    assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.console_errors == []
+    assert page.bad_resources == []
+
+
+def wait_columns(page, count: int, timeout_s: float) -> list[int]:
+    until(page, f"window.keyviz.liveDraws.length >= {count}", timeout=int(timeout_s * 1000))
+    found: list[int] = [d["column_unix_ms"] for d in page.evaluate("window.keyviz.liveDraws")]
+    return found
+
+
+def test_live_columns_arrive_within_two_steps_and_a_split_adds_its_row(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(profile="design", timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    time.sleep(3.5 * step / 1000)  # a few columns of history
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    until(page, "document.getElementById('kv-live-status').dataset.state === 'live'")
+    page.evaluate("window.__sameDocument = true")
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    cluster.inject([Op(leader, "write", HOT, count=40)])
+    started = time.monotonic()
+    first = wait_columns(page, 1, 2 * step / 1000 + 1.5)
+    waited = time.monotonic() - started
+    assert waited < 2 * step / 1000 + 1.0, waited
+    draws = page.evaluate("window.keyviz.liveDraws")
+    # Each live column is on screen within two steps of the end of its window, and
+    # soon after the poller emitted it.
+    assert all(d["drawn_unix_ms"] - d["column_unix_ms"] < 2 * step for d in draws), draws
+    assert draws[0]["drawn_unix_ms"] - draws[0]["emitted_unix_ms"] < 1_000
+    wait_columns(page, 3, 3 * step / 1000 + 2)
+    columns = page.evaluate("window.keyviz.columns()")
+    assert columns[-1] > first[0]
+    assert all(b - a == step for a, b in zip(columns[-3:], columns[-2:], strict=False))
+    until(page, f"window.keyviz.rowIds().includes('{bucket(cluster, HOT)}')")
+    page.screenshot(path=str(artifacts_dir / "keyviz-live.png"))
+
+    # A split: the new row appears in key order without a reload.
+    _, right = cluster.split_route(route.route_id, HOT)
+    new_row = f"route:{right}"
+    cluster.inject([Op(leader, "write", HOT, count=60)])
+    until(page, f"window.keyviz.rowIds().includes('{new_row}')", timeout=5_000)
+    ids: list[Any] = page.evaluate("window.keyviz.rowIds()")
+    assert ids.index(f"route:{route.route_id}") < ids.index(new_row)
+    assert page.evaluate("window.__sameDocument") is True
+    # Its hot cell is drawn where the traffic went.
+    until(
+        page,
+        f"""(() => {{
+            const k = window.keyviz;
+            const t = k.columns().find((t) => k.value('{new_row}', t) > 0);
+            return t !== undefined && k.pixel('{new_row}', t).reduce((a, b) => a + b) > 400;
+        }})()""",
+    )
+    page.locator("#kv-notice").wait_for()
+    page.screenshot(path=str(artifacts_dir / "keyviz-split.png"))
+
+    # A dropped connection reconnects with backoff and fills the gap from the matrix API.
+    page.evaluate("window.keyviz.dropConnection()")
+    until(page, "document.getElementById('kv-live-status').dataset.state === 'down'")
+    time.sleep(2.2 * step / 1000)
+    until(page, "document.getElementById('kv-live-status').dataset.state === 'live'")
+    before = len(page.evaluate("window.keyviz.liveDraws"))
+    wait_columns(page, before + 2, 5 * step / 1000)
+    columns = page.evaluate("window.keyviz.columns()")
+    assert all(b - a == step for a, b in zip(columns[-8:], columns[-7:], strict=False)), columns[
+        -8:
+    ]
+    assert page.console_errors == []
+    assert page.bad_resources == []
+
+
+def test_a_stopped_node_shows_the_banner_and_greyed_cells(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    other = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+    time.sleep(3.5 * step / 1000)
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    until(page, "document.getElementById('kv-live-status').dataset.state === 'live'")
+    hot = bucket(cluster, HOT)
+    cluster.inject([Op(other, "write", HOT, count=50)])
+    until(page, f"window.keyviz.rowIds().includes('{hot}')")
+    # (The banner may carry merge warnings of a cluster this young, but no failure.)
+    assert page.get_by_test_id("kv-node-banner").count() == 0
+
+    cluster.stop_node(leader)
+    banner = page.get_by_test_id("kv-node-banner")
+    banner.wait_for(state="visible", timeout=10_000)
+    assert "2 of 3 nodes responded." in banner.inner_text()
+    failed = banner.locator(f"li[data-node='{leader}']")
+    assert "UNAVAILABLE" in failed.inner_text()
+    # Traffic through a live node after the stop: its cells are drawn grey, not in colour.
+    for _ in range(3):
+        cluster.inject([Op(other, "write", HOT, count=50)])
+        time.sleep(step / 1000)
+    until(
+        page,
+        f"""(() => {{
+            const k = window.keyviz;
+            const t = k.columns().findLast((t) => k.value('{hot}', t) > 0 && k.flags('{hot}', t) & 4);
+            if (t === undefined) return false;
+            const [r, g, b] = k.pixel('{hot}', t);
+            return r > 40 && Math.abs(r - g) < 8 && Math.abs(b - g) < 12;
+        }})()""",
+        timeout=10_000,
+    )
+    assert page.locator("#kv-summary .kv-bad").inner_text().strip().startswith("· 2 of 3 nodes")
+    page.screenshot(path=str(artifacts_dir / "keyviz-degraded.png"))
+    assert page.console_errors == []

@@ -1,0 +1,359 @@
+"""The live stream (`/api/stream`) against the real ASGI app and a real-gRPC devcluster.
+
+Viewers are channels' WebsocketCommunicator clients of `elastickv_admin.asgi.application`
+(origin check, session and auth middleware, the consumer, the in-memory channel layer);
+the nodes flush on their own timers with a short step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from cluster.client import node_client, reset_node_client
+from cluster.discovery import reset_discovery
+from devcluster import DevCluster, Op
+from devcluster.pytest_plugin import TEST_TOKEN
+from elastickv_admin.asgi import application
+from elastickv_admin.config import PortalConfig
+from keyviz import consumers
+from keyviz.live import RowCatalog, close_live_hub, column_event, live_hub, unpack_frame
+from keyviz.matrix import RowMeta
+from keyviz.serialize import FLAG_DEGRADED
+
+pytestmark = pytest.mark.integration
+
+STEP = 400
+ORIGIN = [(b"origin", b"http://127.0.0.1")]
+KEY = b"user:42"
+
+
+class Viewer:
+    """One WebSocket client; `next()` skips the message types a test is not about."""
+
+    def __init__(self, comm: WebsocketCommunicator) -> None:
+        self.comm = comm
+        self.columns: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.comm.send_json_to(message)
+
+    async def next(self, kind: str, within: float = 10.0, *, ack: bool = True) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            message = await self.comm.receive_json_from(max(0.01, deadline - time.monotonic()))
+            if message["type"] == "column":
+                self.columns.append(message)
+                if ack:
+                    await self.send({"type": "ack", "column_unix_ms": message["column_unix_ms"]})
+            if message["type"] == kind:
+                return dict(message)
+
+    async def column_with(self, bucket_id: str, within: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            column = await self.next("column", max(0.01, deadline - time.monotonic()))
+            if any(r["bucket_id"] == bucket_id for r in column["rows"]):
+                return column
+
+
+@pytest.fixture
+async def stream(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """`await stream(cluster)` points the portal at the cluster and returns a viewer factory."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TEST_TOKEN)
+    overrides: list[Any] = []
+    viewers: list[Viewer] = []
+
+    async def connect(series: str | None = "writes", fmt: str | None = None) -> Viewer:
+        comm = WebsocketCommunicator(application, "/api/stream", headers=ORIGIN)
+        connected, _ = await comm.connect()
+        assert connected
+        viewer = Viewer(comm)
+        viewers.append(viewer)
+        assert (await comm.receive_json_from())["type"] == "hello"
+        if series is not None:
+            request = {"type": "subscribe", "series": series, **({"format": fmt} if fmt else {})}
+            await viewer.send(request)
+        return viewer
+
+    def configure(cluster: DevCluster, **config: Any) -> Callable[..., Any]:
+        override = override_settings(
+            ELASTICKV_ADMIN=PortalConfig(
+                seeds=tuple(cluster.addresses), node_token_file=str(token_file), **config
+            )
+        )
+        override.enable()
+        overrides.append(override)
+        reset_node_client()
+        reset_discovery()
+        return connect
+
+    yield configure
+    for viewer in viewers:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await viewer.comm.disconnect()
+    await close_live_hub()
+    await node_client().close()
+    for override in reversed(overrides):
+        override.disable()
+    reset_node_client()
+    reset_discovery()
+
+
+def timed(factory: Callable[..., DevCluster], **kwargs: Any) -> DevCluster:
+    return factory(timers=True, step_ms=STEP, **kwargs)
+
+
+def node_columns(cluster: DevCluster, node_id: str, since_ms: int, until_ms: int) -> int:
+    """How many columns a node flushed in [since, until) (read from its own matrix)."""
+    import grpc
+
+    from proto import admin_pb2, admin_pb2_grpc
+
+    with grpc.insecure_channel(cluster.node(node_id).address) as channel:
+        response = admin_pb2_grpc.AdminStub(channel).GetKeyVizMatrix(
+            admin_pb2.GetKeyVizMatrixRequest(
+                series=admin_pb2.KEYVIZ_SERIES_WRITES, from_unix_ms=since_ms, to_unix_ms=until_ms
+            ),
+            metadata=cluster.auth_metadata(node_id),
+        )
+    return len(response.column_unix_ms)
+
+
+async def test_many_viewers_cost_one_matrix_call_per_node_per_step(devcluster_factory, stream):
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    viewers = [await connect() for _ in range(5)]
+    for viewer in viewers:
+        await viewer.next("column")
+    # Steady state: count every call the nodes receive over several steps.
+    cluster.reset_rpc_counts()
+    since = int(time.time() * 1000)
+    for _ in range(6):
+        for viewer in viewers:
+            await viewer.next("column")
+    counts = {n.node_id: cluster.rpc_counts(n.node_id) for n in cluster.nodes}
+    until = int(time.time() * 1000)
+    for node in cluster.nodes:
+        flushed = node_columns(cluster, node.node_id, since, until)
+        calls = counts[node.node_id].get("GetKeyVizMatrix", 0)
+        # One call per node per flushed column; +-1 for a flush on either edge of the window.
+        assert abs(calls - flushed) <= 1, (node.node_id, calls, flushed, counts)
+        assert counts[node.node_id].get("StreamEvents", 0) == 0  # upstream: not retried yet
+    # Every viewer saw the same columns, in order, one step apart.
+    sequences = [[c["column_unix_ms"] for c in v.columns[-6:]] for v in viewers]
+    assert all(seq == sequences[0] for seq in sequences)
+    assert all(b - a == STEP for a, b in zip(sequences[0], sequences[0][1:], strict=False))
+
+
+async def test_streamevents_replace_polling_one_stream_per_node(devcluster_factory, stream):
+    cluster = timed(devcluster_factory, profile="design")
+    connect = stream(cluster)
+    viewers = [await connect() for _ in range(3)] + [await connect("reads")]
+    for viewer in viewers:
+        column = await viewer.next("column")
+    assert column["nodes"]["streaming"] == ["n1", "n2", "n3"]
+    cluster.reset_rpc_counts()
+    for _ in range(4):
+        await viewers[0].next("column")
+    for node in cluster.nodes:
+        # Two series, four viewers: still one stream per node, and no polling at all.
+        assert cluster.subscriber_count(node.node_id) == 1
+        assert cluster.rpc_counts(node.node_id).get("GetKeyVizMatrix", 0) == 0
+
+
+async def test_a_split_shows_its_new_rows_with_their_metadata_once(devcluster_factory, stream):
+    cluster = timed(devcluster_factory, profile="design")
+    connect = stream(cluster)
+    viewer = await connect()
+    await viewer.next("column")  # live: traffic from now on arrives as columns
+    route = cluster.route_for_key(KEY)
+    leader = cluster.group(route.group_id).leader
+    cluster.inject([Op(leader, "write", KEY, count=7)])
+    first = await viewer.column_with(f"route:{route.route_id}")
+    assert {r["bucket_id"] for r in first["new_rows"]} >= {f"route:{route.route_id}"}
+
+    left, right = cluster.split_route(route.route_id, KEY)
+    transition = await viewer.next("route_transition")
+    assert transition["parent_route_id"] == route.route_id
+    assert sorted(transition["child_route_ids"]) == sorted([left, right])
+    cluster.inject([Op(leader, "write", KEY, count=9)])
+    column = await viewer.column_with(f"route:{right}")
+    [cell] = [r for r in column["rows"] if r["bucket_id"] == f"route:{right}"]
+    assert cell["value"] == 9
+    [meta] = [r for r in column["new_rows"] if r["bucket_id"] == f"route:{right}"]
+    assert meta["start_text"] == KEY.decode()
+    assert meta["route_ids"] == [right]
+    # Metadata goes once per viewer: the next column with the row carries none for it.
+    cluster.inject([Op(leader, "write", KEY, count=2)])
+    again = await viewer.column_with(f"route:{right}")
+    assert f"route:{right}" not in {r["bucket_id"] for r in again.get("new_rows", [])}
+
+
+async def test_a_stopped_node_is_reported_and_its_groups_rows_degraded(devcluster_factory, stream):
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    viewer = await connect()
+    await viewer.next("column")
+    route = cluster.route_for_key(KEY)
+    leader = cluster.group(route.group_id).leader
+    other = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+    cluster.inject([Op(other, "write", KEY, count=3)])
+    before = await viewer.column_with(f"route:{route.route_id}")
+    assert before["nodes"]["failed"] == []
+
+    cluster.stop_node(leader)
+    cluster.inject([Op(other, "write", KEY, count=5)])
+    deadline = time.monotonic() + 10
+    while True:
+        column = await viewer.next("column")
+        if column["nodes"]["failed"]:
+            break
+        assert time.monotonic() < deadline
+    [failed] = column["nodes"]["failed"]
+    assert failed["node"] == leader
+    assert failed["code"] == "UNAVAILABLE"
+    assert column["nodes"]["responded"] == 2
+    assert column["nodes"]["total"] == 3
+    # The stopped node led the row's group: the row is greyed even with no value here.
+    [cell] = [r for r in column["rows"] if r["bucket_id"] == f"route:{route.route_id}"]
+    assert cell["flags"] & FLAG_DEGRADED
+
+
+async def test_the_poller_stops_when_the_last_viewer_leaves(devcluster_factory, stream):
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    first, second = await connect(), await connect()
+    await first.next("column")
+    hub = live_hub()
+    assert set(hub.pollers) == {"writes"}
+    assert hub.subscribers["writes"] == 2
+    await second.send({"type": "unsubscribe"})
+    assert (await second.next("unsubscribed"))["series"] == "writes"
+    assert set(hub.pollers) == {"writes"}
+    # The last one leaves: after a short grace (a reload would come back within it)
+    # the poller stops and its node streams close.
+    hub.linger_s = 0.3
+    await first.comm.disconnect()
+    await asyncio.sleep(0.1)
+    assert set(hub.pollers) == {"writes"}
+    await asyncio.sleep(0.4)
+    assert hub.pollers == {}
+    assert hub.feeds == {}
+    cluster.reset_rpc_counts()
+    await asyncio.sleep(3 * STEP / 1000)
+    assert all(cluster.rpc_counts(n.node_id) == {} for n in cluster.nodes)
+
+
+async def test_binary_subscription_sends_compact_column_frames(devcluster_factory, stream):
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    viewer = await connect("writes", "bin")
+    subscribed = await viewer.next("subscribed")
+    assert subscribed["format"] == "bin"
+    route = cluster.route_for_key(KEY)
+    deadline = time.monotonic() + 10
+    header: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        cluster.inject([Op("n1", "write", KEY, count=4)])
+        frame = await viewer.comm.receive_output(5)
+        if "bytes" not in frame or frame["bytes"] is None:
+            continue
+        header, values, flags = unpack_frame(frame["bytes"])
+        await viewer.send({"type": "ack", "column_unix_ms": header["column_unix_ms"]})
+        if f"route:{route.route_id}" in header["bucket_ids"]:
+            break
+    assert header["type"] == "column"
+    at = header["bucket_ids"].index(f"route:{route.route_id}")
+    assert values[at] >= 4
+    assert len(flags) == header["n_rows"]
+    assert f"route:{route.route_id}" in {r["bucket_id"] for r in header["new_rows"]}
+
+
+async def test_client_messages_are_validated_and_the_connection_kept(devcluster, stream):
+    connect = stream(devcluster)
+    viewer = await connect(series=None)
+    bad = [
+        ("not json", "message: not valid JSON"),
+        ("[1, 2]", "message: must be a JSON object"),
+        ('{"type": "watch"}', "type: unknown message type 'watch'"),
+        ('{"type": "subscribe", "series": "deletes"}', "series: unknown series 'deletes'"),
+        ('{"type": "subscribe", "series": "writes", "format": "xml"}', "format: unknown format"),
+        ('{"type": "subscribe", "series": "writes", "rows": 5}', "rows: unknown field"),
+        ('{"type": "ack", "column_unix_ms": "soon"}', "column_unix_ms: must be"),
+        ('{"type": "ack", "column_unix_ms": 5}', "ack: not subscribed"),
+    ]
+    for text, message in bad:
+        await viewer.comm.send_to(text_data=text)
+        error = await viewer.next("error")
+        assert error["message"].startswith(message), (text, error)
+        assert error["code"] == (409 if "not subscribed" in message else 400)
+    await viewer.comm.send_to(bytes_data=b"\x00")
+    assert (await viewer.next("error"))["message"].startswith("message: send JSON text")
+    await viewer.send({"type": "ping"})
+    assert (await viewer.next("pong"))["type"] == "pong"
+    await viewer.send({"type": "subscribe", "series": "reads"})
+    subscribed = await viewer.next("subscribed")
+    assert subscribed["series"] == "reads"
+    assert subscribed["protocol"] == 1
+
+
+def fake_column(at: int, bucket: str = "route:1", value: int = 1) -> dict[str, Any]:
+    return column_event(
+        series="writes",
+        step_ms=1000,
+        column_unix_ms=at,
+        cells=[(RowMeta(bucket, start=b"a", end=b"b", route_ids=(1,), route_count=1), value, 0)],
+        catalog=RowCatalog(),
+        nodes={"responded": 1, "total": 1, "failed": [], "late": [], "streaming": []},
+        emitted_unix_ms=at,
+    )
+
+
+async def test_a_viewer_that_falls_behind_gets_a_resync_not_an_unbounded_queue(devcluster, stream):
+    connect = stream(devcluster)  # manual flush: the poller has nothing to send
+    slow, fast = await connect(), await connect()
+    await slow.next("subscribed")
+    await fast.next("subscribed")
+    layer = get_channel_layer()
+    burst = consumers.MAX_UNACKED + consumers.MAX_QUEUED + 10
+    for i in range(burst):
+        await layer.group_send("keyviz.writes", fake_column(1_000 * (i + 1)))
+        # A viewer that acknowledges what it draws gets every column.
+        assert (await fast.next("column"))["column_unix_ms"] == 1_000 * (i + 1)
+    # The slow one never acknowledges: it gets a window of columns, then one resync.
+    got = [await slow.next("column", ack=False) for _ in range(consumers.MAX_UNACKED)]
+    assert [c["column_unix_ms"] for c in got] == [1_000 * (i + 1) for i in range(len(got))]
+    resync = await slow.next("resync", ack=False)
+    # Its queue (and the column that overflowed it) was dropped, not buffered.
+    assert resync["dropped"] == consumers.MAX_QUEUED + 1
+    assert resync["last_sent_unix_ms"] == got[-1]["column_unix_ms"]
+    assert await slow.comm.receive_nothing(0.2)
+    # After refetching, the slow one subscribes again and is live again.
+    await slow.send({"type": "subscribe", "series": "writes"})
+    await slow.next("subscribed", ack=False)
+    await layer.group_send("keyviz.writes", fake_column(1_000 * (burst + 5), "route:2"))
+    column = await slow.next("column")
+    assert column["column_unix_ms"] == 1_000 * (burst + 5)
+    assert column["new_rows"][0]["bucket_id"] == "route:2"
+
+
+async def test_a_refused_handshake_never_opens_the_stream(monkeypatch):
+    async def refuse(self: consumers.StreamConsumer) -> bool:
+        return False
+
+    monkeypatch.setattr(consumers.StreamConsumer, "authorized", refuse)
+    comm = WebsocketCommunicator(application, "/api/stream", headers=ORIGIN)
+    connected, code = await comm.connect()
+    assert not connected
+    assert code == consumers.CLOSE_POLICY

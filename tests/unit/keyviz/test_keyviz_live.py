@@ -1,0 +1,351 @@
+"""The live poller's pure parts: column completion, poll timing, degraded groups, messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from keyviz.live import (
+    ColumnAssembler,
+    LeaderBook,
+    NodeColumn,
+    PollSchedule,
+    RowCatalog,
+    column_cells,
+    column_event,
+    column_from_event,
+    columns_of,
+    common_step,
+    node_matrix_of,
+    render_column,
+    unpack_frame,
+)
+from keyviz.matrix import NodeMatrix, RowMeta
+from keyviz.merge import merge_nodes
+from keyviz.serialize import FLAG_CONFLICT
+from proto import admin_pb2
+
+S = 60_000  # step
+B = 100 * S  # a boundary
+
+
+def col(node: str, t: int, *cells: tuple[str, int], group: int = 0, term: int = 0) -> NodeColumn:
+    rows = tuple(RowMeta(b, start=b.encode(), route_count=1) for b, _ in cells)
+    n = len(cells)
+    return NodeColumn(
+        node=node,
+        column_unix_ms=t,
+        rows=rows,
+        values=np.array([v for _, v in cells], dtype=np.uint64),
+        soft=np.zeros(n, dtype=np.bool_),
+        raft_group_ids=np.full(n, group, dtype=np.uint64),
+        leader_terms=np.full(n, term, dtype=np.uint64),
+    )
+
+
+# ---------------------------------------------------------------- column completion
+
+
+def test_a_column_is_final_once_every_answering_node_reported_it_with_offset_timers():
+    a = ColumnAssembler(S, B - S)
+    # Timers offset by less than half a step land on the same boundary.
+    a.add(col("n1", B - 20_000, ("route:1", 3)))
+    a.add(col("n2", B + 5_000, ("route:1", 4)))
+    assert a.ready(["n1", "n2", "n3"], now_ms=B + 6_000) == []
+    a.add(col("n3", B + 29_999))
+    [final] = a.ready(["n1", "n2", "n3"], now_ms=B + 30_000)
+    assert final.column_unix_ms == B
+    assert sorted(final.columns) == ["n1", "n2", "n3"]
+    assert final.late == ()
+    assert a.last_final_ms == B
+
+
+def test_halves_round_up_so_a_column_half_a_step_late_belongs_to_the_next_boundary():
+    a = ColumnAssembler(S, B - S)
+    a.add(col("n1", B + S // 2))
+    assert a.latest_ms("n1") == B + S
+    a.add(col("n2", B - S // 2))
+    assert a.latest_ms("n2") == B
+
+
+def test_a_missing_node_is_waited_for_until_a_step_after_the_boundary_then_listed_late():
+    a = ColumnAssembler(S, B - S)
+    a.add(col("n1", B, ("route:1", 1)))
+    a.add(col("n2", B + 1_000))
+    assert a.ready(["n1", "n2", "n3"], now_ms=B + S - 1) == []
+    [final] = a.ready(["n1", "n2", "n3"], now_ms=B + S)
+    assert final.late == ("n3",)
+    # Its column, arriving later, is dropped (the boundary is final) and counted.
+    assert a.add(col("n3", B + 2_000)) is False
+    assert a.dropped_late == 1
+
+
+def test_a_failed_node_is_not_waited_for():
+    a = ColumnAssembler(S, B - S)
+    a.add(col("n1", B))
+    a.add(col("n2", B))
+    [final] = a.ready(["n1", "n2"], now_ms=B + 1)  # n3 failed: not among the live nodes
+    assert final.column_unix_ms == B
+    assert final.late == ()
+
+
+def test_nothing_is_final_while_no_node_reported_past_the_last_final_column():
+    a = ColumnAssembler(S, B)
+    assert a.ready(["n1"], now_ms=B + 10 * S) == []
+    assert a.next_deadline_ms(["n1"]) is None
+    a.add(col("n1", B + S))
+    assert a.next_deadline_ms(["n1", "n2"]) == B + 2 * S
+
+
+def test_boundaries_go_final_in_order_and_empty_ones_too():
+    a = ColumnAssembler(S, B - S)
+    a.add(col("n1", B, ("route:1", 1)))
+    a.add(col("n1", B + S))
+    a.add(col("n1", B + 2 * S, ("route:2", 2)))
+    finals = a.ready(["n1"], now_ms=B + 2 * S)
+    assert [f.column_unix_ms for f in finals] == [B, B + S, B + 2 * S]
+    assert [len(f.columns["n1"][0].rows) for f in finals] == [1, 0, 1]
+
+
+def test_a_long_gap_is_skipped_rather_than_sent_column_by_column():
+    a = ColumnAssembler(S, B)
+    a.add(col("n1", B + 500 * S))
+    finals = a.ready(["n1"], now_ms=B + 500 * S)
+    assert [f.column_unix_ms for f in finals] == [B + 500 * S]
+
+
+def test_finalize_through_declares_history_final_as_it_stands():
+    a = ColumnAssembler(S, B - 3 * S)
+    a.add(col("n1", B - S, ("route:1", 1)))
+    a.add(col("n1", B, ("route:1", 2)))
+    a.add(col("n1", B + S, ("route:1", 3)))
+    finals = a.finalize_through(B // S)
+    assert [f.column_unix_ms for f in finals] == [B - 2 * S, B - S, B]
+    assert a.last_final_ms == B
+    [pending] = a.ready(["n1"], now_ms=B + S)
+    assert pending.column_unix_ms == B + S
+
+
+# ---------------------------------------------------------------- poll timing
+
+
+def test_each_node_is_asked_once_per_step_just_after_its_own_flush():
+    """Three nodes flushing on offset timers; the schedule asks each once per flush."""
+    step, phases = 1_000, {"n1": 130, "n2": 480, "n3": 910}
+    schedule = PollSchedule(step, margin_ms=30)
+    last = {n: 10_000 + p for n, p in phases.items()}
+    for n, t in last.items():
+        schedule.observed(n, t, now_ms=t + 30)
+    polls = dict.fromkeys(phases, 0)
+    for now in range(11_000, 31_000, 5):  # 20 steps, a 5 ms loop
+        for n in schedule.due(now, phases):
+            polls[n] += 1
+            flushed = 10_000 + phases[n] + (now - 10_000 - phases[n]) // step * step
+            if flushed > last[n]:
+                last[n] = flushed
+                schedule.observed(n, flushed, now)
+            else:
+                schedule.missed(n, now)
+    assert polls == {"n1": 20, "n2": 20, "n3": 20}
+
+
+def test_a_late_column_is_asked_for_again_with_growing_waits_then_once_a_step():
+    schedule = PollSchedule(8_000, margin_ms=100)
+    schedule.observed("n1", 0, now_ms=100)
+    assert schedule.next_due_ms(["n1"]) == 8_100
+    waits = []
+    now = 8_100
+    for _ in range(5):
+        schedule.missed("n1", now)
+        due = schedule.next_due_ms(["n1"])
+        assert due is not None
+        waits.append(due - now)
+        now = due
+    assert waits == [1_000, 2_000, 4_000, 8_000, 8_000]
+
+
+def test_a_failing_node_is_asked_once_a_step_and_a_clock_behind_ours_never_spins():
+    schedule = PollSchedule(1_000, margin_ms=30)
+    schedule.failed("n1", now_ms=5_000)
+    assert schedule.next_due_ms(["n1"]) == 6_000
+    # Its newest column is older than a step: ask again in half a step, not now.
+    schedule.observed("n2", 1_000, now_ms=5_000)
+    assert schedule.next_due_ms(["n2"]) == 5_500
+    schedule.now("n3", 7_000)
+    assert schedule.due(7_000, ["n1", "n2", "n3"]) == ["n1", "n2", "n3"]
+
+
+def test_steps_are_inferred_from_a_few_columns_despite_one_late_flush():
+    # One flush 40 ms late: 460 and 540 ms gaps; a 500 ms step all the same.
+    assert common_step([[1_000, 1_540, 2_000, 2_500]]) == 500
+    assert common_step([[0, 60_000, 120_000], [5_000, 65_000]]) == 60_000
+    assert common_step([[0, 60_000]]) is None  # one gap is not enough
+
+
+# ---------------------------------------------------------------- degraded groups
+
+
+def test_a_stopped_node_keeps_the_groups_it_led_until_it_answers_again():
+    book = LeaderBook()
+    book.update({1: "n1", 2: "n2", 3: "n1"}, taken_at_ms=1_000)
+    book.answered("n1", 1_500)
+    assert book.groups_of("n1") == {1, 3}
+    # n1 stops; its groups elect n2 and n3 before the next overview.
+    book.update({1: "n2", 2: "n2", 3: "n3"}, taken_at_ms=2_000)
+    assert book.lost_groups(["n1"]) == {1: "n1", 3: "n1"}
+    # n2 answered after that overview: its groups are the new ones.
+    book.answered("n2", 2_100)
+    assert book.groups_of("n2") == {1, 2}
+    # n1 is back and answers: it leads nothing now.
+    book.answered("n1", 2_500)
+    assert book.lost_groups(["n1"]) == {}
+
+
+# ---------------------------------------------------------------- node columns and merge
+
+
+def test_a_matrix_splits_into_columns_and_back():
+    m = NodeMatrix(
+        node="n1",
+        column_unix_ms=np.array([S, 2 * S], dtype=np.int64),
+        rows=(RowMeta("route:1", start=b"a"), RowMeta("route:2", start=b"b")),
+        values=np.array([[5, 0], [0, 7]], dtype=np.uint64),
+        soft=np.zeros((2, 2), dtype=np.bool_),
+        raft_group_ids=np.array([[1, 0], [0, 2]], dtype=np.uint64),
+        leader_terms=np.array([[3, 0], [0, 4]], dtype=np.uint64),
+    )
+    first, second = columns_of(m)
+    assert [r.bucket_id for r in first.rows] == ["route:1"]
+    assert second.values.tolist() == [7]
+    back = node_matrix_of([first, second])
+    assert back.values.tolist() == [[5, 0], [0, 7]]
+    assert back.raft_group_ids.tolist() == [[1, 0], [0, 2]]
+
+
+def test_a_pushed_column_is_validated_like_a_matrix():
+    good = admin_pb2.KeyVizColumn(
+        column_unix_ms=S,
+        rows=[
+            admin_pb2.KeyVizRow(
+                bucket_id="route:1", values=[4], raft_group_ids=[1], leader_terms=[2]
+            )
+        ],
+    )
+    assert column_from_event("n1", good).values.tolist() == [4]
+    bad = admin_pb2.KeyVizColumn(
+        column_unix_ms=S, rows=[admin_pb2.KeyVizRow(bucket_id="x", values=[1, 2])]
+    )
+    with pytest.raises(ValueError, match="2 values but 1 columns"):
+        column_from_event("n1", bad)
+
+
+def test_a_final_column_merges_writes_like_the_matrix_api():
+    # Two nodes report the same key for one group and term with different counts.
+    n1 = node_matrix_of([col("n1", B - 1_000, ("route:1", 5), group=1, term=3)])
+    n2 = node_matrix_of([col("n2", B + 2_000, ("route:1", 8), group=1, term=3)])
+    merged = merge_nodes([n1, n2], series=admin_pb2.KEYVIZ_SERIES_WRITES, step_ms=S)
+    [(row, value, flags)] = column_cells(merged, B)
+    assert (row.bucket_id, value) == ("route:1", 8)
+    assert flags & FLAG_CONFLICT
+
+
+# ---------------------------------------------------------------- messages
+
+
+def test_rows_carry_their_metadata_the_first_time_a_poller_sends_them():
+    catalog = RowCatalog()
+    a = RowMeta("route:1", start=b"user:1", end=b"user:5", route_ids=(1,), route_count=1)
+    b = RowMeta("route:2", start=b"user:5", route_ids=(2,), route_count=1)
+    nodes = {"responded": 3, "total": 3, "failed": [], "late": [], "streaming": []}
+    first = column_event(
+        series="writes",
+        step_ms=S,
+        column_unix_ms=B,
+        cells=[(a, 3, 0)],
+        catalog=catalog,
+        nodes=nodes,
+        emitted_unix_ms=B + 1,
+    )
+    second = column_event(
+        series="writes",
+        step_ms=S,
+        column_unix_ms=B + S,
+        cells=[(a, 1, 0), (b, 2, FLAG_CONFLICT)],
+        catalog=catalog,
+        nodes=nodes,
+        emitted_unix_ms=B + S + 1,
+    )
+    assert [r["bucket_id"] for r in first["new_rows"]] == ["route:1"]
+    assert [r["bucket_id"] for r in second["new_rows"]] == ["route:2"]
+    assert second["new_rows"][0]["start_text"] == "user:5"
+    doc = json.loads(second["json"])
+    assert doc["rows"] == [
+        {"bucket_id": "route:1", "value": 1},
+        {"bucket_id": "route:2", "value": 2, "flags": FLAG_CONFLICT},
+    ]
+    assert doc["type"] == "column"
+    assert "new_rows" not in doc  # added per viewer
+
+
+def test_each_viewer_gets_metadata_for_rows_it_has_not_been_sent():
+    catalog = RowCatalog()
+    a = RowMeta("route:1", start=b"a")
+    b = RowMeta("route:2", start=b"b")
+    nodes = {"responded": 1, "total": 1, "failed": [], "late": [], "streaming": []}
+    early = column_event(
+        series="writes",
+        step_ms=S,
+        column_unix_ms=B,
+        cells=[(a, 1, 0)],
+        catalog=catalog,
+        nodes=nodes,
+        emitted_unix_ms=0,
+    )
+    later = column_event(
+        series="writes",
+        step_ms=S,
+        column_unix_ms=B + S,
+        cells=[(a, 2, 0), (b, 3, 0)],
+        catalog=catalog,
+        nodes=nodes,
+        emitted_unix_ms=0,
+    )
+    # A viewer that joined after route:1 was announced finds it through the lookup.
+    sent: set[str] = set()
+    doc = json.loads(render_column(later, "json", sent, catalog.meta.get))
+    assert [r["bucket_id"] for r in doc["new_rows"]] == ["route:1", "route:2"]
+    assert sent == {"route:1", "route:2"}
+    assert "new_rows" not in json.loads(render_column(later, "json", sent, catalog.meta.get))
+    # An early viewer got route:1 with the first column.
+    early_sent: set[str] = set()
+    render_column(early, "json", early_sent, catalog.meta.get)
+    doc = json.loads(render_column(later, "json", early_sent, catalog.meta.get))
+    assert [r["bucket_id"] for r in doc["new_rows"]] == ["route:2"]
+    # Without metadata anywhere, the row goes out bare (the page refetches).
+    bare = json.loads(render_column(later, "json", set(), lambda _: None))
+    assert [r["bucket_id"] for r in bare["new_rows"]] == ["route:2"]  # announced by this event
+
+
+def test_binary_column_frames_round_trip():
+    catalog = RowCatalog()
+    cells = [(RowMeta("route:1", start=b"a"), 2**40 + 3, 0), (RowMeta("route:2", start=b"b"), 9, 4)]
+    event = column_event(
+        series="reads",
+        step_ms=S,
+        column_unix_ms=B,
+        cells=cells,
+        catalog=catalog,
+        nodes={},
+        emitted_unix_ms=1,
+    )
+    frame = render_column(event, "bin", set(), catalog.meta.get)
+    assert isinstance(frame, bytes)
+    assert frame[:4] == b"EKVC"
+    header, values, flags = unpack_frame(frame)
+    assert header["bucket_ids"] == ["route:1", "route:2"]
+    assert values == [2**40 + 3, 9]
+    assert flags == [0, 4]
+    assert [r["bucket_id"] for r in header["new_rows"]] == ["route:1", "route:2"]
+    assert header["series"] == "reads"
