@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,6 +326,49 @@ class NodeClient:
             finally:
                 call.cancel()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def stream(
+        self,
+        address: str,
+        method: str,
+        request: Message,
+        *,
+        on_open: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Any]:
+        """A server-streaming Admin call: yields the node's messages until it ends the stream.
+
+        Token fallback as for unary calls; ``on_open`` runs once the node accepted the call
+        (its headers arrived and it did not refuse at once). No deadline: a live feed stays
+        open. Failures raise NodeError; the call is cancelled when the caller stops."""
+        recalled = self._recall(address, method)
+        if recalled is not None:
+            raise recalled
+        rpc = getattr(self._channel(address).admin, method)
+        await self.tokens.sync()
+        attempts: list[NodeToken | None] = list(self.tokens.candidates(address)) or [None]
+        for index, token in enumerate(attempts):
+            call = rpc(request, metadata=token.metadata() if token else ())
+            try:
+                await call.initial_metadata()
+                if call.done():
+                    await call.read()  # raises the status the node ended the call with
+                if token is not None:
+                    self.tokens.accepted(address, token.label)
+                if on_open is not None:
+                    on_open()
+                while True:
+                    message = await call.read()
+                    if not isinstance(message, Message):
+                        return  # grpc.aio.EOF: the node closed the stream
+                    yield message
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and index + 1 < len(attempts):
+                    continue
+                error = classify(exc, method, 0, self.config.max_receive_bytes)
+                self._remember(address, method, error)
+                raise error from None
+            finally:
+                call.cancel()
 
 
 def _observe(address: str, method: str, started: float, error_code: str | None) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from accounts.roles import VIEW_DASHBOARDS
 from elastickv_admin.errors import ApiError, ParamError
 from keyviz.live import PROTOCOL, group_name, live_hub, render_column
 from keyviz.params import SERIES
@@ -258,14 +259,14 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def authorized(self) -> bool:
         """May this handshake open the live stream?
 
-        Foreign origins never get here: asgi.py wraps the WebSocket router in
-        AllowedHostsOriginValidator, which refuses a handshake whose Origin is
-        not one of ALLOWED_HOSTS. Login does not exist in main yet, so every
-        same-origin handshake is allowed; once it lands this checks
-        `self.scope["user"]` for the `accounts.view_dashboards` permission
-        (the same rule as the dashboard views) and for API-token clients.
+        Foreign origins never get here (AllowedHostsOriginValidator in asgi.py), and
+        accounts.ws.WebSocketAccessMiddleware already applied the access policy to the
+        session or API-token user. This repeats the dashboards' rule on the user it
+        resolved, so the consumer stays closed even if that middleware were missing.
+        The handshake preloaded the user's permissions, so no query runs here.
         """
-        return True
+        user = self.scope.get("user")
+        return bool(user is not None and user.is_authenticated and user.has_perm(VIEW_DASHBOARDS))
 
     async def disconnect(self, code: int) -> None:
         await self._leave()

@@ -46,15 +46,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mappi
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import grpc
-import grpc.aio
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from cluster.client import UNIMPLEMENTED_TTL_S, NodeError, classify, node_client
+from cluster.client import UNIMPLEMENTED_TTL_S, NodeError, node_client
 from cluster.discovery import discovery
 from cluster.fanout import Node, NodeStatus, call_node
-from cluster.tokens import NodeToken
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS
 from keyviz.matrix import (
@@ -627,34 +624,14 @@ class EventFeed:
                 await asyncio.sleep(STREAM_BACKOFF_S[1])
 
     async def _events(self) -> AsyncIterator[admin_pb2.StreamEventsEvent]:
-        """Open the stream (token fallback as for unary calls) and yield its events."""
-        client = node_client()
-        # The one node client's channel for this address and loop. NodeClient has no
-        # public streaming call yet (see the report of issue 6); this is its only use.
-        admin = client._channel(self.address).admin
-        tokens: list[NodeToken | None] = [*client.tokens.candidates(self.address)] or [None]
-        for index, token in enumerate(tokens):
-            call = admin.StreamEvents(
-                admin_pb2.StreamEventsRequest(), metadata=token.metadata() if token else ()
-            )
-            try:
-                await call.initial_metadata()
-                if call.done():
-                    await call.read()  # raises the status the node ended the call with
-                if token is not None:
-                    client.tokens.accepted(self.address, token.label)
-                self._set("streaming")
-                while True:
-                    event = await call.read()
-                    if not isinstance(event, admin_pb2.StreamEventsEvent):
-                        return  # grpc.aio.EOF: the node closed the stream
-                    yield event
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and index + 1 < len(tokens):
-                    continue
-                raise classify(exc, "StreamEvents", 0, client.config.max_receive_bytes) from None
-            finally:
-                call.cancel()
+        """Open the stream through the one node client and yield its events."""
+        async for event in node_client().stream(
+            self.address,
+            "StreamEvents",
+            admin_pb2.StreamEventsRequest(),
+            on_open=lambda: self._set("streaming"),
+        ):
+            yield event
 
 
 # ---------------------------------------------------------------- the poller

@@ -20,3 +20,11 @@ from elastickv_admin.settings import *  # noqa: F403
 # Password hashing at production cost makes every sign-in test slow; the portal processes
 # the browser tests start use the real hashers.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# An SQLite test database in a file, not Django's shared-cache :memory: one: concurrent
+# writers then wait on the lock (WAL, busy timeout) exactly as in production instead of
+# failing at once with "database table is locked".
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(os.environ["ELASTICKV_ADMIN_DATA_DIR"], "test-portal.sqlite3")
+    }

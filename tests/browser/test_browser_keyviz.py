@@ -89,6 +89,7 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
     hot, reads = bucket(cluster, HOT), bucket(cluster, READS)
 
     page.goto(portal.url + "/keyviz/?live=0")
@@ -219,6 +220,7 @@ def test_live_columns_arrive_within_two_steps_and_a_split_adds_its_row(
     step = 1_000
     cluster = devcluster_factory(profile="design", timers=True, step_ms=step)
     portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
     time.sleep(3.5 * step / 1000)  # a few columns of history
     page.goto(portal.url + "/keyviz/")
     ready(page)
@@ -284,6 +286,7 @@ def test_a_stopped_node_shows_the_banner_and_greyed_cells(
     step = 1_000
     cluster = devcluster_factory(timers=True, step_ms=step)
     portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
     route = cluster.route_for_key(HOT)
     leader = cluster.group(route.group_id).leader
     other = next(n.node_id for n in cluster.nodes if n.node_id != leader)

@@ -30,7 +30,7 @@ from keyviz.live import RowCatalog, close_live_hub, column_event, live_hub, unpa
 from keyviz.matrix import RowMeta
 from keyviz.serialize import FLAG_DEGRADED
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 400
 ORIGIN = [(b"origin", b"http://127.0.0.1")]
@@ -66,8 +66,13 @@ class Viewer:
                 return column
 
 
+def viewer_headers(token: str) -> list[tuple[bytes, bytes]]:
+    """A non-browser viewer: an allowed Origin and a viewer's API token."""
+    return [*ORIGIN, (b"authorization", f"Bearer {token}".encode())]
+
+
 @pytest.fixture
-async def stream(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def stream(tmp_path: Path, viewer_token: str) -> AsyncIterator[Callable[..., Any]]:
     """`await stream(cluster)` points the portal at the cluster and returns a viewer factory."""
     token_file = tmp_path / "token"
     token_file.write_text(TEST_TOKEN)
@@ -75,7 +80,9 @@ async def stream(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     viewers: list[Viewer] = []
 
     async def connect(series: str | None = "writes", fmt: str | None = None) -> Viewer:
-        comm = WebsocketCommunicator(application, "/api/stream", headers=ORIGIN)
+        comm = WebsocketCommunicator(
+            application, "/api/stream", headers=viewer_headers(viewer_token)
+        )
         connected, _ = await comm.connect()
         assert connected
         viewer = Viewer(comm)
@@ -348,12 +355,13 @@ async def test_a_viewer_that_falls_behind_gets_a_resync_not_an_unbounded_queue(d
     assert column["new_rows"][0]["bucket_id"] == "route:2"
 
 
-async def test_a_refused_handshake_never_opens_the_stream(monkeypatch):
+async def test_a_refused_handshake_never_opens_the_stream(monkeypatch, viewer_token):
+    # Past the access middleware (a viewer's token), the consumer's own check still decides.
     async def refuse(self: consumers.StreamConsumer) -> bool:
         return False
 
     monkeypatch.setattr(consumers.StreamConsumer, "authorized", refuse)
-    comm = WebsocketCommunicator(application, "/api/stream", headers=ORIGIN)
+    comm = WebsocketCommunicator(application, "/api/stream", headers=viewer_headers(viewer_token))
     connected, code = await comm.connect()
     assert not connected
     assert code == consumers.CLOSE_POLICY

@@ -6,18 +6,13 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient
 
-from cluster.client import node_client, reset_node_client
-from cluster.discovery import reset_discovery
 from devcluster import DevCluster, Op
-from devcluster.pytest_plugin import TEST_TOKEN
-from elastickv_admin.config import PortalConfig
 
 pytestmark = pytest.mark.integration
 
@@ -25,29 +20,9 @@ STEP = 60_000
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Callable[[DevCluster], AsyncClient]]:
-    token_file = tmp_path / "token"
-    token_file.write_text(TEST_TOKEN)
-    overrides: list[Any] = []
-
-    def configure(cluster: DevCluster) -> AsyncClient:
-        override = override_settings(
-            ELASTICKV_ADMIN=PortalConfig(
-                seeds=tuple(cluster.addresses), node_token_file=str(token_file)
-            )
-        )
-        override.enable()
-        overrides.append(override)
-        reset_node_client()
-        reset_discovery()
-        return AsyncClient()
-
-    yield configure
-    await node_client().close()
-    for override in reversed(overrides):
-        override.disable()
-    reset_node_client()
-    reset_discovery()
+def api(portal: Callable[..., AsyncClient]) -> Callable[[DevCluster], AsyncClient]:
+    """`api(cluster)`: the shared signed-in `portal` fixture, seeded with every node."""
+    return lambda cluster: portal(cluster.addresses)
 
 
 def b64(key: bytes) -> str:
