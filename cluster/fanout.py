@@ -47,10 +47,10 @@ class MalformedResponse(ValueError):
     """A node answered, but what it sent breaks the contract."""
 
 
-@dataclass
-class FanOut(Generic[T]):
-    results: dict[str, T] = field(default_factory=dict)  # by address, only the nodes that answered
-    statuses: list[NodeStatus] = field(default_factory=list)
+class NodeStatusSummary:
+    """ "N of M nodes responded" for anything that carries one status per node."""
+
+    statuses: Sequence[NodeStatus]
 
     @property
     def responded(self) -> int:
@@ -63,6 +63,12 @@ class FanOut(Generic[T]):
     @property
     def failed(self) -> list[NodeStatus]:
         return [s for s in self.statuses if not s.ok]
+
+
+@dataclass
+class FanOut(NodeStatusSummary, Generic[T]):
+    results: dict[str, T] = field(default_factory=dict)  # by address, only the nodes that answered
+    statuses: list[NodeStatus] = field(default_factory=list)
 
     def status_dicts(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.statuses]

@@ -33,7 +33,15 @@ from cluster.aggregate import (
 )
 from cluster.client import UNAVAILABLE_TTL_S, NodeClient, node_client
 from cluster.discovery import Membership, discovery
-from cluster.fanout import FanOut, MalformedResponse, Node, NodeStatus, call_node, fan_out
+from cluster.fanout import (
+    FanOut,
+    MalformedResponse,
+    Node,
+    NodeStatus,
+    NodeStatusSummary,
+    call_node,
+    fan_out,
+)
 from cluster.params import RouteQuery
 from cluster.probes import PROBE_DEADLINE_S, NodeSupport, reset_support_cache, support_cache
 from keyviz.keys import KeyPreview, key_preview
@@ -83,7 +91,7 @@ def _explain(status: NodeStatus) -> NodeStatus:
 
 
 @dataclass(frozen=True)
-class ClusterHealth:
+class ClusterHealth(NodeStatusSummary):
     membership: Membership
     statuses: tuple[NodeStatus, ...]  # one per node, in membership order
     groups: dict[str, tuple[admin_pb2.RaftGroupState, ...]]  # by address, answering nodes
@@ -93,18 +101,6 @@ class ClusterHealth:
     @property
     def nodes(self) -> tuple[Node, ...]:
         return self.membership.nodes
-
-    @property
-    def responded(self) -> int:
-        return sum(1 for s in self.statuses if s.ok)
-
-    @property
-    def total(self) -> int:
-        return len(self.statuses)
-
-    @property
-    def failed(self) -> list[NodeStatus]:
-        return [s for s in self.statuses if not s.ok]
 
     def status_of(self, address: str) -> NodeStatus | None:
         for status in self.statuses:

@@ -15,7 +15,7 @@ import numpy as np
 
 from cluster.client import NodeClient, NodeError, node_client
 from cluster.discovery import discovery
-from cluster.fanout import FanOut, Node, NodeStatus, call_node, fan_out
+from cluster.fanout import FanOut, Node, NodeStatus, NodeStatusSummary, call_node, fan_out
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS, fit_to_display
 from keyviz.matrix import (
@@ -33,14 +33,9 @@ from proto.wire import WireDecodeError
 
 
 @dataclass
-class MatrixResult:
+class MatrixResult(NodeStatusSummary):
     matrix: MergedMatrix  # budgets applied
     statuses: list[NodeStatus]
-    full: MergedMatrix | None = None  # before budgets, when the caller asked to keep it
-
-    @property
-    def responded(self) -> int:
-        return sum(1 for s in self.statuses if s.ok)
 
 
 @dataclass
