@@ -162,6 +162,7 @@ def first_paint(browser: Any, tmp: Path, routes: int, columns: int, runs: int) -
             f"&rows={min(routes, 1024)}&cols={columns}&live=0"
         )
         page = browser.new_page(viewport=VIEWPORT)
+        portal.login(page)  # every page needs a signed-in viewer
         paints: list[float] = []
         parts: dict[str, list[float]] = {
             "fetchMs": [],
@@ -250,6 +251,7 @@ def live_latency(browser: Any, tmp: Path, mode: str, columns: int) -> None:
     try:
         time.sleep(4 * step_s)  # history, so the step is known
         page = browser.new_page(viewport=VIEWPORT)
+        portal.login(page)  # every page needs a signed-in viewer
         page.goto(f"{portal.url}/keyviz/?range=15m")
         page.wait_for_function("() => window.keyviz && window.keyviz.ready")
         page.wait_for_function(

@@ -30,14 +30,15 @@ Binary (`matrix_to_binary`), little-endian::
     offset 8   uint32   H, length of the JSON header
     offset 12  H bytes  JSON header (UTF-8), then 0-7 zero bytes up to a multiple of 8
     then       int64    column_unix_ms[M]
-    then       uint64   values[R * M], row-major (float64 when header "values_dtype"
-                        is "float64": exact only up to 2^53)
+    then       values[R * M], row-major, of the header's "values_dtype": uint32 when
+                        every value fits (half the bytes of a busy matrix), else uint64;
+                        float64 on request (exact only up to 2^53)
     then       uint8    flags[R * M], row-major: soft=1, conflict=2, degraded=4
 
 The header is the JSON form without "column_unix_ms" and without each row's
 "values"/"soft"/"conflict"/"degraded", plus "n_rows", "n_cols",
-"values_dtype" and "flag_bits". Every array starts at a multiple of 8 bytes,
-so the browser can view it with typed arrays without copying.
+"values_dtype" and "flag_bits". Every array starts aligned for its element
+type, so the browser can view it with typed arrays without copying.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ FLAG_CONFLICT = 2
 FLAG_DEGRADED = 4
 _PREAMBLE = struct.Struct("<4sHHI")
 
-ValuesDtype = Literal["uint64", "float64"]
+ValuesDtype = Literal["auto", "uint32", "uint64", "float64"]
+_WIRE_DTYPES = {"uint32": "<u4", "uint64": "<u8", "float64": "<f8"}
 
 
 def row_metadata(row: RowMeta) -> dict[str, Any]:
@@ -134,10 +136,12 @@ def matrix_to_binary(
     m: MergedMatrix,
     *,
     nodes: Sequence[Mapping[str, Any]] = (),
-    values_dtype: ValuesDtype = "uint64",
+    values_dtype: ValuesDtype = "auto",
 ) -> bytes:
     """The binary form (see the module docstring)."""
     rows, cols = m.shape
+    if values_dtype == "auto":
+        values_dtype = "uint32" if int(m.values.max(initial=0)) < 2**32 else "uint64"
     header = _header(m, nodes)
     header.update(
         n_rows=rows,
@@ -147,7 +151,7 @@ def matrix_to_binary(
     )
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     pad = -(_PREAMBLE.size + len(text)) % 8
-    values = m.values.astype("<f8" if values_dtype == "float64" else "<u8")
+    values = m.values.astype(_WIRE_DTYPES[values_dtype])
     return b"".join(
         (
             _PREAMBLE.pack(MAGIC, VERSION, 0, len(text)),
@@ -181,14 +185,14 @@ def decode_binary(data: bytes) -> DecodedMatrix:
     at += -at % 8
     columns = np.frombuffer(data, dtype="<i8", count=cols, offset=at).astype(np.int64)
     at += 8 * cols
-    dtype = "<f8" if header["values_dtype"] == "float64" else "<u8"
+    dtype = np.dtype(_WIRE_DTYPES[header["values_dtype"]])
     raw = np.frombuffer(data, dtype=dtype, count=rows * cols, offset=at).reshape(rows, cols)
-    at += 8 * rows * cols
+    at += dtype.itemsize * rows * cols
     flags = np.frombuffer(data, dtype=np.uint8, count=rows * cols, offset=at).reshape(rows, cols)
     if at + rows * cols != len(data):
         raise ValueError("trailing or missing bytes after the flags")
     values: NDArray[np.uint64] | NDArray[np.float64] = (
-        raw.astype(np.float64) if dtype == "<f8" else raw.astype(np.uint64)
+        raw.astype(np.float64) if dtype.kind == "f" else raw.astype(np.uint64)
     )
     return DecodedMatrix(header=header, column_unix_ms=columns, values=values, flags=flags.copy())
 

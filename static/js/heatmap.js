@@ -294,14 +294,19 @@ function decodeMatrix(buffer) {
   const values = new Float64Array(R * C);
   if (header.values_dtype === "float64") {
     values.set(new Float64Array(buffer, at, R * C));
+    at += 8 * R * C;
+  } else if (header.values_dtype === "uint32") {
+    // Every value fits in 32 bits: the server sent half the bytes.
+    values.set(new Uint32Array(buffer, at, R * C));
+    at += 4 * R * C;
   } else {
     // uint64 as two uint32 halves: exact up to 2^53, no BigInt per cell.
     const halves = new Uint32Array(buffer, at, 2 * R * C);
     for (let i = 0, j = 0; i < values.length; i++, j += 2) {
       values[i] = halves[j] + halves[j + 1] * 4294967296;
     }
+    at += 8 * R * C;
   }
-  at += 8 * R * C;
   const flags = new Uint8Array(buffer.slice(at, at + R * C));
   return { header, times, values, flags };
 }

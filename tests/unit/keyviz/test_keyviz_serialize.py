@@ -83,7 +83,7 @@ def test_binary_form_round_trips_values_flags_and_header() -> None:
     assert out.flags.tolist() == [[6, 4, 4], [0, 1, 0]]
     assert out.header["n_rows"] == 2
     assert out.header["n_cols"] == 3
-    assert out.header["values_dtype"] == "uint64"
+    assert out.header["values_dtype"] == "uint32"  # every value fits: half the bytes
     assert out.header["flag_bits"] == {"soft": 1, "conflict": 2, "degraded": 4}
     assert out.header["nodes"] == NODES
     assert out.header["series"] == "writes"
@@ -92,7 +92,7 @@ def test_binary_form_round_trips_values_flags_and_header() -> None:
 
 
 def test_binary_layout_is_magic_version_header_then_8_byte_aligned_arrays() -> None:
-    data = matrix_to_binary(merged())
+    data = matrix_to_binary(merged(), values_dtype="uint64")
     magic, version, reserved, length = struct.unpack_from("<4sHHI", data)
     assert (magic, version, reserved) == (b"EKVZ", 1, 0)
     header = json.loads(data[12 : 12 + length])
@@ -103,6 +103,19 @@ def test_binary_layout_is_magic_version_header_then_8_byte_aligned_arrays() -> N
     assert struct.unpack_from("<6Q", data, start + 24) == (7, 0, 2, 1, 1, 1)
     assert data[start + 24 + 48 :] == bytes([6, 4, 4, 0, 1, 0])
     assert header["n_cols"] == 3
+
+
+def test_binary_values_are_uint32_when_every_value_fits_and_uint64_otherwise() -> None:
+    small = matrix_to_binary(merged())
+    header_len = struct.unpack_from("<I", small, 8)[0]
+    start = 12 + header_len + (-(12 + header_len) % 8)
+    assert struct.unpack_from("<6I", small, start + 24) == (7, 0, 2, 1, 1, 1)
+    assert small[start + 24 + 24 :] == bytes([6, 4, 4, 0, 1, 0])
+    m = merged()
+    m.values[0, 0] = 2**32  # one value past 32 bits: the whole array goes wide
+    wide = decode_binary(matrix_to_binary(m))
+    assert wide.header["values_dtype"] == "uint64"
+    assert wide.values[0, 0] == 2**32
 
 
 def test_binary_values_can_be_float64() -> None:
