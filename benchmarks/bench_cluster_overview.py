@@ -102,8 +102,9 @@ def line(label: str, samples_ms: list[float]) -> str:
 
 
 async def measure(seeds: list[str], token_file: Path, requests: int, concurrency: int) -> None:
-    from django.test import AsyncClient, override_settings
+    from django.test import override_settings
 
+    from benchmarks.signed_in import viewer_client
     from cluster.client import node_client, reset_node_client
     from cluster.discovery import reset_discovery
     from cluster.services import reset_services
@@ -114,7 +115,7 @@ async def measure(seeds: list[str], token_file: Path, requests: int, concurrency
         reset_services()
         reset_discovery()
         reset_node_client()
-        client = AsyncClient()
+        client = await viewer_client()
 
         async def one() -> float:
             started = time.perf_counter()

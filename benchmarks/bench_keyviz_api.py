@@ -36,8 +36,9 @@ import django  # noqa: E402
 django.setup()
 
 import numpy as np  # noqa: E402
-from django.test import AsyncClient, override_settings  # noqa: E402
+from django.test import override_settings  # noqa: E402
 
+from benchmarks.signed_in import viewer_client  # noqa: E402
 from cluster.client import node_client, reset_node_client  # noqa: E402
 from cluster.discovery import discovery, reset_discovery  # noqa: E402
 from cluster.fanout import fan_out  # noqa: E402
@@ -114,7 +115,7 @@ async def measure(
             for address, data in wire.items():
                 node_matrix_from_bytes(address, data)
             wire_times.append(time.perf_counter() - t)
-        client = AsyncClient()
+        client = await viewer_client()
         query = {"series": "writes", "from": str(first), "to": str(first + columns * STEP)}
         api_times = []
         for _ in range(runs):
