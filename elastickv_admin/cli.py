@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # flag -> environment variable settings.py reads
 FLAG_ENV = {
@@ -193,15 +194,69 @@ def _warn_if_no_users() -> None:
         )
 
 
+SHUTDOWN_CLOSE_CODE = 1001  # "going away"
+SHUTDOWN_REASON = "portal shutting down"
+# How long a shutdown waits for the viewers to answer the close (the reactor drops what is
+# still unsent when it disconnects).
+SHUTDOWN_CLOSE_WAIT_S = 1.0
+
+
+def _shutdown_live(cli: Any) -> Any:
+    """Before daphne cancels the applications (SIGTERM/SIGINT): close every open
+    WebSocket with 1001 and a reason (daphne's websocket.close carries no reason, so
+    this goes to the protocols directly), stop the live pollers and release their
+    leases, so another portal process takes the series over at once. Returns the
+    Deferred the reactor waits for."""
+    import asyncio
+
+    from daphne.ws_protocol import WebSocketProtocol
+    from twisted.internet import defer
+
+    from keyviz.live import close_live_hub
+
+    server = getattr(cli, "server", None)
+    closing = [
+        protocol
+        for protocol in list(getattr(server, "connections", {}))
+        if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN
+    ]
+    for protocol in closing:
+        # sendClose only lets applications send 1000 or 3000-4999; 1001 ("going away",
+        # RFC 6455 7.4.1) is the server's own to send, through the frame-level call.
+        try:
+            protocol.sendCloseFrame(
+                code=SHUTDOWN_CLOSE_CODE, reasonUtf8=SHUTDOWN_REASON.encode(), isReply=False
+            )
+        except Exception as exc:  # one bad socket must not keep the leases held
+            print(f"shutdown: cannot close a WebSocket: {exc}", file=sys.stderr)
+
+    async def closed() -> None:
+        for _ in range(int(SHUTDOWN_CLOSE_WAIT_S / 0.02)):
+            if all(p.state == p.STATE_CLOSED for p in closing):
+                return
+            await asyncio.sleep(0.02)
+
+    async def shutdown() -> None:
+        await asyncio.gather(closed(), close_live_hub())
+
+    done = defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
+    done.addErrback(lambda failure: print(f"live shutdown: {failure}", file=sys.stderr))
+    return done
+
+
 def run_daphne(bind: str, *, proxy_headers: bool) -> None:
     from daphne.cli import CommandLineInterface
+    from twisted.internet import reactor
 
     host, port = _split_bind(bind)
     argv = ["-b", host, "-p", str(port), "--access-log", os.devnull]
     if proxy_headers:
         argv.append("--proxy-headers")
     argv.append("elastickv_admin.asgi:application")
-    CommandLineInterface().run(argv)
+    cli = CommandLineInterface()
+    # Registered before daphne's own trigger (which cancels the applications): runs first.
+    reactor.addSystemEventTrigger("before", "shutdown", _shutdown_live, cli)  # type: ignore[arg-type]
+    cli.run(argv)
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -5,10 +5,12 @@ DESIGN.md "Live heatmap". Browsers subscribe through the WebSocket consumer
 
 - `LiveHub` (one per process and event loop) counts local subscribers per
   series. The first one starts a `SeriesPoller`, the last one to leave stops
-  it. Whether this process polls at all is asked of a `PollerLease`; today's
-  `LocalLease` always says yes (the in-memory channel layer is one process).
-  Issue 9 plugs a cross-process lease in there, so that with Redis exactly one
-  portal process polls a series and the others only forward.
+  it. Whether this process polls at all is asked of a `PollerLease`:
+  `LocalLease` always says yes (the in-memory channel layer is one process);
+  with `REDIS_URL`, `RedisLease` (lease.py) lets exactly one portal process
+  poll a series and the others only forward. The hub renews the lease while it
+  polls (a lost lease stops the poller) and, while it has viewers but no
+  lease, tries to take it every renew interval (takeover when the holder dies).
 - A `SeriesPoller` takes in each node's new columns: pushed by StreamEvents
   where the node serves it (one `EventFeed` per node, shared by every series),
   otherwise polled with one GetKeyVizMatrix per node per step, timed for just
@@ -1127,10 +1129,20 @@ class _StepChanged(Exception):
 
 
 class PollerLease(Protocol):
-    """Who polls a series. Issue 9 (several portal processes on Redis) implements one
-    that grants a series to one process at a time; the others only forward."""
+    """Who polls a series. `LocalLease` (one process) always grants it; `RedisLease`
+    (lease.py, several portal processes on Redis) grants it to one process at a time.
+
+    `renew_s` None: a grant lasts until released. Otherwise the hub calls `renew`
+    every `renew_s` while it polls (False: the lease is lost, the poller stops) and
+    `acquire` again every `renew_s` while it has viewers but no lease (takeover).
+    """
+
+    @property
+    def renew_s(self) -> float | None: ...
 
     async def acquire(self, series: str) -> bool: ...
+
+    async def renew(self, series: str) -> bool: ...
 
     async def release(self, series: str) -> None: ...
 
@@ -1138,11 +1150,29 @@ class PollerLease(Protocol):
 class LocalLease:
     """One process (the in-memory channel layer): this process always polls."""
 
+    renew_s: float | None = None
+
     async def acquire(self, series: str) -> bool:
+        return True
+
+    async def renew(self, series: str) -> bool:
         return True
 
     async def release(self, series: str) -> None:
         return None
+
+
+def default_lease() -> PollerLease:
+    """RedisLease when REDIS_URL is set (several processes may share the channel layer),
+    LocalLease otherwise."""
+    from django.conf import settings
+
+    url = getattr(settings, "REDIS_URL", "")
+    if url:
+        from keyviz.lease import RedisLease
+
+        return RedisLease(url)
+    return LocalLease()
 
 
 class LiveHub:
@@ -1159,26 +1189,62 @@ class LiveHub:
         self.subscribers: Counter[str] = Counter()
         self.pollers: dict[str, SeriesPoller] = {}
         self.feeds: dict[str, EventFeed] = {}
+        self.lost_leases = 0
         self._stops: dict[str, asyncio.TimerHandle] = {}
+        # Per series with viewers, under a renewable lease: renew it, or retry acquiring it.
+        self._keepers: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def subscribe(self, series: str) -> None:
         """A local viewer subscribed; the first one starts the series' poller."""
         if series not in SERIES:
             raise ValueError(f"unknown series {series!r}")
         async with self._lock:
+            if self._closed:
+                return
             self.subscribers[series] += 1
             stop = self._stops.pop(series, None)
             if stop is not None:
                 stop.cancel()  # back within the grace: the poller never stopped
             if series not in self.pollers and await self.lease.acquire(series):
-                poller = self.pollers[series] = SeriesPoller(self, series)
-                poller.start()
+                self._start_poller(series)
+            if self.lease.renew_s is not None and series not in self._keepers:
+                self._keepers[series] = asyncio.get_running_loop().create_task(
+                    self._keep(series, self.lease.renew_s), name=f"lease {series}"
+                )
+
+    def _start_poller(self, series: str) -> None:
+        poller = self.pollers[series] = SeriesPoller(self, series)
+        poller.start()
+
+    async def _keep(self, series: str, every_s: float) -> None:
+        """While this series has viewers here: renew the lease we poll under, or try to
+        take it over (its holder may have died). A lost lease stops our poller."""
+        while True:
+            await asyncio.sleep(every_s)
+            lost: SeriesPoller | None = None
+            async with self._lock:
+                if self._closed:
+                    return
+                poller = self.pollers.get(series)
+                if poller is not None:
+                    if not await self.lease.renew(series):
+                        lost = self.pollers.pop(series)
+                        self.lost_leases += 1
+                elif self.subscribers[series] > 0 and await self.lease.acquire(series):
+                    log.info("live poller %s: lease acquired, polling here", group_name(series))
+                    self._start_poller(series)
+            if lost is not None:
+                log.warning("live poller %s: lease lost, stopping", group_name(series))
+                await asyncio.shield(lost.stop())
 
     async def unsubscribe(self, series: str) -> None:
         """A local viewer left; when it was the last, the poller stops after `linger_s`
         (a reload or a reconnect does not restart it)."""
         async with self._lock:
+            if self._closed or self.subscribers[series] <= 0:
+                return
             self.subscribers[series] -= 1
             if self.subscribers[series] > 0:
                 return
@@ -1198,6 +1264,9 @@ class LiveHub:
                 return
             self.subscribers.pop(series, None)
             poller = self.pollers.pop(series, None)
+            keeper = self._keepers.pop(series, None)
+        if keeper is not None:
+            keeper.cancel()
         if poller is not None:
             await poller.stop()
             await self.lease.release(series)
@@ -1233,17 +1302,27 @@ class LiveHub:
             asyncio.get_running_loop().create_task(feed.close())
 
     async def close(self) -> None:
-        """Stop every poller and feed (shutdown, tests)."""
-        for stop in self._stops.values():
-            stop.cancel()
-        self._stops.clear()
-        for poller in list(self.pollers.values()):
+        """Stop every poller and feed and release the leases held, so another process
+        takes the series over at once (shutdown, tests). Later calls do nothing."""
+        async with self._lock:  # no subscribe or renewal half-way through
+            self._closed = True
+            for stop in self._stops.values():
+                stop.cancel()
+            self._stops.clear()
+            for keeper in self._keepers.values():
+                keeper.cancel()
+            self._keepers.clear()
+            pollers, self.pollers = dict(self.pollers), {}
+        for series, poller in pollers.items():
             await poller.stop()
-        self.pollers.clear()
+            await self.lease.release(series)
         self.subscribers.clear()
         for feed in list(self.feeds.values()):
             await feed.close()
         self.feeds.clear()
+        close_lease = getattr(self.lease, "close", None)
+        if close_lease is not None:
+            await close_lease()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveHub] = weakref.WeakKeyDictionary()
@@ -1254,7 +1333,7 @@ def live_hub() -> LiveHub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = LiveHub()
+        hub = _hubs[loop] = LiveHub(lease=default_lease())
     return hub
 
 
@@ -1278,6 +1357,7 @@ __all__ = [
     "close_live_hub",
     "column_event",
     "columns_of",
+    "default_lease",
     "group_name",
     "live_hub",
     "node_matrix_of",
