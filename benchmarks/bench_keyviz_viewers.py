@@ -147,16 +147,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(url: str, viewers: int, steps: int, nodes: Nodes) -> None:
-    board = Board()
-    board.viewers = viewers
+async def connect_viewers(
+    url: str, token: str, board: Board, count: int
+) -> list[asyncio.BaseTransport]:
+    """`count` WebSocket viewers of the portal at `url`, signed in with an API token."""
     host, port = url.removeprefix("http://").split(":")
     loop = asyncio.get_running_loop()
-    transports = []
-    started = time.perf_counter()
-    for i in range(viewers):
+    transports: list[asyncio.BaseTransport] = []
+    for i in range(count):
         factory = WebSocketClientFactory(  # type: ignore[no-untyped-call]
-            f"ws://{host}:{port}/api/stream", origin=url
+            f"ws://{host}:{port}/api/stream",
+            origin=url,
+            headers={"Authorization": f"Bearer {token}"},
         )
 
         def build(number: int = i, factory: WebSocketClientFactory = factory) -> Viewer:
@@ -168,6 +170,14 @@ async def measure(url: str, viewers: int, steps: int, nodes: Nodes) -> None:
 
         transport, _ = await loop.create_connection(build, host, int(port))
         transports.append(transport)
+    return transports
+
+
+async def measure(url: str, token: str, viewers: int, steps: int, nodes: Nodes) -> None:
+    board = Board()
+    board.viewers = viewers
+    started = time.perf_counter()
+    transports = await connect_viewers(url, token, board, viewers)
     await board.all_subscribed.wait()
     connect_s = time.perf_counter() - started
     # Warm up until every viewer has live columns, then measure from a clean count.
@@ -254,7 +264,8 @@ def main() -> None:
             )
             try:
                 time.sleep(3.5 * STEP_MS / 1000)  # a few columns of history
-                asyncio.run(measure(portal.url, args.viewers, args.steps, nodes))
+                api_token = portal.manage("create_api_token", portal.admin_username).strip()
+                asyncio.run(measure(portal.url, api_token, args.viewers, args.steps, nodes))
             finally:
                 portal.stop()
                 nodes.close()

@@ -37,10 +37,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autobahn.asyncio.websocket import WebSocketClientFactory  # noqa: E402
 from redis import Redis  # noqa: E402
 
-from benchmarks.bench_keyviz_viewers import STEP_MS, TOKEN, Board, Nodes, Viewer, pct  # noqa: E402
+from benchmarks.bench_keyviz_viewers import (  # noqa: E402
+    STEP_MS,
+    TOKEN,
+    Board,
+    Nodes,
+    connect_viewers,
+    pct,
+)
 from keyviz.lease import KEY_PREFIX  # noqa: E402
 from tests.conftest import PortalProcess, start_portal  # noqa: E402
 
@@ -72,40 +78,15 @@ def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, url
 
 
-async def connect_viewers(
-    portal: PortalProcess, token: str, board: Board, count: int
-) -> list[object]:
-    host, port = portal.url.removeprefix("http://").split(":")
-    loop = asyncio.get_running_loop()
-    transports: list[object] = []
-    for i in range(count):
-        factory = WebSocketClientFactory(  # type: ignore[no-untyped-call]
-            f"ws://{host}:{port}/api/stream",
-            origin=portal.url,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-
-        def build(number: int = i, factory: WebSocketClientFactory = factory) -> Viewer:
-            protocol = Viewer()
-            protocol.factory = factory  # type: ignore[attr-defined]
-            protocol.board = board
-            protocol.number = number
-            return protocol
-
-        transport, _ = await loop.create_connection(build, host, int(port))
-        transports.append(transport)
-    return transports
-
-
 async def measure(
     portals: list[PortalProcess], token: str, viewers: int, steps: int, nodes: Nodes, redis_url: str
 ) -> None:
     boards = [Board() for _ in portals]
     started = time.perf_counter()
-    transports: list[object] = []
+    transports: list[asyncio.BaseTransport] = []
     for portal, board in zip(portals, boards, strict=True):
         board.viewers = viewers
-        transports += await connect_viewers(portal, token, board, viewers)
+        transports += await connect_viewers(portal.url, token, board, viewers)
     await asyncio.gather(*(b.all_subscribed.wait() for b in boards))
     connect_s = time.perf_counter() - started
     # Warm up until every viewer of every process has live columns.
@@ -148,7 +129,7 @@ async def measure(
         + ", ".join(f"{n} {v:.2f}" for n, v in sorted(per_node.items()))
     )
     for transport in transports:
-        transport.close()  # type: ignore[attr-defined]
+        transport.close()
     await asyncio.sleep(0.3)
 
 
