@@ -31,69 +31,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from benchmarks.bench_keyviz_api import STEP, TOKEN  # noqa: E402
+from benchmarks.bench_keyviz_api import serve_nodes as serve_filled_nodes  # noqa: E402
 from devcluster import DevCluster, Op  # noqa: E402
-from devcluster.ops import OpBatch  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, start_portal  # noqa: E402
 
-STEP = 60_000
-TOKEN = "bench-token"  # noqa: S105
 VIEWPORT = {"width": 1920, "height": 1200}
-
-
-def fill(cluster: DevCluster, routes: int, columns: int, seed: int = 1) -> int:
-    """`columns` one-minute columns ending now, traffic on every route in each."""
-    rng = np.random.default_rng(seed)
-    n_nodes = len(cluster.nodes)
-    route_pos = np.tile(np.arange(routes, dtype=np.int64), n_nodes)
-    entry = np.repeat(np.arange(n_nodes, dtype=np.int64), routes)
-    first = (int(time.time() * 1000) // STEP - columns) * STEP
-    for c in range(columns):
-        hot = (route_pos - (c * routes) // columns) % routes < routes // 16
-        repeats = rng.integers(1, 4, route_pos.size) + hot * 20
-        size = int(repeats.sum())
-        cluster.inject_batch(
-            OpBatch(
-                route_pos=np.repeat(route_pos, repeats),
-                is_write=np.ones(size, dtype=np.bool_),
-                nbytes=np.full(size, 64, dtype=np.int64),
-                entry=np.repeat(entry, repeats),
-                follower_local=np.zeros(size, dtype=np.bool_),
-                adapter=np.zeros(size, dtype=np.int64),
-                latency_ns=np.full(size, 1_000_000, dtype=np.int64),
-            )
-        )
-        cluster.flush(at_ms=first + c * STEP)
-    return first
 
 
 def serve_nodes(mode: str, routes: int, columns: int) -> None:
     """Child process. `full`: a filled cluster. `design` / `upstream`: an empty one whose
     nodes flush on command ("flush\\n" -> flushes every node now, answers the time)."""
     if mode == "full":
-        with DevCluster(
-            nodes=3,
-            routes=routes,
-            history_columns=columns,
-            token=TOKEN,
-            timers=False,
-            max_tracked_routes=routes,
-        ) as cluster:
-            t = time.perf_counter()
-            first = fill(cluster, routes, columns)
-            print(
-                json.dumps(
-                    {
-                        "addresses": cluster.addresses,
-                        "first": first,
-                        "fill_s": time.perf_counter() - t,
-                    }
-                ),
-                flush=True,
-            )
-            sys.stdin.read()
+        serve_filled_nodes(3, routes, columns)
         return
     with DevCluster(nodes=3, routes=32, token=TOKEN, timers=False, profile=mode) as cluster:
         keys = [r.start + b"k" for r in cluster.routes()[::3]]
