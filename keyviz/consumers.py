@@ -29,6 +29,7 @@ from typing import Any, Literal
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from accounts.roles import VIEW_DASHBOARDS
+from elastickv_admin import metrics
 from elastickv_admin.errors import ApiError, ParamError
 from keyviz.live import PROTOCOL, group_name, live_hub, render_column
 from keyviz.params import SERIES
@@ -253,6 +254,8 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.sent_rows: set[str] = set()
         self.last_column_ms = -1
         await self.accept()
+        metrics.WEBSOCKET_VIEWERS.inc()
+        self.counted = True
         self.outbox.control({"type": "hello", "protocol": PROTOCOL})
         self.sender = asyncio.get_running_loop().create_task(self._send_loop())
 
@@ -269,6 +272,9 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return bool(user is not None and user.is_authenticated and user.has_perm(VIEW_DASHBOARDS))
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            metrics.WEBSOCKET_VIEWERS.dec()
+            self.counted = False
         await self._leave()
         sender = getattr(self, "sender", None)
         if sender is not None:

@@ -54,6 +54,7 @@ from google.protobuf.message import DecodeError
 from cluster.client import UNIMPLEMENTED_TTL_S, NodeError, node_client
 from cluster.discovery import discovery
 from cluster.fanout import Node, NodeStatus, call_node
+from elastickv_admin import metrics
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS
 from keyviz.matrix import (
@@ -1055,6 +1056,11 @@ class SeriesPoller:
         if lost:
             cells = self._with_lost_rows(cells, set(lost))
         summary = self._summary(fin.late)
+        emitted = wall_ms()
+        # A column's timestamp is its nodes' flush time: the lag is what viewers wait.
+        metrics.LIVE_COLUMN_LAG_SECONDS.labels(self.series).observe(
+            max(0, emitted - fin.column_unix_ms) / 1000
+        )
         return column_event(
             series=self.series,
             step_ms=step,
@@ -1062,7 +1068,7 @@ class SeriesPoller:
             cells=cells,
             catalog=self.catalog,
             nodes=summary,
-            emitted_unix_ms=wall_ms(),
+            emitted_unix_ms=emitted,
         )
 
     def _learn_groups(self, merged: MergedMatrix) -> None:

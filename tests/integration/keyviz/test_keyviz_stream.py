@@ -365,3 +365,26 @@ async def test_a_refused_handshake_never_opens_the_stream(monkeypatch, viewer_to
     connected, code = await comm.connect()
     assert not connected
     assert code == consumers.CLOSE_POLICY
+
+
+async def test_viewers_and_column_lag_are_exported_as_metrics(devcluster_factory, stream):
+    from prometheus_client import REGISTRY
+
+    def viewers_gauge() -> float:
+        return REGISTRY.get_sample_value("elastickv_admin_websocket_viewers") or 0.0
+
+    def lag_count() -> float:
+        sample = "elastickv_admin_live_column_lag_seconds_count"
+        return REGISTRY.get_sample_value(sample, {"series": "writes"}) or 0.0
+
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    before_viewers, before_lag = viewers_gauge(), lag_count()
+    viewers = [await connect() for _ in range(2)]
+    assert viewers_gauge() == before_viewers + 2
+    column = await viewers[0].next("column")
+    assert lag_count() > before_lag
+    assert column["emitted_unix_ms"] >= column["column_unix_ms"]
+    for viewer in viewers:
+        await viewer.comm.disconnect()
+    assert viewers_gauge() == before_viewers
