@@ -9,9 +9,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from cluster.tokens import TokenFileError, read_token_file
 from elastickv_admin.config import portal_config
-
-MAX_TOKEN_FILE_BYTES = 4096
 
 
 @register("elastickv")
@@ -73,24 +72,20 @@ def check_node_config(app_configs: Sequence[AppConfig] | None, **kwargs: Any) ->
     return problems
 
 
+# Which startup check each broken token-file rule is reported as.
+TOKEN_FILE_CHECKS = {
+    "unreadable": "elastickv.E007",
+    "too_large": "elastickv.E008",
+    "empty": "elastickv.E009",
+    "not_text": "elastickv.E010",
+}
+
+
 def _check_token_file(path: Path) -> list[CheckMessage]:
-    # The token's content never appears in a message, only the path and size.
+    """The nodes' own token-file rules (cluster.tokens.read_token_file); the message names
+    the path and the rule, never the token."""
     try:
-        size = path.stat().st_size
-        raw = path.read_bytes()
-    except OSError as exc:
-        return [
-            Error(
-                f"--nodeTokenFile {str(path)!r} cannot be read: {exc.strerror}", id="elastickv.E007"
-            )
-        ]
-    if size > MAX_TOKEN_FILE_BYTES:
-        return [
-            Error(
-                f"--nodeTokenFile {str(path)!r} is {size} bytes; at most {MAX_TOKEN_FILE_BYTES}",
-                id="elastickv.E008",
-            )
-        ]
-    if not raw.strip():
-        return [Error(f"--nodeTokenFile {str(path)!r} is empty", id="elastickv.E009")]
+        read_token_file(path)
+    except TokenFileError as exc:
+        return [Error(f"--nodeTokenFile: {exc}", id=TOKEN_FILE_CHECKS[exc.kind])]
     return []

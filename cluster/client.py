@@ -201,6 +201,16 @@ class NodeClient:
 
     # -- calls ------------------------------------------------------------------------------
 
+    async def _attempts(self, address: str, method: str) -> list[NodeToken | None]:
+        """The tokens to try, in order, after any remembered failure has been raised."""
+        recalled = self._recall(address, method)
+        if recalled is not None:
+            raise recalled
+        if method in DISTRIBUTION_METHODS:
+            return [None]  # Distribution is not token-gated on real nodes.
+        await self.tokens.sync()
+        return list(self.tokens.candidates(address)) or [None]
+
     async def call(
         self,
         address: str,
@@ -214,14 +224,7 @@ class NodeClient:
 
         ``raw=True`` returns the response's bytes undecoded, so a large answer (a
         KeyViz matrix) can be decoded off the event loop."""
-        recalled = self._recall(address, method)
-        if recalled is not None:
-            raise recalled
-        # Distribution is not token-gated on real nodes.
-        attempts: list[NodeToken | None] = [None]
-        if method not in DISTRIBUTION_METHODS:
-            await self.tokens.sync()
-            attempts = list(self.tokens.candidates(address)) or [None]
+        attempts = await self._attempts(address, method)
         return await self._unary(address, method, request, attempts, deadline_s, raw=raw)
 
     async def call_with_token(
@@ -294,12 +297,8 @@ class NodeClient:
         until the deadline); raises NodeError when the node ended the call with an error
         (UNIMPLEMENTED: not supported). The stream is always cancelled.
         """
-        recalled = self._recall(address, method)
-        if recalled is not None:
-            raise recalled
+        attempts = await self._attempts(address, method)
         rpc = getattr(self._channel(address).admin, method)
-        await self.tokens.sync()
-        attempts: list[NodeToken | None] = list(self.tokens.candidates(address)) or [None]
         for index, token in enumerate(attempts):
             call = rpc(request, timeout=deadline_s, metadata=token.metadata() if token else ())
             try:
@@ -340,12 +339,8 @@ class NodeClient:
         Token fallback as for unary calls; ``on_open`` runs once the node accepted the call
         (its headers arrived and it did not refuse at once). No deadline: a live feed stays
         open. Failures raise NodeError; the call is cancelled when the caller stops."""
-        recalled = self._recall(address, method)
-        if recalled is not None:
-            raise recalled
+        attempts = await self._attempts(address, method)
         rpc = getattr(self._channel(address).admin, method)
-        await self.tokens.sync()
-        attempts: list[NodeToken | None] = list(self.tokens.candidates(address)) or [None]
         for index, token in enumerate(attempts):
             call = rpc(request, metadata=token.metadata() if token else ())
             try:

@@ -26,7 +26,11 @@ FINGERPRINT_HEX_DIGITS = 12
 
 
 class TokenFileError(ValueError):
-    pass
+    """``kind`` says which rule failed: unreadable, too_large, not_text or empty."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -44,17 +48,20 @@ def read_token_file(path: str | Path) -> str:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise TokenFileError(f"token file {str(path)!r} cannot be read: {exc.strerror}") from None
+        raise TokenFileError(
+            f"token file {str(path)!r} cannot be read: {exc.strerror}", "unreadable"
+        ) from None
     if len(raw) > MAX_TOKEN_BYTES:
         raise TokenFileError(
-            f"token file {str(path)!r} is {len(raw)} bytes; at most {MAX_TOKEN_BYTES}"
+            f"token file {str(path)!r} is {len(raw)} bytes; at most {MAX_TOKEN_BYTES}",
+            "too_large",
         )
     try:
         token = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise TokenFileError(f"token file {str(path)!r} is not UTF-8 text") from None
+        raise TokenFileError(f"token file {str(path)!r} is not UTF-8 text", "not_text") from None
     if not token:
-        raise TokenFileError(f"token file {str(path)!r} is empty")
+        raise TokenFileError(f"token file {str(path)!r} is empty", "empty")
     return token
 
 
