@@ -16,7 +16,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
@@ -36,6 +35,7 @@ from audit.models import Outcome
 from audit.service import AuditWriteError, record_event
 from elastickv_admin.api import is_api_request
 from elastickv_admin.errors import error_response
+from elastickv_admin.middleware import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -172,21 +172,8 @@ def check_access(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-class AccessMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
-    ) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
+class AccessMiddleware(HybridMiddleware):
+    def handle(self, request: HttpRequest) -> Any:
         try:
             refused = check_access(request)
         except AuditWriteError as exc:

@@ -8,10 +8,8 @@ failed validation, a CSRF refusal) gets an ``http.<method>`` event with its stat
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
@@ -21,6 +19,7 @@ from audit.models import Outcome
 from audit.service import AuditWriteError, arecord_event, record_event
 from elastickv_admin.api import is_api_request
 from elastickv_admin.errors import error_response
+from elastickv_admin.middleware import HybridMiddleware
 from elastickv_admin.net import client_ip
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -57,18 +56,7 @@ def _request_event(request: HttpRequest, response: HttpResponseBase) -> dict[str
     }
 
 
-class AuditMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(
-        self, get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]
-    ) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
+class AuditMiddleware(HybridMiddleware):
     def _context(self, request: HttpRequest) -> AuditContext:
         request_id = new_request_id()
         request.request_id = request_id  # type: ignore[attr-defined]
@@ -83,9 +71,7 @@ class AuditMiddleware:
             request.method not in SAFE_METHODS and not context.events and not (context.write_failed)
         )
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
+    def handle(self, request: HttpRequest) -> Any:
         context = self._context(request)
         with audit_context(context):
             response = self.get_response(request)
