@@ -49,11 +49,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from cluster.client import UNIMPLEMENTED_TTL_S, NodeError, node_client
 from cluster.discovery import discovery
-from cluster.fanout import Node, NodeStatus, call_node
+from cluster.fanout import Node, NodeStatus
 from elastickv_admin import metrics
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS
@@ -70,7 +69,7 @@ from keyviz.matrix import (
 from keyviz.merge import infer_step_ms, merge_nodes
 from keyviz.params import SERIES
 from keyviz.serialize import FLAG_CONFLICT, FLAG_DEGRADED, FLAG_SOFT, cell_flags, row_metadata
-from keyviz.service import current_leaders
+from keyviz.service import current_leaders, fetch_node_matrices
 from proto import admin_pb2
 
 log = logging.getLogger(__name__)
@@ -868,46 +867,14 @@ class SeriesPoller:
     ) -> list[tuple[NodeTrack, NodeMatrix | None]]:
         """One GetKeyVizMatrix per node (columns from `from_ms`), decoded off the loop;
         failures recorded."""
-        client = node_client()
-        answers = await asyncio.gather(
-            *(
-                call_node(client, t.node, "GetKeyVizMatrix", self._request(since), raw=True)
-                for t, since in zip(tracks, from_ms, strict=True)
-            )
+        answers = await fetch_node_matrices(
+            [t.node for t in tracks], [self._request(since) for since in from_ms]
         )
-
-        def decode() -> list[NodeMatrix | NodeStatus]:
-            out: list[NodeMatrix | NodeStatus] = []
-            for t, (raw, status) in zip(tracks, answers, strict=True):
-                if not status.ok or raw is None:
-                    out.append(status)
-                    continue
-                try:
-                    response = admin_pb2.GetKeyVizMatrixResponse.FromString(raw)
-                    out.append(node_matrix_from_response(t.label, response))
-                except (DecodeError, MalformedMatrixError) as exc:
-                    reason = (
-                        exc.reason if isinstance(exc, MalformedMatrixError) else "not a protobuf"
-                    )
-                    out.append(
-                        NodeStatus(
-                            t.label,
-                            t.node.address,
-                            False,
-                            f"malformed KeyViz matrix: {reason}",
-                            status.latency_ms,
-                            "MALFORMED",
-                        )
-                    )
-            return out
-
         results: list[tuple[NodeTrack, NodeMatrix | None]] = []
-        for t, result in zip(tracks, await asyncio.to_thread(decode), strict=True):
-            if isinstance(result, NodeStatus):
-                self._fail(t, result.error or "failed", result.code)
-                results.append((t, None))
-            else:
-                results.append((t, result))
+        for t, (matrix, status) in zip(tracks, answers, strict=True):
+            if matrix is None:
+                self._fail(t, status.error or "failed", status.code)
+            results.append((t, matrix))
         return results
 
     async def _bootstrap(self) -> None:

@@ -25,20 +25,23 @@ JSON (`matrix_to_json`)::
 Binary (`matrix_to_binary`), little-endian::
 
     offset 0   4 bytes  magic b"EKVZ"
-    offset 4   uint16   format version (1)
+    offset 4   uint16   format version (2)
     offset 6   uint16   0 (reserved)
     offset 8   uint32   H, length of the JSON header
     offset 12  H bytes  JSON header (UTF-8), then 0-7 zero bytes up to a multiple of 8
     then       int64    column_unix_ms[M]
-    then       values[R * M], row-major, of the header's "values_dtype": uint32 when
-                        every value fits (half the bytes of a busy matrix), else uint64;
+    then       values[R * M], row-major, of the header's "values_dtype": the narrowest
+                        of uint8, uint16, uint32 and uint64 every value fits in (a day
+                        of per-minute counts is mostly uint16: a quarter of the bytes);
                         float64 on request (exact only up to 2^53)
-    then       uint8    flags[R * M], row-major: soft=1, conflict=2, degraded=4
+    then       uint8    flags[R * M], row-major: soft=1, conflict=2, degraded=4; left
+                        out when no cell has a flag (every "flag_counts" is 0)
 
 The header is the JSON form without "column_unix_ms" and without each row's
 "values"/"soft"/"conflict"/"degraded", plus "n_rows", "n_cols",
-"values_dtype" and "flag_bits". Every array starts aligned for its element
-type, so the browser can view it with typed arrays without copying.
+"values_dtype", "flag_bits" and "flag_counts" (cells with each flag). Every
+array starts aligned for its element type, so the browser can view it with
+typed arrays without copying.
 """
 
 from __future__ import annotations
@@ -61,14 +64,22 @@ if TYPE_CHECKING:
     from keyviz.service import BucketDetail
 
 MAGIC = b"EKVZ"
-VERSION = 1
+VERSION = 2
 FLAG_SOFT = 1
 FLAG_CONFLICT = 2
 FLAG_DEGRADED = 4
 _PREAMBLE = struct.Struct("<4sHHI")
 
-ValuesDtype = Literal["auto", "uint32", "uint64", "float64"]
-_WIRE_DTYPES = {"uint32": "<u4", "uint64": "<u8", "float64": "<f8"}
+ValuesDtype = Literal["auto", "uint8", "uint16", "uint32", "uint64", "float64"]
+_WIRE_DTYPES = {"uint8": "u1", "uint16": "<u2", "uint32": "<u4", "uint64": "<u8", "float64": "<f8"}
+
+
+def narrowest_dtype(largest: int) -> ValuesDtype:
+    """The smallest unsigned wire type that holds every value up to `largest`."""
+    for name, bits in (("uint8", 8), ("uint16", 16), ("uint32", 32)):
+        if largest < 2**bits:
+            return name  # type: ignore[return-value]
+    return "uint64"
 
 
 def row_metadata(row: RowMeta) -> dict[str, Any]:
@@ -141,13 +152,18 @@ def matrix_to_binary(
     """The binary form (see the module docstring)."""
     rows, cols = m.shape
     if values_dtype == "auto":
-        values_dtype = "uint32" if int(m.values.max(initial=0)) < 2**32 else "uint64"
+        values_dtype = narrowest_dtype(int(m.values.max(initial=0)))
+    counts = {
+        name: int(np.count_nonzero(marks))
+        for name, marks in (("soft", m.soft), ("conflict", m.conflict), ("degraded", m.degraded))
+    }
     header = _header(m, nodes)
     header.update(
         n_rows=rows,
         n_cols=cols,
         values_dtype=values_dtype,
         flag_bits={"soft": FLAG_SOFT, "conflict": FLAG_CONFLICT, "degraded": FLAG_DEGRADED},
+        flag_counts=counts,
     )
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     pad = -(_PREAMBLE.size + len(text)) % 8
@@ -159,7 +175,7 @@ def matrix_to_binary(
             b"\0" * pad,
             m.column_unix_ms.astype("<i8").tobytes(),
             values.tobytes(),
-            cell_flags(m).tobytes(),
+            cell_flags(m).tobytes() if any(counts.values()) else b"",
         )
     )
 
@@ -188,13 +204,19 @@ def decode_binary(data: bytes) -> DecodedMatrix:
     dtype = np.dtype(_WIRE_DTYPES[header["values_dtype"]])
     raw = np.frombuffer(data, dtype=dtype, count=rows * cols, offset=at).reshape(rows, cols)
     at += dtype.itemsize * rows * cols
-    flags = np.frombuffer(data, dtype=np.uint8, count=rows * cols, offset=at).reshape(rows, cols)
-    if at + rows * cols != len(data):
-        raise ValueError("trailing or missing bytes after the flags")
+    if any(header["flag_counts"].values()):
+        flags = np.frombuffer(data, dtype=np.uint8, count=rows * cols, offset=at)
+        at += rows * cols
+    else:
+        flags = np.zeros(rows * cols, dtype=np.uint8)
+    if at != len(data):
+        raise ValueError("trailing or missing bytes after the cells")
     values: NDArray[np.uint64] | NDArray[np.float64] = (
         raw.astype(np.float64) if dtype.kind == "f" else raw.astype(np.uint64)
     )
-    return DecodedMatrix(header=header, column_unix_ms=columns, values=values, flags=flags.copy())
+    return DecodedMatrix(
+        header=header, column_unix_ms=columns, values=values, flags=flags.reshape(rows, cols).copy()
+    )
 
 
 def bucket_to_json(

@@ -8,14 +8,16 @@ thread and the event loop keeps serving other requests meanwhile.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cluster.client import NodeClient, NodeError, node_client
+from cluster.client import NodeError, node_client
 from cluster.discovery import discovery
-from cluster.fanout import FanOut, Node, NodeStatus, NodeStatusSummary, call_node, fan_out
+from cluster.fanout import Node, NodeStatus, NodeStatusSummary, call_node, fan_out
+from elastickv_admin import metrics
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS, fit_to_display
 from keyviz.matrix import (
@@ -30,6 +32,23 @@ from keyviz.merge import Contribution, cell_contributions, merge_nodes
 from keyviz.params import MatrixQuery
 from proto import admin_pb2
 from proto.wire import WireDecodeError
+
+
+class Stopwatch:
+    """Named phases of one request in ms, for the Server-Timing header (browser devtools
+    and the page benchmark show where a slow load spent its time)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + (now - self._last) * 1000
+        self._last = now
+
+    def server_timing(self) -> str:
+        return ", ".join(f"{name};dur={ms:.1f}" for name, ms in self.phases.items())
 
 
 @dataclass
@@ -58,58 +77,67 @@ def matrix_request(query: MatrixQuery) -> admin_pb2.GetKeyVizMatrixRequest:
     )
 
 
-def decode_matrices(
-    nodes: Sequence[Node], answers: FanOut[bytes]
-) -> tuple[list[NodeMatrix], list[NodeStatus]]:
-    """Decode and validate each node's matrix; a malformed one fails only its node.
-
-    The bytes go straight to arrays (proto/wire.py): no protobuf message is built.
-    """
-    matrices: list[NodeMatrix] = []
-    statuses: list[NodeStatus] = []
-    for node, status in zip(nodes, answers.statuses, strict=True):
-        if status.ok:
-            try:
-                matrices.append(node_matrix_from_bytes(node.label, answers.results[node.address]))
-            except (WireDecodeError, MalformedMatrixError) as exc:
-                reason = (
-                    exc.reason
-                    if isinstance(exc, MalformedMatrixError)
-                    else f"not a valid protobuf ({exc.reason})"
-                )
-                status = NodeStatus(
-                    status.node,
-                    status.address,
-                    False,
-                    f"malformed KeyViz matrix: {reason}",
-                    status.latency_ms,
-                    "MALFORMED",
-                )
-        statuses.append(status)
-    return matrices, statuses
+def decode_node_matrix(
+    node: Node, status: NodeStatus, data: bytes
+) -> tuple[NodeMatrix | None, NodeStatus]:
+    """One node's answer straight to a validated NodeMatrix (proto/wire.py: no protobuf
+    message is built), or its status turned MALFORMED: a bad matrix fails only its node."""
+    try:
+        return node_matrix_from_bytes(node.label, data), status
+    except (WireDecodeError, MalformedMatrixError) as exc:
+        reason = (
+            exc.reason
+            if isinstance(exc, MalformedMatrixError)
+            else f"not a valid protobuf ({exc.reason})"
+        )
+        failed = NodeStatus(
+            status.node,
+            status.address,
+            False,
+            f"malformed KeyViz matrix: {reason}",
+            status.latency_ms,
+            "MALFORMED",
+        )
+        return None, failed
 
 
-async def group_leaders(
-    client: NodeClient, nodes: Sequence[Node], statuses: Sequence[NodeStatus]
-) -> dict[int, str]:
-    """Raft group -> leader node id, from one node that answered (for degraded rows)."""
-    for node, status in zip(nodes, statuses, strict=True):
-        if status.ok:
-            overview, answered = await call_node(client, node, "GetClusterOverview")
-            if answered.ok and overview is not None:
-                return {g.raft_group_id: g.leader_node_id for g in overview.group_leaders}
-    return {}
+async def fetch_node_matrix(
+    node: Node, request: admin_pb2.GetKeyVizMatrixRequest
+) -> tuple[NodeMatrix | None, NodeStatus]:
+    """GetKeyVizMatrix on one node, decoded in a worker thread as soon as it arrives:
+    the decoding of the first answers overlaps the wait for the slowest node."""
+    data, status = await call_node(node_client(), node, "GetKeyVizMatrix", request, raw=True)
+    if data is None:
+        return None, status
+    return await asyncio.to_thread(decode_node_matrix, node, status, data)
 
 
-async def _merged(query: MatrixQuery) -> tuple[MergedMatrix, list[NodeStatus]]:
-    client = node_client()
-    nodes = await discovery().nodes()
-    answers: FanOut[bytes] = await fan_out(
-        client, nodes, "GetKeyVizMatrix", matrix_request(query), raw=True
+async def fetch_node_matrices(
+    nodes: Sequence[Node], requests: Sequence[admin_pb2.GetKeyVizMatrixRequest]
+) -> list[tuple[NodeMatrix | None, NodeStatus]]:
+    """`requests[i]` to `nodes[i]`, all at once; one (matrix or None, status) per node."""
+    started = time.perf_counter()
+    answers = await asyncio.gather(
+        *(fetch_node_matrix(n, r) for n, r in zip(nodes, requests, strict=True))
     )
-    matrices, statuses = await asyncio.to_thread(decode_matrices, nodes, answers)
+    metrics.FANOUT_SECONDS.labels("GetKeyVizMatrix").observe(time.perf_counter() - started)
+    return answers
+
+
+async def _merged(query: MatrixQuery, clock: Stopwatch) -> tuple[MergedMatrix, list[NodeStatus]]:
+    nodes = await discovery().nodes()
+    answers = await fetch_node_matrices(nodes, [matrix_request(query)] * len(nodes))
+    matrices = [m for m, _ in answers if m is not None]
+    statuses = [status for _, status in answers]
     failed = [s.node for s in statuses if not s.ok]
-    leaders = await group_leaders(client, nodes, statuses) if failed else {}
+    # Degraded rows name the leader of their group, from a node that answered.
+    answered = [n for n, s in zip(nodes, statuses, strict=True) if s.ok]
+    leaders = (
+        {g: leader for g, (leader, _) in (await current_leaders(answered)).items()}
+        if failed
+        else {}
+    )
+    clock.lap("nodes")
     merged = await asyncio.to_thread(
         merge_nodes,
         matrices,
@@ -119,6 +147,7 @@ async def _merged(query: MatrixQuery) -> tuple[MergedMatrix, list[NodeStatus]]:
         failed_nodes=failed,
         group_leaders=leaders,
     )
+    clock.lap("merge")
     return merged, statuses
 
 
@@ -185,21 +214,23 @@ def restrict_to_key_range(m: MergedMatrix, start_key: bytes, end_key: bytes) -> 
     )
 
 
-async def fetch_matrix(query: MatrixQuery) -> MatrixResult:
-    merged, statuses = await _merged(query)
+async def fetch_matrix(query: MatrixQuery, clock: Stopwatch | None = None) -> MatrixResult:
+    clock = clock or Stopwatch()
+    merged, statuses = await _merged(query, clock)
     if query.key_range:
         # Before the budgets: a zoom into a key range is re-bucketed, not magnified.
         merged = restrict_to_key_range(merged, query.start_key, query.end_key)
     shown = await asyncio.to_thread(
         fit_to_display, merged, max_rows=query.rows, max_cols=query.cols
     )
+    clock.lap("fit")
     return MatrixResult(shown, statuses)
 
 
 async def fetch_bucket(query: MatrixQuery, bucket_id: str) -> BucketDetail:
     """One row at full column resolution with each node's contribution per cell, plus the
     per-adapter figures of nodes that implement GetRouteDetail."""
-    merged, statuses = await _merged(query)
+    merged, statuses = await _merged(query, Stopwatch())
     contributions = cell_contributions(merged, bucket_id)  # KeyError: unknown bucket
     client = node_client()
     nodes = await discovery().nodes()
@@ -232,9 +263,12 @@ __all__ = [
     "BucketDetail",
     "MatrixResult",
     "NodeError",
+    "Stopwatch",
     "current_leaders",
+    "decode_node_matrix",
     "fetch_bucket",
     "fetch_matrix",
+    "fetch_node_matrices",
     "restrict_to_key_range",
     "rows_in_key_range",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
@@ -53,14 +53,20 @@ def _no_node_answered(statuses: list[dict[str, Any]]) -> ApiError:
 @api_view
 async def api_matrix(request: HttpRequest) -> ApiResult:
     query = parse_matrix_query(request.GET, now_ms=int(time.time() * 1000))
-    result = await service.fetch_matrix(query)
+    clock = service.Stopwatch()
+    result = await service.fetch_matrix(query, clock)
     nodes = [s.to_dict() for s in result.statuses]
     if not result.responded:
         raise _no_node_answered(nodes)
+    response: HttpResponse
     if query.format == "bin":
         body = serialize.matrix_to_binary(result.matrix, nodes=nodes)
-        return HttpResponse(body, content_type="application/octet-stream")
-    return serialize.matrix_to_json(result.matrix, nodes=nodes)
+        response = HttpResponse(body, content_type="application/octet-stream")
+    else:
+        response = JsonResponse(serialize.matrix_to_json(result.matrix, nodes=nodes))
+    clock.lap("encode")
+    response["Server-Timing"] = clock.server_timing()
+    return response
 
 
 @api_view

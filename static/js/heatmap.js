@@ -58,11 +58,9 @@ const el = {
 
 // ---------------------------------------------------------------- constants
 
-const SERIES = ["writes", "reads", "write_bytes", "read_bytes"];
-const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "6h": 6 * 3600e3, "24h": 24 * 3600e3 };
+// View state <-> URL and the request sent from <head> (static/js/keyviz-state.js).
+const { SERIES, RANGES, MAX_ROWS, MAX_COLS, COLS_KEY, readState, stateQuery, sameMatrix } = window.KeyvizState;
 const FLAG = { soft: 1, conflict: 2, degraded: 4 };
-const MAX_ROWS = 1024;
-const MAX_COLS = 10000;
 
 // Layout of the main canvas, in CSS pixels.
 const PAD = { left: 208, right: 74, top: 26, colBars: 34, axis: 24 };
@@ -223,54 +221,6 @@ class ApiFailure extends Error {
   }
 }
 
-// ---------------------------------------------------------------- view state <-> URL
-
-const DEFAULT_ROWS = Number(cfg.defaultRows) || 256;
-
-function readState(search) {
-  const q = new URLSearchParams(search);
-  const num = (name) => {
-    const v = q.get(name);
-    return v !== null && /^\d+$/.test(v) ? Number(v) : null;
-  };
-  const series = SERIES.includes(q.get("series")) ? q.get("series") : "writes";
-  const from = num("from");
-  const to = num("to");
-  const custom = from !== null && to !== null && from < to;
-  const rows = Math.min(MAX_ROWS, Math.max(1, num("rows") || DEFAULT_ROWS));
-  const cols = num("cols");
-  const brightness = Math.min(4, Math.max(0.25, Number(q.get("brightness")) || 1));
-  return {
-    series,
-    range: custom ? "custom" : (RANGES[q.get("range")] ? q.get("range") : "1h"),
-    from: custom ? from : null,
-    to: custom ? to : null,
-    startKey: q.get("start_key") || "",
-    endKey: q.get("end_key") || "",
-    rows,
-    cols: cols ? Math.min(MAX_COLS, cols) : null,
-    brightness,
-    live: q.get("live") !== "0",
-  };
-}
-
-function stateQuery(s) {
-  const q = new URLSearchParams();
-  if (s.series !== "writes") q.set("series", s.series);
-  if (s.range === "custom") {
-    q.set("from", String(s.from));
-    q.set("to", String(s.to));
-  } else if (s.range !== "1h") q.set("range", s.range);
-  if (s.startKey) q.set("start_key", s.startKey);
-  if (s.endKey) q.set("end_key", s.endKey);
-  if (s.rows !== DEFAULT_ROWS) q.set("rows", String(s.rows));
-  if (s.cols) q.set("cols", String(s.cols));
-  if (s.brightness !== 1) q.set("brightness", s.brightness.toFixed(2));
-  if (!s.live) q.set("live", "0");
-  const text = q.toString();
-  return text ? `?${text}` : location.pathname;
-}
-
 /** Live applies to a window that ends now (a preset); a zoomed or custom window is fixed. */
 const liveWanted = (s) => s.live && s.range !== "custom";
 const zoomed = (s) => s.range === "custom" || Boolean(s.startKey || s.endKey);
@@ -281,7 +231,7 @@ const zoomed = (s) => s.range === "custom" || Boolean(s.startKey || s.endKey);
 function decodeMatrix(buffer) {
   const dv = new DataView(buffer);
   const magic = String.fromCharCode(dv.getUint8(0), dv.getUint8(1), dv.getUint8(2), dv.getUint8(3));
-  if (magic !== "EKVZ" || dv.getUint16(4, true) !== 1) throw new Error("not a version 1 KeyViz matrix");
+  if (magic !== "EKVZ" || dv.getUint16(4, true) !== 2) throw new Error("not a version 2 KeyViz matrix");
   const length = dv.getUint32(8, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 12, length)));
   let at = 12 + length;
@@ -292,13 +242,11 @@ function decodeMatrix(buffer) {
   const times = Array.from(stamps, Number);
   at += 8 * C;
   const values = new Float64Array(R * C);
-  if (header.values_dtype === "float64") {
-    values.set(new Float64Array(buffer, at, R * C));
-    at += 8 * R * C;
-  } else if (header.values_dtype === "uint32") {
-    // Every value fits in 32 bits: the server sent half the bytes.
-    values.set(new Uint32Array(buffer, at, R * C));
-    at += 4 * R * C;
+  const Narrow = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, float64: Float64Array }[header.values_dtype];
+  if (Narrow) {
+    // The narrowest type every value fits in (keyviz/serialize.py): widened in one copy.
+    values.set(new Narrow(buffer, at, R * C));
+    at += Narrow.BYTES_PER_ELEMENT * R * C;
   } else {
     // uint64 as two uint32 halves: exact up to 2^53, no BigInt per cell.
     const halves = new Uint32Array(buffer, at, 2 * R * C);
@@ -307,8 +255,11 @@ function decodeMatrix(buffer) {
     }
     at += 8 * R * C;
   }
-  const flags = new Uint8Array(buffer.slice(at, at + R * C));
-  return { header, times, values, flags };
+  // No flags section when no cell has a flag.
+  const counts = header.flag_counts;
+  const flagged = counts.soft + counts.conflict + counts.degraded > 0;
+  const flags = flagged ? new Uint8Array(buffer.slice(at, at + R * C)) : new Uint8Array(R * C);
+  return { header, times, values, flags, flagged };
 }
 
 // ---------------------------------------------------------------- the matrix on the page
@@ -318,7 +269,7 @@ function decodeMatrix(buffer) {
  * values / flags / colour bytes row-major (cell r, c at r * C + c).
  */
 class Grid {
-  constructor({ header, times, values, flags }, spanMs) {
+  constructor({ header, times, values, flags, flagged }, spanMs) {
     this.series = header.series;
     this.step = header.step_ms;
     this.rows = header.rows;
@@ -327,6 +278,7 @@ class Grid {
     this.times = times;
     this.values = values;
     this.flags = flags;
+    this.flagged = flagged; // false: no cell has a flag (painting and marks skip them)
     this.bytes = new Uint8Array(values.length);
     this.spanMs = spanMs; // live window length (presets), null for a fixed window
     this.version = 0;
@@ -377,6 +329,7 @@ class Grid {
    * column, "shift" when the window scrolled by exactly one column, "grow" otherwise.
    */
   addColumn(t, vals, flgs, liveStep) {
+    if (!this.flagged && flgs.some((f) => f)) this.flagged = true;
     const R = this.R;
     const C = this.C;
     const last = C ? this.times[C - 1] : -Infinity;
@@ -502,8 +455,10 @@ function paintAll() {
   const image = ctx.createImageData(C, R);
   const px = new Uint32Array(image.data.buffer);
   const { bytes, flags } = g;
-  for (let i = 0; i < px.length; i++) {
-    px[i] = flags[i] & FLAG.degraded ? GREY[bytes[i]] : LUT[bytes[i]];
+  if (g.flagged) {
+    for (let i = 0; i < px.length; i++) px[i] = flags[i] & FLAG.degraded ? GREY[bytes[i]] : LUT[bytes[i]];
+  } else {
+    for (let i = 0; i < px.length; i++) px[i] = LUT[bytes[i]];
   }
   ctx.putImageData(image, 0, 0);
 }
@@ -540,6 +495,10 @@ function paintColumn(c) {
 function computeMarks() {
   const g = K.grid;
   const { R, C, flags } = g;
+  if (!g.flagged) {
+    K.marks = { conflict: 0, soft: 0 };
+    return;
+  }
   const images = { conflict: null, soft: null };
   const image = (name) => {
     images[name] = K.masks[name].getContext("2d").createImageData(C, R);
@@ -632,6 +591,11 @@ function layout() {
     w: width - PAD.left - PAD.right,
     h: height - PAD.top - PAD.colBars - PAD.axis,
   };
+  try {
+    localStorage.setItem(COLS_KEY, String(autoCols()));
+  } catch {
+    /* storage refused: the next visit asks after layout */
+  }
 }
 
 const cellW = () => K.plot.w / (K.view.x1 - K.view.x0);
@@ -1580,30 +1544,24 @@ function showMessage(text) {
 
 // ---------------------------------------------------------------- loading a view
 
-function matrixParams(s, overrides = {}) {
-  const q = new URLSearchParams({ series: s.series, rows: String(s.rows), format: "bin" });
-  const cols = s.cols || Math.max(60, Math.min(MAX_COLS, Math.floor(K.plot.w)));
-  q.set("cols", String(cols));
-  if (s.range === "custom") {
-    q.set("from", String(s.from));
-    q.set("to", String(s.to));
-  } else {
-    q.set("from", String(Math.max(0, Date.now() - RANGES[s.range])));
-  }
-  if (s.startKey) q.set("start_key", s.startKey);
-  if (s.endKey) q.set("end_key", s.endKey);
-  // The step the live stream reported: the API need not infer it (it cannot from a
-  // window holding a column or two per node).
-  if (K.liveStep) q.set("step_ms", String(K.liveStep));
-  for (const [k, v] of Object.entries(overrides)) {
-    if (v === null) q.delete(k);
-    else q.set(k, String(v));
-  }
-  return q;
-}
+/** Columns the map is wide (one per CSS pixel) when the view does not fix them. */
+const autoCols = () => Math.max(60, Math.min(MAX_COLS, Math.floor(K.plot.w)));
+
+const matrixParams = (s, overrides = {}) => window.KeyvizState.matrixParams(s, autoCols(), K.liveStep, overrides);
 
 async function fetchMatrix(params, signal) {
-  const resp = await fetch(`${cfg.matrixUrl}?${params}`, { signal, headers: { Accept: "application/octet-stream" } });
+  // The request keyviz-state.js sent at page load, if it asked for this matrix.
+  const first = window.KeyvizState.takeFirst();
+  let request;
+  K.prof.early = Boolean(first && sameMatrix(first.params, params));
+  if (K.prof.early) {
+    signal?.addEventListener("abort", () => first.controller.abort());
+    request = first.response;
+  } else {
+    first?.controller.abort();
+    request = fetch(`${cfg.matrixUrl}?${params}`, { signal, headers: { Accept: "application/octet-stream" } });
+  }
+  const resp = await request;
   if (!resp.ok) {
     let message = resp.statusText;
     try { message = (await resp.json()).message || message; } catch { /* not JSON */ }
@@ -1656,6 +1614,7 @@ async function load() {
     drawMs: p.drawn - p.painted,
     renderMs: performance.now() - p.received, // bytes in -> on screen, all of it
     bytes: p.bytes,
+    early: p.early, // the request keyviz-state.js sent from <head>
   };
   // Columns that arrived while the matrix was on its way.
   for (const msg of K.liveQueue.splice(0)) applyLiveColumn(msg);

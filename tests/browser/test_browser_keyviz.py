@@ -208,6 +208,43 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     assert page.bad_resources == []
 
 
+def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
+    portal_factory, page, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(routes=24)
+    columns = history(cluster)
+    portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
+    hot = bucket(cluster, HOT)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/keyviz/matrix" in r.url else None)
+
+    # First visit: the page does not know its width yet, so it asks after layout.
+    page.goto(portal.url + "/keyviz/?live=0")
+    ready(page, "writes")
+    assert page.evaluate("window.keyviz.timing.early") is False
+    assert len(asked) == 1
+    # Return visit: the request leaves from <head>, once, and is the one drawn.
+    asked.clear()
+    page.reload()
+    ready(page, "writes")
+    assert page.evaluate("window.keyviz.timing.early") is True
+    assert len(asked) == 1
+    assert bright(pixel(page, hot, columns[3]))
+    # A stale width (the window was resized): that request is dropped, the page asks anew.
+    page.evaluate("localStorage.setItem('keyviz.cols', '61')")
+    asked.clear()
+    page.reload()
+    ready(page, "writes")
+    assert page.evaluate("window.keyviz.timing.early") is False
+    assert len(asked) == 2
+    assert "cols=61&" in asked[0]  # the head asked with the stored width
+    assert "cols=61&" not in asked[1]
+    assert bright(pixel(page, hot, columns[3]))
+    assert page.console_errors == []
+    assert all("/api/keyviz/matrix" in r and "cols=61" in r for r in page.bad_resources)
+
+
 def wait_columns(page, count: int, timeout_s: float) -> list[int]:
     until(page, f"window.keyviz.liveDraws.length >= {count}", timeout=int(timeout_s * 1000))
     found: list[int] = [d["column_unix_ms"] for d in page.evaluate("window.keyviz.liveDraws")]

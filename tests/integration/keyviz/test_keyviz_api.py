@@ -116,6 +116,17 @@ async def test_binary_format_carries_the_same_matrix(devcluster, api):
     ]
 
 
+@pytest.mark.parametrize("fmt", ["json", "bin"])
+async def test_the_matrix_answer_says_where_its_time_went_in_server_timing(devcluster, api, fmt):
+    devcluster.inject([Op("n1", "write", KEY, count=7)])
+    flush_staggered(devcluster, minute())
+    resp = await api(devcluster).get("/api/keyviz/matrix", {"format": fmt})
+    assert resp.status_code == 200
+    phases = dict(part.split(";dur=") for part in resp["Server-Timing"].split(", "))
+    assert list(phases) == ["nodes", "merge", "fit", "encode"]
+    assert all(float(ms) >= 0 for ms in phases.values())
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.fanout import FanOut, Node, NodeStatus
+from cluster.fanout import Node, NodeStatus
 from keyviz.matrix import (
     MalformedMatrixError,
     NodeMatrix,
@@ -23,7 +23,7 @@ from keyviz.matrix import (
     node_matrix_from_response,
 )
 from keyviz.merge import merge_nodes
-from keyviz.service import decode_matrices
+from keyviz.service import decode_node_matrix
 from proto import admin_pb2
 from proto.wire import WireDecodeError
 from tests.unit.keyviz.keyviz_testkit import (
@@ -231,36 +231,27 @@ def test_arrays_are_writable_copies_with_the_narrowest_ids() -> None:
     ]
 
 
-def test_decode_matrices_fails_only_the_nodes_with_bad_bytes() -> None:
-    nodes = [Node("n1", "a:1"), Node("n2", "a:2"), Node("n3", "a:3"), Node("n4", "a:4")]
-    answers: FanOut[bytes] = FanOut(
-        results={
-            "a:1": response(cols(2), row("route:1", [1, 2])).SerializeToString(),
-            "a:2": response(cols(2), row("route:1", [1, 2, 3])).SerializeToString(),
-            "a:3": b"\x12\x80",
-        },
-        statuses=[
-            NodeStatus("n1", "a:1", True, latency_ms=1.0),
-            NodeStatus("n2", "a:2", True, latency_ms=2.0),
-            NodeStatus("n3", "a:3", True, latency_ms=3.0),
-            NodeStatus("n4", "a:4", False, "unreachable: gone", 4.0, "UNAVAILABLE"),
-        ],
-    )
-    matrices, statuses = decode_matrices(nodes, answers)
-    assert [m.node for m in matrices] == ["n1"]
-    assert matrices[0].values.tolist() == [[1, 2]]
-    assert [(s.node, s.ok, s.code) for s in statuses] == [
-        ("n1", True, None),
-        ("n2", False, "MALFORMED"),
-        ("n3", False, "MALFORMED"),
-        ("n4", False, "UNAVAILABLE"),
-    ]
-    assert statuses[1].error == "malformed KeyViz matrix: row route:1: 3 values but 2 columns"
-    assert statuses[2].error == (
+def test_decode_node_matrix_fails_only_the_node_with_bad_bytes() -> None:
+    def decode(data: bytes) -> tuple[NodeMatrix | None, NodeStatus]:
+        status = NodeStatus("n1", "a:1", True, latency_ms=3.0)
+        return decode_node_matrix(Node("n1", "a:1"), status, data)
+
+    good, ok = decode(response(cols(2), row("route:1", [1, 2])).SerializeToString())
+    assert good is not None
+    assert good.node == "n1"
+    assert good.values.tolist() == [[1, 2]]
+    assert (ok.ok, ok.code, ok.error) == (True, None, None)
+    short, rejected = decode(response(cols(2), row("route:1", [1, 2, 3])).SerializeToString())
+    assert short is None
+    assert (rejected.ok, rejected.code, rejected.latency_ms) == (False, "MALFORMED", 3.0)
+    assert rejected.error == "malformed KeyViz matrix: row route:1: 3 values but 2 columns"
+    garbage, broken = decode(b"\x12\x80")
+    assert garbage is None
+    assert broken.code == "MALFORMED"
+    assert broken.error == (
         "malformed KeyViz matrix: not a valid protobuf "
         "(varint at byte 1 runs past the end of its message)"
     )
-    assert statuses[2].latency_ms == 3.0
 
 
 # Ids and values of every width the narrowing produces (uint8 .. uint64, and

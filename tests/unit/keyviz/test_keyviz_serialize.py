@@ -83,8 +83,9 @@ def test_binary_form_round_trips_values_flags_and_header() -> None:
     assert out.flags.tolist() == [[6, 4, 4], [0, 1, 0]]
     assert out.header["n_rows"] == 2
     assert out.header["n_cols"] == 3
-    assert out.header["values_dtype"] == "uint32"  # every value fits: half the bytes
+    assert out.header["values_dtype"] == "uint8"  # every value fits in a byte
     assert out.header["flag_bits"] == {"soft": 1, "conflict": 2, "degraded": 4}
+    assert out.header["flag_counts"] == {"soft": 1, "conflict": 1, "degraded": 3}
     assert out.header["nodes"] == NODES
     assert out.header["series"] == "writes"
     assert [r["bucket_id"] for r in out.header["rows"]] == ["route:1", "route:2"]
@@ -94,7 +95,7 @@ def test_binary_form_round_trips_values_flags_and_header() -> None:
 def test_binary_layout_is_magic_version_header_then_8_byte_aligned_arrays() -> None:
     data = matrix_to_binary(merged(), values_dtype="uint64")
     magic, version, reserved, length = struct.unpack_from("<4sHHI", data)
-    assert (magic, version, reserved) == (b"EKVZ", 1, 0)
+    assert (magic, version, reserved) == (b"EKVZ", 2, 0)
     header = json.loads(data[12 : 12 + length])
     start = 12 + length + (-(12 + length) % 8)
     assert start % 8 == 0
@@ -105,17 +106,45 @@ def test_binary_layout_is_magic_version_header_then_8_byte_aligned_arrays() -> N
     assert header["n_cols"] == 3
 
 
-def test_binary_values_are_uint32_when_every_value_fits_and_uint64_otherwise() -> None:
-    small = matrix_to_binary(merged())
-    header_len = struct.unpack_from("<I", small, 8)[0]
-    start = 12 + header_len + (-(12 + header_len) % 8)
-    assert struct.unpack_from("<6I", small, start + 24) == (7, 0, 2, 1, 1, 1)
-    assert small[start + 24 + 24 :] == bytes([6, 4, 4, 0, 1, 0])
+@pytest.mark.parametrize(
+    ("largest", "dtype", "fmt"),
+    [
+        (255, "uint8", "B"),
+        (256, "uint16", "H"),
+        (2**16 - 1, "uint16", "H"),
+        (2**16, "uint32", "I"),
+        (2**32 - 1, "uint32", "I"),
+        (2**32, "uint64", "Q"),
+        (2**64 - 1, "uint64", "Q"),
+    ],
+)
+def test_binary_values_take_the_narrowest_type_the_largest_value_fits(
+    largest: int, dtype: str, fmt: str
+) -> None:
     m = merged()
-    m.values[0, 0] = 2**32  # one value past 32 bits: the whole array goes wide
-    wide = decode_binary(matrix_to_binary(m))
-    assert wide.header["values_dtype"] == "uint64"
-    assert wide.values[0, 0] == 2**32
+    m.values[0, 0] = largest  # one value decides for the whole array
+    data = matrix_to_binary(m)
+    header_len = struct.unpack_from("<I", data, 8)[0]
+    start = 12 + header_len + (-(12 + header_len) % 8)
+    assert struct.unpack_from(f"<6{fmt}", data, start + 24) == (largest, 0, 2, 1, 1, 1)
+    assert data[start + 24 + 6 * struct.calcsize(fmt) :] == bytes([6, 4, 4, 0, 1, 0])
+    out = decode_binary(data)
+    assert out.header["values_dtype"] == dtype
+    assert out.values[0, 0] == largest
+
+
+def test_binary_leaves_the_flags_out_when_no_cell_has_one() -> None:
+    m = merged()
+    for marks in (m.soft, m.conflict, m.degraded):
+        marks[:] = False
+    data = matrix_to_binary(m)
+    header_len = struct.unpack_from("<I", data, 8)[0]
+    start = 12 + header_len + (-(12 + header_len) % 8)
+    assert len(data) == start + 24 + 6  # stamps, one byte per value, nothing after
+    out = decode_binary(data)
+    assert out.header["flag_counts"] == {"soft": 0, "conflict": 0, "degraded": 0}
+    assert out.flags.tolist() == [[0, 0, 0], [0, 0, 0]]
+    assert out.values.tolist() == [[7, 0, 2], [1, 1, 1]]
 
 
 def test_binary_values_can_be_float64() -> None:
@@ -126,7 +155,7 @@ def test_binary_values_can_be_float64() -> None:
 
 def test_binary_decoder_rejects_other_data() -> None:
     data = matrix_to_binary(merged())
-    with pytest.raises(ValueError, match="not a version 1 KeyViz matrix"):
+    with pytest.raises(ValueError, match="not a version 2 KeyViz matrix"):
         decode_binary(b"XXXX" + data[4:])
     with pytest.raises(ValueError, match="too short"):
         decode_binary(b"EKV")
