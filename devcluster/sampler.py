@@ -2,16 +2,19 @@
 
 Observation is O(1) (a dict lookup and list increments); a flush is O(buckets with traffic)
 plus O(tracked routes) only when the catalog changed; a query is numpy over the selected
-columns. Rows follow CONTRACT.md: `route:<id>`, `route:<id>:<label>`, `virtual:<id>`.
+columns, which GetKeyVizMatrix's `matrix_wire` keeps materialised between queries (as a
+real node keeps its ring), so it only adds the columns flushed since the last one.
+Rows follow CONTRACT.md: `route:<id>`, `route:<id>:<label>`, `virtual:<id>`.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -150,6 +153,164 @@ class _BlockScatter:
         return out
 
 
+# A layer of _MatrixCache: ("seen", 0) marks the cells a column had; then ("values",
+# counter), ("soft", counter % 2), ("groups", 0), ("terms", 0) and ("roles", 0).
+_Layer = tuple[str, int]
+_SEEN: _Layer = ("seen", 0)
+# Layers kept as uint8 while every cell is below 128 (one varint byte each, 8x less to
+# copy and encode), widened to uint64 by the first cell that is not.
+_WIDENED = frozenset({"values", "groups", "terms"})
+
+
+def _layer_cells(column: Column, layer: _Layer) -> NDArray[Any]:
+    kind, i = layer
+    cells: NDArray[Any]
+    if kind == "values":
+        cells = column.values[i]
+    elif kind == "soft":
+        cells = column.soft[i]
+    else:
+        cells = getattr(column, kind)
+    return cells
+
+
+class _MatrixCache:
+    """The ring's columns as [rows, columns] arrays, kept in step with the ring query by query.
+
+    Building a day's matrix from the sparse columns on every query cost tens of
+    milliseconds; here a query scatters only the columns flushed since the last
+    one. Column number s (counting every flush) sits at physical column s % width:
+    a circular buffer. Rows are slots in the order they first appeared; the `seen`
+    layer marks the cells a column had, so a window's rows are the slots seen in it,
+    as in `_dense`. Only the ring's columns, lo..hi-1, are ever read.
+    """
+
+    def __init__(self) -> None:
+        self.cells: dict[_Layer, NDArray[Any]] = {_SEEN: np.zeros((0, 0), dtype=np.bool_)}
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty, keeping the layers it had."""
+        self.lo = self.hi = 0  # columns lo..hi-1 are materialised
+        self.width = 0
+        self.n_rows = 0
+        self.slot_of_row = np.zeros(0, dtype=np.int64)
+        self.row_of_slot = np.zeros(0, dtype=np.int64)  # -1: the slot has no row
+        self.cells = {layer: _empty(layer, (0, 0)) for layer in self.cells}
+
+    def spans(self, s0: int, s1: int) -> list[tuple[int, int]]:
+        """Physical column ranges holding columns s0..s1-1, oldest first."""
+        if s1 <= s0:
+            return []
+        a = s0 % self.width
+        b = a + s1 - s0
+        return [(a, b)] if b <= self.width else [(a, self.width), (0, b - self.width)]
+
+    def rows_seen(self, s0: int, s1: int) -> NDArray[np.intp]:
+        """Rows with a cell in columns s0..s1-1."""
+        hit = np.zeros(self.n_rows, dtype=np.bool_)
+        for a, b in self.spans(s0, s1):
+            hit |= self.cells[_SEEN][: self.n_rows, a:b].any(axis=1)
+        return np.flatnonzero(hit)
+
+    def take(self, layer: _Layer, rows: NDArray[np.intp], s0: int, s1: int) -> NDArray[Any]:
+        """A layer's cells of `rows` in columns s0..s1-1, always a copy: the caller
+        encodes it outside the cluster lock while later queries update the cache."""
+        cells = self.cells[layer]
+        spans = self.spans(s0, s1)
+        if len(spans) == 1:
+            a, b = spans[0]
+            return cells[rows, a:b]
+        out = np.zeros((rows.shape[0], s1 - s0), dtype=cells.dtype)
+        at = 0
+        for a, b in spans:
+            out[:, at : at + b - a] = cells[rows, a:b]
+            at += b - a
+        return out
+
+    def sync(self, ring: deque[Column], flushed: int, n_slots: int, history: int) -> None:
+        """Catch up with the ring, whose newest column is number flushed - 1."""
+        first = flushed - len(ring)
+        # Evicted columns are left as they are: nothing reads them, and new columns
+        # are written whole over them.
+        self.lo, self.hi = first, max(self.hi, first)
+        new = [ring[i] for i in range(self.hi - first, len(ring))]
+        if not new:
+            return
+        slots = np.concatenate([c.slots for c in new])
+        if self.row_of_slot.shape[0] < n_slots:
+            grown = np.full(n_slots, -1, dtype=np.int64)
+            grown[: self.row_of_slot.shape[0]] = self.row_of_slot
+            self.row_of_slot = grown
+        present = np.zeros(n_slots, dtype=np.bool_)
+        present[slots] = True
+        fresh = np.flatnonzero(present & (self.row_of_slot < 0))
+        n_rows = self.n_rows + fresh.shape[0]
+        rows_cap, width = self.cells[_SEEN].shape
+        if n_rows > rows_cap:
+            if 2 * self.rows_seen(self.lo, self.hi).shape[0] < self.n_rows:
+                # Most rows belong to buckets no live column has (replaced routes): start over.
+                self._reset()
+                self.sync(ring, flushed, n_slots, history)
+                return
+            rows_cap = max(n_rows, 2 * rows_cap)
+        if len(ring) > width:
+            width = min(history, max(len(ring), 2 * width))
+        if (rows_cap, width) != self.cells[_SEEN].shape:
+            self._resize(rows_cap, width)
+        self.row_of_slot[fresh] = np.arange(self.n_rows, n_rows)
+        self.slot_of_row = np.concatenate([self.slot_of_row, fresh])
+        self.n_rows = n_rows
+        self._fill(new, self.hi, list(self.cells))
+        self.hi = flushed
+
+    def add(self, layers: list[_Layer], ring: deque[Column]) -> None:
+        """Layers not kept so far (a series asked for the first time), from the whole
+        ring; the cache must be in step with it."""
+        for layer in layers:
+            self.cells[layer] = _empty(layer, self.cells[_SEEN].shape)
+        self._fill(list(ring), self.lo, layers)
+
+    def _fill(self, columns: list[Column], s0: int, layers: list[_Layer]) -> None:
+        """Write columns s0.. into `layers`, whole: zero where a row had no cell."""
+        if not columns:
+            return
+        # As a dense block first (_BlockScatter: a day of columns at the first query).
+        sizes = [c.slots.shape[0] for c in columns]
+        rows = self.row_of_slot[np.concatenate([c.slots for c in columns])]
+        scatter = _BlockScatter((self.n_rows, len(columns)), rows, sizes)
+        spans = self.spans(s0, s0 + len(columns))
+        for layer in layers:
+            if layer == _SEEN:
+                put = np.ones(rows.shape[0], dtype=np.bool_)
+            else:
+                put = np.concatenate([_layer_cells(c, layer) for c in columns])
+            cells = self.cells[layer]
+            if cells.dtype == np.uint8 and layer[0] in _WIDENED and put.max(initial=0) >= 128:
+                cells = self.cells[layer] = cells.astype(np.uint64)
+            block = scatter.place(put.astype(cells.dtype, copy=False))
+            at = 0
+            for a, b in spans:
+                cells[: self.n_rows, a:b] = block[:, at : at + b - a]
+                at += b - a
+
+    def _resize(self, rows: int, width: int) -> None:
+        live = np.arange(self.lo, self.hi)
+        src, dst = live % max(self.width, 1), live % width
+
+        def moved(cells: NDArray[T]) -> NDArray[T]:
+            out = np.zeros((rows, width), dtype=cells.dtype)
+            out[: self.n_rows, dst] = cells[: self.n_rows, src]
+            return out
+
+        self.cells = {layer: moved(cells) for layer, cells in self.cells.items()}
+        self.width = width
+
+
+def _empty(layer: _Layer, shape: tuple[int, ...]) -> NDArray[Any]:
+    return np.zeros(shape, dtype=np.bool_ if layer[0] in ("seen", "soft") else np.uint8)
+
+
 def _partition(routes: Sequence[Route], budget: int) -> list[Sequence[Route]]:
     """Split key-ordered routes into at most `budget` runs of adjacent routes, sizes +-1."""
     if len(routes) <= budget:
@@ -189,6 +350,11 @@ class KeyVizSampler:
         self._route_bucket: dict[int, Bucket] = {}
         self._slot_of: dict[int | tuple[int, str], int] = {}
         self._window: dict[int, list[int]] = {}
+        self._history = history_columns
+        self._flushed = 0  # columns ever flushed: the ring's newest is number _flushed - 1
+        self._cache: _MatrixCache | None = None  # made by the first matrix_wire query
+        # Row headers by slot, then by role mask; a bucket's entry goes when its facts change.
+        self._headers: dict[int, dict[int, RowHeader]] = {}
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -271,6 +437,7 @@ class KeyVizSampler:
             roles=acc[:, _ROLES_AT].astype(np.uint8),
         )
         self._ring.append(column)
+        self._flushed += 1
         return column
 
     def columns_between(self, from_ms: int, to_ms: int) -> list[Column]:
@@ -299,28 +466,52 @@ class KeyVizSampler:
         cell; encoded from these arrays it is byte for byte the same response.
         """
         counter = series_counter(series)
-        columns = self.columns_between(from_ms, to_ms)
         cap = min(rows, MAX_ROWS) if rows else 0
-        dense = self._dense(columns, counter)
-        buckets, ordered = self._selected(dense, cap)
-        picked = np.array(ordered, dtype=np.intp)
-        headers = tuple(self._header(buckets[i], dense, i, counter) for i in ordered)
+        # Columns are in at_ms order: the window is one run of them (as columns_between).
+        at_ms = [c.at_ms for c in self._ring]
+        i0 = bisect_left(at_ms, from_ms) if from_ms else 0
+        i1 = max(i0, bisect_left(at_ms, to_ms) if to_ms else len(at_ms))
+        s0 = self._flushed - len(at_ms) + i0
+        s1 = s0 + i1 - i0
+        cache = self._synced_cache(counter)
+        seen = cache.rows_seen(s0, s1)
+        buckets = [self._buckets[s] for s in cache.slot_of_row[seen].tolist()]
+        # Over the cap every row's total is needed; else only the rows sent are taken.
+        over = bool(cap) and len(buckets) > cap
+        values: NDArray[Any] = np.zeros((0, 0), dtype=np.uint64)
+        if over:
+            values = cache.take(("values", counter), seen, s0, s1)
+        ordered = self._key_order(
+            buckets, lambda: values.sum(axis=1, dtype=np.uint64).tolist(), cap
+        )
+        at = np.array(ordered, dtype=np.intp)
+        picked = seen[at]
+        values = values[at] if over else cache.take(("values", counter), picked, s0, s1)
+        n, width = picked.shape[0], s1 - s0
         if self._design:
-            soft = dense.soft[picked]
+            soft = cache.take(("soft", counter % 2), picked, s0, s1)
             marked = soft.any(axis=1)
             soft_columns = Ragged(
                 soft[marked].reshape(-1).astype(np.uint8),
-                np.where(marked, len(columns), 0).astype(np.int64),
+                np.where(marked, width, 0).astype(np.int64),
             )
+            roles = cache.take(("roles", 0), picked, s0, s1)
+            wanted = _WRITE_ROLE_BITS if counter % 2 else _READ_ROLE_BITS
+            masks = (np.bitwise_or.reduce(roles, axis=1) & wanted).tolist()
         else:
-            soft_columns = Ragged.empty(len(ordered))
+            soft_columns = Ragged.empty(n)
+            masks = [0] * n
+        counts = np.full(n, width, dtype=np.int64)
         return KeyVizMatrixWire(
-            column_unix_ms=np.array([c.at_ms for c in columns], dtype=np.int64),
-            rows=headers,
-            values=Ragged.dense(dense.values[picked]),
+            column_unix_ms=np.array(at_ms[i0:i1], dtype=np.int64),
+            rows=tuple(
+                self._cached_header(buckets[i], m) for i, m in zip(ordered, masks, strict=True)
+            ),
+            # uint8 or uint64 cells, as Ragged allows; taken fresh, so C-ordered.
+            values=Ragged(values.reshape(-1), counts),
             soft_columns=soft_columns,
-            raft_group_ids=Ragged.dense(dense.groups[picked]),
-            leader_terms=Ragged.dense(dense.terms[picked]),
+            raft_group_ids=Ragged(cache.take(("groups", 0), picked, s0, s1).reshape(-1), counts),
+            leader_terms=Ragged(cache.take(("terms", 0), picked, s0, s1).reshape(-1), counts),
         )
 
     def column_rows(self, column: Column, series: int) -> list[admin_pb2.KeyVizRow]:
@@ -364,8 +555,17 @@ class KeyVizSampler:
             self._by_id[bucket_id] = bucket
         else:
             # Same id, new catalog facts (a virtual bucket's members, a merged group).
-            bucket.start, bucket.end, bucket.route_ids = start, end, route_ids
-            bucket.group_id, bucket.lineage_id = group_id, lineage_id
+            facts = (start, end, route_ids, group_id, lineage_id)
+            if facts != (
+                bucket.start,
+                bucket.end,
+                bucket.route_ids,
+                bucket.group_id,
+                bucket.lineage_id,
+            ):
+                bucket.start, bucket.end, bucket.route_ids = start, end, route_ids
+                bucket.group_id, bucket.lineage_id = group_id, lineage_id
+                self._headers.pop(bucket.slot, None)
         return bucket
 
     def _slot_for(self, route_id: int, label: str) -> int:
@@ -417,16 +617,34 @@ class KeyVizSampler:
             roles = np.zeros(slots.size, dtype=np.uint8)
         return _Dense(slots, values, soft, groups, terms, roles)
 
+    def _synced_cache(self, counter: int) -> _MatrixCache:
+        if self._cache is None:
+            self._cache = _MatrixCache()
+        cache = self._cache
+        cache.sync(self._ring, self._flushed, len(self._buckets), self._history)
+        layers = [("values", counter), ("groups", 0), ("terms", 0)]
+        if self._design:
+            layers += [("soft", counter % 2), ("roles", 0)]
+        missing = [layer for layer in layers if layer not in cache.cells]
+        if missing:
+            cache.add(missing, self._ring)
+        return cache
+
     def _selected(self, dense: _Dense, cap: int) -> tuple[list[Bucket], list[int]]:
         """The dense rows a response carries, in key order, and every dense row's bucket."""
         buckets = [self._buckets[s] for s in dense.slots.tolist()]
+        return buckets, self._key_order(buckets, lambda: dense.values.sum(axis=1).tolist(), cap)
+
+    @staticmethod
+    def _key_order(buckets: list[Bucket], totals: Callable[[], list[int]], cap: int) -> list[int]:
+        """Indexes of the rows a response carries (at most `cap`, 0: all), in key order."""
         keep = list(range(len(buckets)))
         if cap and len(buckets) > cap:
             # Over budget real nodes keep the busiest rows and drop the rest; ties go to key order.
-            totals = dense.values.sum(axis=1).tolist()
-            keep.sort(key=lambda i: (-totals[i], buckets[i].start, buckets[i].bucket_id))
+            total = totals()
+            keep.sort(key=lambda i: (-total[i], buckets[i].start, buckets[i].bucket_id))
             del keep[cap:]
-        return buckets, sorted(keep, key=lambda i: (buckets[i].start, buckets[i].bucket_id))
+        return sorted(keep, key=lambda i: (buckets[i].start, buckets[i].bucket_id))
 
     def _rows(self, dense: _Dense, counter: int, cap: int) -> list[admin_pb2.KeyVizRow]:
         buckets, ordered = self._selected(dense, cap)
@@ -434,11 +652,24 @@ class KeyVizSampler:
 
     def _header(self, bucket: Bucket, dense: _Dense, i: int, counter: int) -> RowHeader:
         """What `_row` puts in a row besides its per-cell lists."""
-        roles: tuple[int, ...] = ()
+        mask = 0
         if self._design:
             wanted = _WRITE_ROLE_BITS if counter % 2 else _READ_ROLE_BITS
             mask = int(dense.roles[i]) & wanted
-            roles = tuple(r for r in _ROLE_ORDER if mask & role_bit(r))
+        return self._make_header(bucket, mask)
+
+    def _cached_header(self, bucket: Bucket, mask: int) -> RowHeader:
+        by_mask = self._headers.get(bucket.slot)
+        if by_mask is None:
+            by_mask = self._headers[bucket.slot] = {}
+        header = by_mask.get(mask)
+        if header is None:
+            header = by_mask[mask] = self._make_header(bucket, mask)
+        return header
+
+    def _make_header(self, bucket: Bucket, mask: int) -> RowHeader:
+        """A row's header; `mask`: the role bits of the row's series seen in its window."""
+        roles = tuple(r for r in _ROLE_ORDER if mask & role_bit(r))
         return RowHeader(
             bucket_id=bucket.bucket_id,
             start=bucket.start,

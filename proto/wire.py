@@ -24,6 +24,7 @@ Nothing here knows what the fields mean; keyviz/matrix.py checks the shapes.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -444,23 +445,25 @@ def encode_varints(cells: Cells) -> tuple[U8, I64 | None]:
     if not cells.shape[0] or int(cells.max()) < 0x80:
         return cells.astype(np.uint8), None
     values = cells.astype(np.uint64, copy=False)
+    n = values.shape[0]
     groups = (int(values.max()).bit_length() + 6) // 7
-    sizes = np.ones(values.shape[0], dtype=np.int64)
-    for k in range(1, groups):
-        sizes += values >= np.uint64(1 << (7 * k))
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    out = np.empty(int(ends[-1]), dtype=np.uint8)
-    seven_bits = np.uint64(0x7F)
-    # Byte k of every value that has one: seven bits, plus the "more" flag unless last.
-    idx = np.arange(values.shape[0])
+    # Row i: value i's bytes of seven bits each. Byte k exists when the value has a bit
+    # at 7k or above, and then byte k - 1 carries the "more" flag. The rows' bytes that
+    # exist, read in row-major order, are the varints back to back (uint8 throughout:
+    # a few times faster than placing each byte by index).
+    table = np.empty((n, groups), dtype=np.uint8)
+    keep = np.empty((n, groups), dtype=np.bool_)
+    keep[:, 0] = True
+    sizes = np.ones(n, dtype=np.int64)
     for k in range(groups):
+        # Assigning to uint8 keeps the low 8 bits.
+        table[:, k] = (values >> np.uint64(7 * k)) if k else values
         if k:
-            idx = idx[sizes[idx] > k]
-        chunk = (values[idx] >> np.uint64(7 * k)) & seven_bits
-        chunk |= (sizes[idx] > k + 1).astype(np.uint64) << np.uint64(7)
-        out[starts[idx] + k] = chunk.astype(np.uint8)
-    return out, sizes
+            np.greater_equal(values, np.uint64(1 << (7 * k)), out=keep[:, k])
+            sizes += keep[:, k]
+    table &= 0x7F
+    table[:, :-1] |= keep[:, 1:].view(np.uint8) << 7
+    return table[keep], sizes
 
 
 def _encoded_rows(r: Ragged) -> tuple[memoryview, list[int]]:
@@ -483,6 +486,9 @@ def _packed(number: int, items: Sequence[int]) -> bytes:
     return _delimited(number, b"".join(varint(i) for i in items))
 
 
+# A devcluster node keeps its RowHeader objects from one matrix to the next, so its
+# row heads are encoded once; a miss costs a RowHeader hash more than before.
+@functools.lru_cache(maxsize=8192)
 def _row_head(h: RowHeader) -> bytes:
     """Fields 1-10 of a row, as upb writes them."""
     out = bytearray()
