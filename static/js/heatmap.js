@@ -256,10 +256,10 @@ function decodeMatrix(buffer) {
     at += 8 * R * C;
   }
   // No flags section when no cell has a flag.
-  const counts = header.flag_counts;
-  const flagged = counts.soft + counts.conflict + counts.degraded > 0;
-  const flags = flagged ? new Uint8Array(buffer.slice(at, at + R * C)) : new Uint8Array(R * C);
-  return { header, times, values, flags, flagged };
+  let flagBits = 0; // the flags some cell has
+  for (const [name, bit] of Object.entries(FLAG)) if (header.flag_counts[name]) flagBits |= bit;
+  const flags = flagBits ? new Uint8Array(buffer.slice(at, at + R * C)) : new Uint8Array(R * C);
+  return { header, times, values, flags, flagBits };
 }
 
 // ---------------------------------------------------------------- the matrix on the page
@@ -269,7 +269,7 @@ function decodeMatrix(buffer) {
  * values / flags / colour bytes row-major (cell r, c at r * C + c).
  */
 class Grid {
-  constructor({ header, times, values, flags, flagged }, spanMs) {
+  constructor({ header, times, values, flags, flagBits }, spanMs) {
     this.series = header.series;
     this.step = header.step_ms;
     this.rows = header.rows;
@@ -278,7 +278,7 @@ class Grid {
     this.times = times;
     this.values = values;
     this.flags = flags;
-    this.flagged = flagged; // false: no cell has a flag (painting and marks skip them)
+    this.flagBits = flagBits; // the flags some cell may have: painting and marks skip the others
     this.bytes = new Uint8Array(values.length);
     this.spanMs = spanMs; // live window length (presets), null for a fixed window
     this.version = 0;
@@ -329,7 +329,7 @@ class Grid {
    * column, "shift" when the window scrolled by exactly one column, "grow" otherwise.
    */
   addColumn(t, vals, flgs, liveStep) {
-    if (!this.flagged && flgs.some((f) => f)) this.flagged = true;
+    for (let r = 0; r < flgs.length; r++) this.flagBits |= flgs[r];
     const R = this.R;
     const C = this.C;
     const last = C ? this.times[C - 1] : -Infinity;
@@ -455,7 +455,7 @@ function paintAll() {
   const image = ctx.createImageData(C, R);
   const px = new Uint32Array(image.data.buffer);
   const { bytes, flags } = g;
-  if (g.flagged) {
+  if (g.flagBits & FLAG.degraded) {
     for (let i = 0; i < px.length; i++) px[i] = flags[i] & FLAG.degraded ? GREY[bytes[i]] : LUT[bytes[i]];
   } else {
     for (let i = 0; i < px.length; i++) px[i] = LUT[bytes[i]];
@@ -495,39 +495,25 @@ function paintColumn(c) {
 function computeMarks() {
   const g = K.grid;
   const { R, C, flags } = g;
-  if (!g.flagged) {
-    K.marks = { conflict: 0, soft: 0 };
-    return;
-  }
-  const images = { conflict: null, soft: null };
-  const image = (name) => {
-    images[name] = K.masks[name].getContext("2d").createImageData(C, R);
-    return new Uint32Array(images[name].data.buffer);
-  };
-  let conflict = null;
-  let soft = null;
-  let conflicts = 0;
-  let softs = 0;
-  // One pass; a mask is allocated only once a cell needs it.
-  for (let i = 0; i < flags.length; i++) {
-    const f = flags[i];
-    if (!f) continue;
-    if (f & FLAG.conflict) {
-      (conflict ||= image("conflict"))[i] = 0xffffffff;
-      conflicts++;
-    }
-    if (f & FLAG.soft) {
-      (soft ||= image("soft"))[i] = 0xffffffff;
-      softs++;
-    }
-  }
-  K.marks = { conflict: conflicts, soft: softs };
+  K.marks = { conflict: 0, soft: 0 };
   for (const name of ["conflict", "soft"]) {
-    if (!images[name]) continue;
+    const bit = FLAG[name];
+    if (!(g.flagBits & bit)) continue; // no cell has it: no mask, no pass
     const mask = K.masks[name];
+    const image = mask.getContext("2d").createImageData(C, R);
+    const px = new Int32Array(image.data.buffer);
+    const shift = Math.log2(bit);
+    let count = 0;
+    // Branch-free: -1 (every byte 0xff) where the flag is set, 0 elsewhere.
+    for (let i = 0; i < flags.length; i++) {
+      const on = (flags[i] >> shift) & 1;
+      px[i] = -on;
+      count += on;
+    }
+    K.marks[name] = count;
     mask.width = C;
     mask.height = R;
-    mask.getContext("2d").putImageData(images[name], 0, 0);
+    mask.getContext("2d").putImageData(image, 0, 0);
   }
 }
 

@@ -57,3 +57,16 @@ def test_bind_address_parsing(bind, expected):
 def test_bad_bind_address_says_what_to_fix():
     with pytest.raises(SystemExit, match="--bindAddr must be host:port"):
         cli._split_bind("localhost")
+
+
+def test_serve_keeps_startup_objects_out_of_full_collections():
+    import gc
+    import sys
+
+    gc.unfreeze()
+    try:
+        cli.freeze_startup_objects()
+        assert "elastickv_admin.asgi" in sys.modules  # the application is loaded first
+        assert gc.get_freeze_count() > 10_000  # Django, gRPC, numpy and the app
+    finally:
+        gc.unfreeze()

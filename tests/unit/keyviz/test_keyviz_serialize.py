@@ -169,3 +169,15 @@ def test_empty_matrix_serializes() -> None:
     out = decode_binary(matrix_to_binary(m))
     assert out.values.shape == (0, 0)
     assert out.header["step_ms"] == STEP
+
+
+def test_binary_header_rows_are_the_json_forms_rows_request_after_request() -> None:
+    m = merged()
+    as_json = matrix_to_json(m, nodes=NODES)
+    for _ in range(2):  # the second time from the row cache
+        header = decode_binary(matrix_to_binary(m, nodes=NODES)).header
+        assert header["rows"] == [
+            {k: v for k, v in r.items() if k not in ("values", "soft", "conflict", "degraded")}
+            for r in as_json["rows"]
+        ]
+        assert (header["series"], header["step_ms"], header["nodes"]) == ("writes", STEP, NODES)
