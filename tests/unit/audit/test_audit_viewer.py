@@ -74,6 +74,12 @@ def test_newest_first_with_keyset_pages(auditor):
         ("outcome=failure&actor=bob", {("bob", "login.failed")}),
         ("request_id=req3", {("alice", "login.failed")}),
         ("q=attempt+5", {("alice", "login")}),
+        # Free text looks in every field, whatever the case.
+        ("q=ATTEMPT+6", {("bob", "login.failed")}),
+        ("q=USER%3AALICE", {("alice", "login"), ("alice", "login.failed")}),
+        ("q=ogin.fail", {("bob", "login.failed"), ("alice", "login.failed")}),
+        ("q=10.0.0.9&actor=alice", {("alice", "login"), ("alice", "login.failed")}),
+        ("q=nowhere", set()),
     ],
 )
 def test_filters_narrow_the_list(auditor, query, expected_actors_actions):
