@@ -224,6 +224,11 @@ def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     ready(page, "writes")
     assert page.evaluate("window.keyviz.timing.early") is False
     assert len(asked) == 1
+    # Once the totals tables below the map are filled the page is taller than the window;
+    # a scrollbar must not change the width the next visit asks with.
+    until(page, "document.querySelector('#kv-row-totals tbody').rows.length > 0")
+    page.evaluate("new Promise((done) => requestAnimationFrame(() => setTimeout(done, 300)))")
+    assert page.evaluate("document.documentElement.scrollHeight > innerHeight")
     # Return visit: the request leaves from <head>, once, and is the one drawn.
     asked.clear()
     page.reload()

@@ -204,3 +204,10 @@ def test_a_deactivated_user_cannot_sign_in(make_user):
 def test_sign_in_lands_on_the_first_page_the_roles_open(make_user, roles, home):
     make_user("alice", *roles)
     assert login(Client(), "alice", PASSWORD)["Location"] == home
+
+
+@pytest.mark.django_db
+def test_the_sign_in_page_carries_the_inline_icon_so_browsers_ask_for_no_favicon():
+    # Without it a browser asks for /favicon.ico, a 404 in its console on every sign-in.
+    page = Client().get("/login/").content.decode()
+    assert '<link rel="icon" href="data:image/svg+xml,' in page
