@@ -20,15 +20,6 @@ INDEX = "audit_search_trgm"
 SEPARATOR = "\x1f"
 
 
-def search_text() -> Upper:
-    # As audit.models.search_text when this migration was written (migrations keep their own copy).
-    parts: list[Any] = []
-    for name in ("target", "actor", "action", "source_ip"):
-        parts += [models.F(name), models.Value(SEPARATOR)]
-    parts.append(Cast(models.F("details"), models.TextField()))
-    return Upper(Concat(*parts, output_field=models.TextField()))
-
-
 def create_index(apps: Any, schema_editor: Any) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
@@ -60,8 +51,24 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="auditevent",
             name="search",
+            # audit.models.search_text() as it was when this migration was written.
             field=models.GeneratedField(
-                expression=search_text(), output_field=models.TextField(), db_persist=True
+                expression=Upper(
+                    Concat(
+                        models.F("target"),
+                        models.Value(SEPARATOR),
+                        models.F("actor"),
+                        models.Value(SEPARATOR),
+                        models.F("action"),
+                        models.Value(SEPARATOR),
+                        models.F("source_ip"),
+                        models.Value(SEPARATOR),
+                        Cast(models.F("details"), models.TextField()),
+                        output_field=models.TextField(),
+                    )
+                ),
+                output_field=models.TextField(),
+                db_persist=True,
             ),
         ),
         migrations.RunPython(create_index, drop_index),
