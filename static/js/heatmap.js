@@ -241,14 +241,16 @@ function decodeMatrix(buffer) {
   const stamps = new BigInt64Array(buffer, at, C);
   const times = Array.from(stamps, Number);
   at += 8 * C;
-  const values = new Float64Array(R * C);
+  let values;
   const Narrow = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, float64: Float64Array }[header.values_dtype];
   if (Narrow) {
-    // The narrowest type every value fits in (keyviz/serialize.py): widened in one copy.
-    values.set(new Narrow(buffer, at, R * C));
+    // The narrowest type every value fits in (keyviz/serialize.py), viewed in place: no
+    // copy (the grid widens it before storing a value it cannot hold).
+    values = new Narrow(buffer, at, R * C);
     at += Narrow.BYTES_PER_ELEMENT * R * C;
   } else {
     // uint64 as two uint32 halves: exact up to 2^53, no BigInt per cell.
+    values = new Float64Array(R * C);
     const halves = new Uint32Array(buffer, at, 2 * R * C);
     for (let i = 0, j = 0; i < values.length; i++, j += 2) {
       values[i] = halves[j] + halves[j + 1] * 4294967296;
@@ -298,6 +300,18 @@ class Grid {
     this.version++;
   }
 
+  /** Widen the values to float64 before storing numbers the current array cannot hold. */
+  hold(numbers) {
+    if (this.values instanceof Float64Array) return;
+    const max = 2 ** (8 * this.values.BYTES_PER_ELEMENT) - 1;
+    for (const v of numbers) {
+      if (!(Number.isInteger(v) && v >= 0 && v <= max)) {
+        this.values = Float64Array.from(this.values);
+        return;
+      }
+    }
+  }
+
   maxValue() {
     let m = 0;
     for (let i = 0; i < this.values.length; i++) if (this.values[i] > m) m = this.values[i];
@@ -315,7 +329,7 @@ class Grid {
       out.set(src.subarray(at * C), (at + 1) * C);
       return out;
     };
-    this.values = grow(this.values, Float64Array);
+    this.values = grow(this.values, this.values.constructor);
     this.flags = grow(this.flags, Uint8Array);
     this.bytes = grow(this.bytes, Uint8Array);
     this.rows.splice(at, 0, { ...meta, member_bucket_ids: meta.member_bucket_ids || [], live: true });
@@ -330,6 +344,7 @@ class Grid {
    */
   addColumn(t, vals, flgs, liveStep) {
     for (let r = 0; r < flgs.length; r++) this.flagBits |= flgs[r];
+    this.hold(vals);
     const R = this.R;
     const C = this.C;
     const last = C ? this.times[C - 1] : -Infinity;
@@ -339,6 +354,7 @@ class Grid {
     const slot = (x) => Math.ceil(x / this.step);
     if (C && (slot(t) < slot(last) || (wide && t <= last))) return "none";
     if (C && slot(t) === slot(last)) {
+      if (wide) this.hold(Array.from(vals, (v, r) => this.values[r * C + C - 1] + v));
       for (let r = 0; r < R; r++) {
         const i = r * C + C - 1;
         // The same column again (final now, the API's copy may have lacked a node): replace.
@@ -367,7 +383,7 @@ class Grid {
       return "shift";
     }
     const C2 = C - drop + 1;
-    const values = new Float64Array(R * C2);
+    const values = new this.values.constructor(R * C2);
     const flags = new Uint8Array(R * C2);
     const bytes = new Uint8Array(R * C2);
     for (let r = 0; r < R; r++) {
