@@ -56,10 +56,8 @@ from cluster.fanout import Node, NodeStatus
 from elastickv_admin import metrics
 from elastickv_admin.config import portal_config
 from keyviz.budgets import MAX_ROWS
+from keyviz.columns import NodeColumn
 from keyviz.matrix import (
-    U64,
-    Bools,
-    Ids,
     MalformedMatrixError,
     MergedMatrix,
     NodeMatrix,
@@ -114,19 +112,6 @@ def normalize_series(series: int) -> int:
 
 
 # ---------------------------------------------------------------- node columns
-
-
-@dataclass(frozen=True, eq=False)
-class NodeColumn:
-    """One column of one node, at its own flush time: only the rows with something in it."""
-
-    node: str
-    column_unix_ms: int
-    rows: tuple[RowMeta, ...]
-    values: U64
-    soft: Bools
-    raft_group_ids: Ids
-    leader_terms: Ids
 
 
 def columns_of(m: NodeMatrix) -> list[NodeColumn]:
