@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import login, logout
+from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
 from django.contrib.sessions.models import Session
 from django.db import transaction
@@ -266,10 +266,56 @@ def do_verify_totp(user: User, device: TOTPDevice, code: str) -> bool:
 
 
 @transaction.atomic
-def do_remove_totp(user: User) -> int:
+def do_remove_totp(user: User, *, by: User | None = None) -> int:
+    """Remove every device of ``user``; ``by`` is the admin doing it for someone else (the
+    event names them as actor explicitly)."""
     removed: int = TOTPDevice.objects.filter(user=user).delete()[0]
-    record_event("mfa.removed", target=f"user:{user.username}", details={"devices": removed})
+    record_event(
+        "mfa.removed",
+        target=f"user:{user.username}",
+        details={"devices": removed, "by": (by or user).username},
+        actor=by.username if by is not None else None,
+    )
     return removed
+
+
+REMOVE_PROOF_NEEDED = (
+    "To turn off two-factor sign-in, enter your current password or a current code from "
+    "your authenticator app."
+)
+
+
+def do_remove_own_totp(
+    request: HttpRequest, user: User, device: TOTPDevice, *, password: str = "", code: str = ""
+) -> int:
+    """The user's own removal needs proof beyond the session: the current password or a
+    current code, so a hijacked session cannot quietly strip the second factor. A wrong
+    proof is refused and audited; the password goes through authenticate(), so guesses
+    count towards the sign-in lockout, and codes through the device's own throttle."""
+    if password:
+        proof = "password"
+        who = authenticate(request, username=user.get_username(), password=password)
+        ok = who is not None and who.pk == user.pk
+    elif code:
+        proof = "code"
+        with transaction.atomic():
+            ok = bool(device.verify_token(code))
+    else:
+        proof = "none"
+        ok = False
+    if not ok:
+        with transaction.atomic():
+            record_event(
+                "mfa.remove_refused",
+                target=f"user:{user.username}",
+                outcome=Outcome.DENIED,
+                details={"proof": proof},
+            )
+        if proof == "none":
+            raise ActionRefused(REMOVE_PROOF_NEEDED)
+        what = "password" if proof == "password" else "code"
+        raise ActionRefused(f"That {what} is not right; two-factor sign-in stays on.")
+    return do_remove_totp(user)
 
 
 def mfa_required(user: User) -> bool:

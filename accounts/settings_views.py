@@ -126,7 +126,7 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
                 ended = actions.do_end_sessions(target)
                 message = f"{ended} session(s) ended."
             elif step == "remove-mfa":
-                actions.do_remove_totp(target)
+                actions.do_remove_totp(target, by=admin)
                 message = "Second factor removed."
             else:
                 error = "unknown action"

@@ -225,7 +225,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 # --- second factor for a signed-in user ------------------------------------------------------
 
 
-@sensitive_post_parameters("otp_token")
+@sensitive_post_parameters("otp_token", "password")
 @never_cache
 def mfa(request: HttpRequest) -> HttpResponse:
     user = _user(request)
@@ -250,10 +250,20 @@ def mfa(request: HttpRequest) -> HttpResponse:
         if required:
             error = "Admins must keep a second factor on this portal (site setting)."
         else:
-            actions.do_remove_totp(user)
-            device = None
-            request.session.pop("mfa_verified", None)
-            message = "Two-factor sign-in is off."
+            try:
+                actions.do_remove_own_totp(
+                    request,
+                    user,
+                    device,
+                    password=request.POST.get("password", ""),
+                    code=request.POST.get("otp_token", "").strip(),
+                )
+            except actions.ActionRefused as exc:
+                error = str(exc)
+            else:
+                device = None
+                request.session.pop("mfa_verified", None)
+                message = "Two-factor sign-in is off."
     context: dict[str, Any] = {
         "device": device,
         "pending": pending,
