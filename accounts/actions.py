@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_otp.util import random_hex
 
+from accounts import lockout
 from accounts.models import ApiToken, SiteSettings, TOTPDevice, UserSession, get_site_settings
 from accounts.roles import MANAGE_PORTAL, ROLE_NAMES
 from accounts.tokens import NewToken, due_for_last_used, hash_secret, mint
@@ -156,6 +157,34 @@ def do_record_superuser_created(user: User, via: str) -> None:
         target=f"user:{user.username}",
         details={"roles": list(ROLE_NAMES), "superuser": True, "via": via},
     )
+
+
+# --- sign-in lockouts ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def do_unlock_sign_in(scope: str, username: str, ip_address: str, *, by: User) -> int:
+    """End one lockout now (its failures are forgotten); the admin is the event's actor."""
+    try:
+        attempts = lockout.attempts_for(scope, username, ip_address)
+    except ValueError as exc:
+        raise ActionRefused(str(exc)) from None
+    failures = int(sum(attempts.values_list("failures_since_start", flat=True)))
+    if not failures:
+        raise ActionRefused("that lockout has already ended (no failures left to clear)")
+    attempts.delete()
+    record_event(
+        "login.unlocked",
+        target=f"address:{ip_address}" if scope == lockout.ADDRESS else f"user:{username}",
+        details={
+            "scope": scope,
+            "username": "" if scope == lockout.ADDRESS else username,
+            "ip_address": "" if scope == lockout.USERNAME else ip_address,
+            "failures_cleared": failures,
+        },
+        actor=by.get_username(),
+    )
+    return failures
 
 
 # --- API tokens ------------------------------------------------------------------------------

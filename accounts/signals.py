@@ -42,7 +42,12 @@ def locked_out(
         "login.lockout",
         target=f"user:{username or ''}",
         outcome=Outcome.DENIED,
-        details={"username": username or "", "ip_address": kwargs.get("ip_address") or ""},
+        details={
+            "username": username or "",
+            "ip_address": kwargs.get("ip_address") or "",
+            # Which limits were reached: pair, username, address (accounts/lockout.py).
+            "scopes": list(getattr(request, "axes_lockout_scopes", [])),
+        },
     )
 
 
