@@ -21,6 +21,7 @@ from accounts.models import ApiToken, SiteSettings, TOTPDevice, UserSession, get
 from accounts.roles import MANAGE_PORTAL, ROLE_NAMES
 from accounts.tokens import NewToken, due_for_last_used, hash_secret, mint
 from audit.context import set_actor
+from audit.failures import record_failure
 from audit.models import Outcome
 from audit.service import record_event
 
@@ -264,8 +265,9 @@ def do_start_totp(user: User) -> tuple[TOTPDevice, str]:
 
 
 def _failed(user: User, device: TOTPDevice, stage: str) -> None:
-    record_event(
+    record_failure(
         "mfa.failed",
+        reason=f"{stage} user {user.username}",
         target=f"user:{user.username}",
         outcome=Outcome.FAILURE,
         details={"stage": stage, "failures": device.throttling_failure_count},

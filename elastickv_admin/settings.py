@@ -56,6 +56,9 @@ def _required_secret(name: str, demo_file: str, what: str) -> str:
 SECRET_KEY = _required_secret("SECRET_KEY", "demo-secret-key", "Django's signing key")
 # Keys kept outside the database (DESIGN.md "Access, tokens, audit"): the audit chain's
 # HMAC key, the API tokens' hash key, and the key that encrypts secrets at rest.
+# Repeated identical failures (bogus tokens, wrong passwords, denials) from one source are
+# folded into one summary event per window (audit/failures.py); 0 records every one.
+AUDIT_FAILURE_WINDOW = env_duration("ELASTICKV_ADMIN_AUDIT_FAILURE_WINDOW", 60.0)
 AUDIT_KEY = _required_secret(
     "ELASTICKV_ADMIN_AUDIT_KEY", "demo-audit-key", "the audit log's HMAC chain key"
 )
