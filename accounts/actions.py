@@ -335,13 +335,13 @@ def do_remove_own_totp(
         proof = "none"
         ok = False
     if not ok:
-        with transaction.atomic():
-            record_event(
-                "mfa.remove_refused",
-                target=f"user:{user.username}",
-                outcome=Outcome.DENIED,
-                details={"proof": proof},
-            )
+        record_failure(
+            "mfa.remove_refused",
+            reason=proof,
+            target=f"user:{user.username}",
+            outcome=Outcome.DENIED,
+            details={"proof": proof},
+        )
         if proof == "none":
             raise ActionRefused(REMOVE_PROOF_NEEDED)
         what = "password" if proof == "password" else "code"

@@ -235,3 +235,14 @@ def test_an_admin_removing_another_users_second_factor_is_audited_with_the_admin
     removed = AuditEvent.objects.get(action="mfa.removed")
     assert (removed.actor, removed.target) == ("boss", "user:alice")
     assert removed.details["by"] == "boss"
+
+
+def test_repeated_refused_removals_fold_into_one_counted_event(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    for _ in range(20):
+        assert _remove(client).status_code == 400
+    refused = AuditEvent.objects.filter(action="mfa.remove_refused")
+    assert refused.count() == 1
+    assert AuditEvent.objects.count() == 2  # and mfa.enrolment_started; no http.post per try
