@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import login, logout
+from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
 from django.contrib.sessions.models import Session
 from django.db import transaction
@@ -16,10 +16,12 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_otp.util import random_hex
 
+from accounts import lockout
 from accounts.models import ApiToken, SiteSettings, TOTPDevice, UserSession, get_site_settings
 from accounts.roles import MANAGE_PORTAL, ROLE_NAMES
 from accounts.tokens import NewToken, due_for_last_used, hash_secret, mint
 from audit.context import set_actor
+from audit.failures import record_failure
 from audit.models import Outcome
 from audit.service import record_event
 
@@ -158,6 +160,34 @@ def do_record_superuser_created(user: User, via: str) -> None:
     )
 
 
+# --- sign-in lockouts ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def do_unlock_sign_in(scope: str, username: str, ip_address: str, *, by: User) -> int:
+    """End one lockout now (its failures are forgotten); the admin is the event's actor."""
+    try:
+        attempts = lockout.attempts_for(scope, username, ip_address)
+    except ValueError as exc:
+        raise ActionRefused(str(exc)) from None
+    failures = int(sum(attempts.values_list("failures_since_start", flat=True)))
+    if not failures:
+        raise ActionRefused("that lockout has already ended (no failures left to clear)")
+    attempts.delete()
+    record_event(
+        "login.unlocked",
+        target=f"address:{ip_address}" if scope == lockout.ADDRESS else f"user:{username}",
+        details={
+            "scope": scope,
+            "username": "" if scope == lockout.ADDRESS else username,
+            "ip_address": "" if scope == lockout.USERNAME else ip_address,
+            "failures_cleared": failures,
+        },
+        actor=by.get_username(),
+    )
+    return failures
+
+
 # --- API tokens ------------------------------------------------------------------------------
 
 
@@ -235,8 +265,9 @@ def do_start_totp(user: User) -> tuple[TOTPDevice, str]:
 
 
 def _failed(user: User, device: TOTPDevice, stage: str) -> None:
-    record_event(
+    record_failure(
         "mfa.failed",
+        reason=f"{stage} user {user.username}",
         target=f"user:{user.username}",
         outcome=Outcome.FAILURE,
         details={"stage": stage, "failures": device.throttling_failure_count},
@@ -266,10 +297,56 @@ def do_verify_totp(user: User, device: TOTPDevice, code: str) -> bool:
 
 
 @transaction.atomic
-def do_remove_totp(user: User) -> int:
+def do_remove_totp(user: User, *, by: User | None = None) -> int:
+    """Remove every device of ``user``; ``by`` is the admin doing it for someone else (the
+    event names them as actor explicitly)."""
     removed: int = TOTPDevice.objects.filter(user=user).delete()[0]
-    record_event("mfa.removed", target=f"user:{user.username}", details={"devices": removed})
+    record_event(
+        "mfa.removed",
+        target=f"user:{user.username}",
+        details={"devices": removed, "by": (by or user).username},
+        actor=by.username if by is not None else None,
+    )
     return removed
+
+
+REMOVE_PROOF_NEEDED = (
+    "To turn off two-factor sign-in, enter your current password or a current code from "
+    "your authenticator app."
+)
+
+
+def do_remove_own_totp(
+    request: HttpRequest, user: User, device: TOTPDevice, *, password: str = "", code: str = ""
+) -> int:
+    """The user's own removal needs proof beyond the session: the current password or a
+    current code, so a hijacked session cannot quietly strip the second factor. A wrong
+    proof is refused and audited; the password goes through authenticate(), so guesses
+    count towards the sign-in lockout, and codes through the device's own throttle."""
+    if password:
+        proof = "password"
+        who = authenticate(request, username=user.get_username(), password=password)
+        ok = who is not None and who.pk == user.pk
+    elif code:
+        proof = "code"
+        with transaction.atomic():
+            ok = bool(device.verify_token(code))
+    else:
+        proof = "none"
+        ok = False
+    if not ok:
+        record_failure(
+            "mfa.remove_refused",
+            reason=proof,
+            target=f"user:{user.username}",
+            outcome=Outcome.DENIED,
+            details={"proof": proof},
+        )
+        if proof == "none":
+            raise ActionRefused(REMOVE_PROOF_NEEDED)
+        what = "password" if proof == "password" else "code"
+        raise ActionRefused(f"That {what} is not right; two-factor sign-in stays on.")
+    return do_remove_totp(user)
 
 
 def mfa_required(user: User) -> bool:

@@ -31,8 +31,9 @@ from accounts.policy import AUTHENTICATED, PUBLIC, Access, access_for
 from accounts.roles import role_for
 from accounts.tokens import TokenRejected, authenticate_token, bearer
 from audit.context import set_actor
+from audit.failures import record_failure
 from audit.models import Outcome
-from audit.service import AuditWriteError, record_event
+from audit.service import AuditWriteError
 from elastickv_admin.api import is_api_request
 from elastickv_admin.errors import error_response
 from elastickv_admin.middleware import HybridMiddleware
@@ -60,8 +61,9 @@ def forbidden(request: HttpRequest, message: str) -> HttpResponse:
 
 def _deny(request: HttpRequest, message: str, details: dict[str, Any]) -> HttpResponse:
     """A refusal to a known principal: audited as permission.denied."""
-    record_event(
+    record_failure(
         "permission.denied",
+        reason=f"{request.method} {request.path}",
         target=request.path,
         outcome=Outcome.DENIED,
         details={"method": request.method, **details},
@@ -76,8 +78,10 @@ def _authenticate_bearer(request: HttpRequest, header: str) -> HttpResponse | No
     try:
         token = authenticate_token(raw)
     except TokenRejected as exc:
-        record_event(
+        # Anyone can send bogus tokens: identical rejections fold into one event a window.
+        record_failure(
             "api_token.rejected",
+            reason=str(exc),
             target=request.path,
             outcome=Outcome.DENIED,
             details={"reason": str(exc)},

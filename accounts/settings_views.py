@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import actions
+from accounts import actions, lockout
 from accounts.forms import RolesForm, SiteSettingsForm, UserCreateForm
 from accounts.models import ApiToken, TOTPDevice, UserSession, get_site_settings
 from audit.models import AuditChain
@@ -58,6 +58,8 @@ def _page(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse
         ),
         "site": site,
         "audit_events": chain.head_seq - chain.anchor_seq + 1 if chain else 0,
+        "lockouts": lockout.current_lockouts(),
+        "lockout_limits": lockout.limits(),
     }
     context.update(extra)
     return render(request, "accounts/settings.html", context, status=status)
@@ -95,6 +97,20 @@ def site_update(request: HttpRequest) -> HttpResponse:
     return _page(request, saved=bool(changed))
 
 
+@require_POST
+@never_cache
+def lockout_unlock(request: HttpRequest) -> HttpResponse:
+    scope = request.POST.get("scope", "")
+    username = request.POST.get("username", "")
+    ip_address = request.POST.get("ip_address", "")
+    try:
+        cleared = actions.do_unlock_sign_in(scope, username, ip_address, by=_admin(request))
+    except actions.ActionRefused as exc:
+        return _page(request, status=400, lockout_error=str(exc))
+    who = ip_address if scope == lockout.ADDRESS else username or "(no username)"
+    return _page(request, unlocked=f"Unlocked {who} ({cleared} failed sign-ins cleared).")
+
+
 @never_cache
 def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
     admin = _admin(request)
@@ -126,7 +142,7 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
                 ended = actions.do_end_sessions(target)
                 message = f"{ended} session(s) ended."
             elif step == "remove-mfa":
-                actions.do_remove_totp(target)
+                actions.do_remove_totp(target, by=admin)
                 message = "Second factor removed."
             else:
                 error = "unknown action"

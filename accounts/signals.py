@@ -12,8 +12,8 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from accounts.models import UserSession
+from audit.failures import record_failure
 from audit.models import Outcome
-from audit.service import record_event
 from elastickv_admin.net import client_ip
 
 
@@ -23,14 +23,15 @@ def login_failed(
 ) -> None:
     # Only the username: Django already masks the password, and we never keep it anyway.
     username = str(credentials.get("username", ""))[:150]
-    record_event(
+    locked = bool(getattr(request, "axes_locked_out", False))
+    # Repeats from one source fold into one event a window (audit/failures.py); once
+    # locked out, every further try is the same failure whatever the username.
+    record_failure(
         "login.failed",
+        reason="locked out" if locked else f"user {username}",
         target=f"user:{username}",
         outcome=Outcome.FAILURE,
-        details={
-            "username": username,
-            "locked_out": bool(getattr(request, "axes_locked_out", False)),
-        },
+        details={"username": username, "locked_out": locked},
     )
 
 
@@ -38,11 +39,19 @@ def login_failed(
 def locked_out(
     sender: Any, request: HttpRequest, username: str | None = None, **kwargs: Any
 ) -> None:
-    record_event(
+    # Which limits were reached: pair, username, address (accounts/lockout.py).
+    scopes = list(getattr(request, "axes_lockout_scopes", []))
+    per_user = scopes != ["address"]
+    record_failure(
         "login.lockout",
+        reason=",".join(scopes) + (f" user {username or ''}" if per_user else ""),
         target=f"user:{username or ''}",
         outcome=Outcome.DENIED,
-        details={"username": username or "", "ip_address": kwargs.get("ip_address") or ""},
+        details={
+            "username": username or "",
+            "ip_address": kwargs.get("ip_address") or "",
+            "scopes": scopes,
+        },
     )
 
 

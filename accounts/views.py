@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from accounts import actions
+from accounts import actions, lockout
 from accounts.forms import CodeForm, LoginForm, TokenForm
 from accounts.models import ApiToken, TOTPDevice
 from accounts.roles import MANAGE_PORTAL
@@ -92,16 +92,24 @@ def login_view(request: HttpRequest) -> HttpResponse:
     )
 
 
+LOCKED_WHAT = {
+    lockout.PAIR: "for this user from your address",
+    lockout.USERNAME: "for this user",
+    lockout.ADDRESS: "from your address",
+}
+
+
 def locked_out(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """django-axes' lockout response (AXES_LOCKOUT_CALLABLE): the login page, refused."""
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    scopes = getattr(request, "axes_lockout_scopes", None) or [lockout.PAIR]
     return render(
         request,
         "accounts/login.html",
         {
             "form": LoginForm(request),
-            "locked": f"Too many failed sign-ins for this user from your address. "
-            f"Try again in {minutes} minutes, or ask an admin.",
+            "locked": f"Too many failed sign-ins {LOCKED_WHAT[scopes[0]]}. "
+            f"Try again in {minutes} minutes, or ask an admin to unlock it.",
         },
         status=429,
     )
@@ -225,7 +233,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 # --- second factor for a signed-in user ------------------------------------------------------
 
 
-@sensitive_post_parameters("otp_token")
+@sensitive_post_parameters("otp_token", "password")
 @never_cache
 def mfa(request: HttpRequest) -> HttpResponse:
     user = _user(request)
@@ -250,10 +258,20 @@ def mfa(request: HttpRequest) -> HttpResponse:
         if required:
             error = "Admins must keep a second factor on this portal (site setting)."
         else:
-            actions.do_remove_totp(user)
-            device = None
-            request.session.pop("mfa_verified", None)
-            message = "Two-factor sign-in is off."
+            try:
+                actions.do_remove_own_totp(
+                    request,
+                    user,
+                    device,
+                    password=request.POST.get("password", ""),
+                    code=request.POST.get("otp_token", "").strip(),
+                )
+            except actions.ActionRefused as exc:
+                error = str(exc)
+            else:
+                device = None
+                request.session.pop("mfa_verified", None)
+                message = "Two-factor sign-in is off."
     context: dict[str, Any] = {
         "device": device,
         "pending": pending,

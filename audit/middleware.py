@@ -15,6 +15,7 @@ from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
 
 from audit.context import AuditContext, audit_context, new_request_id
+from audit.failures import arecord_failure, record_failure
 from audit.models import Outcome
 from audit.service import AuditWriteError, arecord_event, record_event
 from elastickv_admin.api import is_api_request
@@ -56,6 +57,26 @@ def _request_event(request: HttpRequest, response: HttpResponseBase) -> dict[str
     }
 
 
+def _record(**event: Any) -> None:
+    """A refused or failed request from one source repeats at will: fold identical ones."""
+    if event["outcome"] == Outcome.SUCCESS:
+        record_event(**event)
+    else:
+        record_failure(**event, reason=_fold_reason(event))
+
+
+async def _arecord(**event: Any) -> None:
+    if event["outcome"] == Outcome.SUCCESS:
+        await arecord_event(**event)
+    else:
+        await arecord_failure(**event, reason=_fold_reason(event))
+
+
+def _fold_reason(event: dict[str, Any]) -> str:
+    # The URL name, not the path: an unresolvable path per request must not open a window each.
+    return f"{event['details']['status']} {event['details']['url_name']}"
+
+
 class AuditMiddleware(HybridMiddleware):
     def _context(self, request: HttpRequest) -> AuditContext:
         request_id = new_request_id()
@@ -78,7 +99,7 @@ class AuditMiddleware(HybridMiddleware):
             assert isinstance(response, HttpResponseBase)
             if self._needs_event(request, context):
                 try:
-                    record_event(**_request_event(request, response))
+                    _record(**_request_event(request, response))
                 except AuditWriteError as exc:
                     response = audit_unavailable_response(request, exc)
         response[REQUEST_ID_HEADER] = context.request_id
@@ -90,7 +111,7 @@ class AuditMiddleware(HybridMiddleware):
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
             if self._needs_event(request, context):
                 try:
-                    await arecord_event(**_request_event(request, response))
+                    await _arecord(**_request_event(request, response))
                 except AuditWriteError as exc:
                     response = audit_unavailable_response(request, exc)
         response[REQUEST_ID_HEADER] = context.request_id

@@ -90,3 +90,24 @@ class AuditChain(models.Model):
 
     def __str__(self) -> str:
         return f"audit chain head #{self.head_seq}"
+
+
+class FailureWindow(models.Model):
+    """Repeated identical failures being folded into one event (audit/failures.py): one row
+    per (action, source address, actor, reason) while its window is open. In the database,
+    so every portal process folds into the same window."""
+
+    key = models.CharField(max_length=64, unique=True)  # sha256 of the four parts
+    action = models.CharField(max_length=64)
+    source_ip = models.CharField(max_length=45, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    target = models.CharField(max_length=300, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    opened = models.DateTimeField(db_index=True)
+    last = models.DateTimeField()
+    failures = models.PositiveIntegerField(default=0)  # in this window, the first included
+    first_seq = models.BigIntegerField(null=True)  # the event the first failure wrote
+
+    def __str__(self) -> str:
+        return f"{self.action} from {self.source_ip}: {self.failures}"

@@ -56,6 +56,9 @@ def _required_secret(name: str, demo_file: str, what: str) -> str:
 SECRET_KEY = _required_secret("SECRET_KEY", "demo-secret-key", "Django's signing key")
 # Keys kept outside the database (DESIGN.md "Access, tokens, audit"): the audit chain's
 # HMAC key, the API tokens' hash key, and the key that encrypts secrets at rest.
+# Repeated identical failures (bogus tokens, wrong passwords, denials) from one source are
+# folded into one summary event per window (audit/failures.py); 0 records every one.
+AUDIT_FAILURE_WINDOW = env_duration("ELASTICKV_ADMIN_AUDIT_FAILURE_WINDOW", 60.0)
 AUDIT_KEY = _required_secret(
     "ELASTICKV_ADMIN_AUDIT_KEY", "demo-audit-key", "the audit log's HMAC chain key"
 )
@@ -290,7 +293,22 @@ if TRUSTED_PROXY_HOPS:
 AXES_ENABLED = True
 AXES_FAILURE_LIMIT = env_int("ELASTICKV_ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(seconds=env_duration("ELASTICKV_ADMIN_LOGIN_COOLOFF", 15 * 60.0))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Three scopes, each with its own limit (accounts/lockout.py): one username from one address
+# (the limit above), one username from anywhere, one address for any username. The wider
+# scopes need more failures, so an attacker locking an account out on purpose has to work
+# for it and the lock still ends after the cool-off (or when an admin unlocks it).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "username", "ip_address"]
+AXES_HANDLER = "accounts.lockout.PortalAxesHandler"
+LOGIN_FAILURE_LIMIT_PER_USERNAME = env_int(
+    "ELASTICKV_ADMIN_LOGIN_FAILURE_LIMIT_PER_USERNAME",
+    max(20, AXES_FAILURE_LIMIT),
+    minimum=AXES_FAILURE_LIMIT,
+)
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = env_int(
+    "ELASTICKV_ADMIN_LOGIN_FAILURE_LIMIT_PER_ADDRESS",
+    max(30, AXES_FAILURE_LIMIT),
+    minimum=AXES_FAILURE_LIMIT,
+)
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "elastickv_admin.net.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"

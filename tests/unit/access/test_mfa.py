@@ -149,3 +149,100 @@ def test_a_signed_in_admin_without_a_second_factor_is_sent_to_enrol_when_it_beco
     assert b"requires admins to use a second factor" in page.content
     refused = client.post("/account/mfa/", {"step": "remove"})
     assert refused.status_code == 200  # nothing to remove yet; still required
+
+
+# --- turning the second factor off (issue #13 item 11) ---------------------------------------
+
+
+def _remove(client: Client, **proof: str):
+    return client.post("/account/mfa/", {"step": "remove", **proof})
+
+
+def test_a_hijacked_session_cannot_turn_off_the_second_factor_without_proof(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    response = _remove(client)
+    assert response.status_code == 400
+    assert b"enter your current password or a current code" in response.content
+    assert TOTPDevice.objects.filter(pk=device.pk).exists()
+    refused = AuditEvent.objects.get(action="mfa.remove_refused")
+    assert (refused.outcome, refused.target, refused.details) == (
+        "denied",
+        "user:alice",
+        {"proof": "none"},
+    )
+    assert not AuditEvent.objects.filter(action="mfa.removed").exists()
+
+
+def test_turning_off_the_second_factor_with_a_wrong_password_is_refused_and_audited(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    response = _remove(client, password="guessed-wrong")
+    assert response.status_code == 400
+    assert b"That password is not right" in response.content
+    assert TOTPDevice.objects.filter(pk=device.pk).exists()
+    refused = AuditEvent.objects.get(action="mfa.remove_refused")
+    assert refused.details == {"proof": "password"}
+    assert "guessed-wrong" not in str(list(AuditEvent.objects.values_list("details", flat=True)))
+    # The guess counts towards the sign-in lockout like any wrong password.
+    assert AuditEvent.objects.filter(action="login.failed", target="user:alice").exists()
+
+
+def test_turning_off_the_second_factor_with_a_wrong_code_is_refused(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    wrong = "123456" if code_for(device) != "123456" else "654321"
+    response = _remove(client, otp_token=wrong)
+    assert response.status_code == 400
+    assert b"That code is not right" in response.content
+    assert TOTPDevice.objects.filter(pk=device.pk).exists()
+    assert AuditEvent.objects.get(action="mfa.remove_refused").details == {"proof": "code"}
+
+
+def test_turning_off_the_second_factor_with_the_current_password_works(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    response = _remove(client, password=PASSWORD)
+    assert response.status_code == 200
+    assert b"Two-factor sign-in is off" in response.content
+    assert not TOTPDevice.objects.exists()
+    removed = AuditEvent.objects.get(action="mfa.removed")
+    assert (removed.actor, removed.target) == ("alice", "user:alice")
+
+
+def test_turning_off_the_second_factor_with_a_current_code_works(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    assert _remove(client, otp_token=code_for(device)).status_code == 200
+    assert not TOTPDevice.objects.exists()
+
+
+def test_an_admin_removing_another_users_second_factor_is_audited_with_the_admin_as_actor(
+    make_user,
+):
+    device = enrolled(make_user("alice", "viewer"))
+    admin = make_user("boss", "admin")
+    client = Client()
+    client.force_login(admin)
+    response = client.post(f"/settings/users/{device.user.pk}/", {"step": "remove-mfa"})
+    assert response.status_code == 200
+    assert not TOTPDevice.objects.exists()
+    removed = AuditEvent.objects.get(action="mfa.removed")
+    assert (removed.actor, removed.target) == ("boss", "user:alice")
+    assert removed.details["by"] == "boss"
+
+
+def test_repeated_refused_removals_fold_into_one_counted_event(make_user):
+    device = enrolled(make_user("alice", "viewer"))
+    client = Client()
+    client.force_login(device.user)
+    for _ in range(20):
+        assert _remove(client).status_code == 400
+    refused = AuditEvent.objects.filter(action="mfa.remove_refused")
+    assert refused.count() == 1
+    assert AuditEvent.objects.count() == 2  # and mfa.enrolment_started; no http.post per try
