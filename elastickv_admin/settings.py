@@ -97,6 +97,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # X-Forwarded-Proto only as far as ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS reaches (net.py).
+    "elastickv_admin.net.TrustedProxyMiddleware",
     "elastickv_admin.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -282,8 +284,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "cluster:overview"
-# Reverse proxies in front of the portal whose X-Forwarded-For entries are trusted; the client
-# address is the entry that many hops from the right (0: the TCP peer, REMOTE_ADDR).
+# Reverse proxies in front of the portal whose X-Forwarded-For / -Proto entries are trusted;
+# the client address is the entry that many hops from the right (0: the TCP peer,
+# REMOTE_ADDR). The only proxy setting: `serve --proxyHeaders` is an alias of 1 (cli.py).
 TRUSTED_PROXY_HOPS = env_int("ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS", 0, minimum=0)
 if TRUSTED_PROXY_HOPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
