@@ -59,6 +59,11 @@ SECRET_KEY = _required_secret("SECRET_KEY", "demo-secret-key", "Django's signing
 AUDIT_KEY = _required_secret(
     "ELASTICKV_ADMIN_AUDIT_KEY", "demo-audit-key", "the audit log's HMAC chain key"
 )
+# The chain's tail, outside the database: highest committed seq and its MAC, signed with
+# AUDIT_KEY (audit/anchor.py). Processes sharing a data directory share it.
+AUDIT_ANCHOR_FILE = Path(
+    env_str("ELASTICKV_ADMIN_AUDIT_ANCHOR_FILE") or DATA_DIR / "audit-anchor"
+).resolve()
 TOKEN_HASH_KEY = _required_secret(
     "ELASTICKV_ADMIN_TOKEN_HASH_KEY", "demo-token-hash-key", "the API tokens' hash key"
 )

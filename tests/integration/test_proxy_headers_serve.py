@@ -3,20 +3,17 @@ X-Forwarded-For must not choose the audit log's source_ip nor dodge the login lo
 
 from __future__ import annotations
 
-import http.cookiejar
-import re
 import socket
 import sqlite3
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import NO_NODES, portal_login
+
 LIMIT = 5  # ELASTICKV_ADMIN_LOGIN_FAILURE_LIMIT's default
-NO_NODES = ["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"]
 
 pytestmark = pytest.mark.integration
 
@@ -28,40 +25,6 @@ def _source_ips(portal: Any, action: str) -> list[str]:
             "SELECT source_ip FROM audit_auditevent WHERE action = ? ORDER BY seq", (action,)
         ).fetchall()
     return [row[0] for row in rows]
-
-
-def _login(portal: Any, password: str, forwarded_for: str) -> int:
-    """One sign-in through the real form (CSRF cookie and token), behind a forged header."""
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    with opener.open(portal.url + "/login/") as resp:
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', resp.read().decode())
-    assert token
-    body = urllib.parse.urlencode(
-        {
-            "csrfmiddlewaretoken": token.group(1),
-            "username": portal.admin_username,
-            "password": password,
-        }
-    ).encode()
-    request = urllib.request.Request(
-        portal.url + "/login/",
-        data=body,
-        headers={"X-Forwarded-For": forwarded_for, "Referer": portal.url + "/login/"},
-    )
-    no_redirect = urllib.request.build_opener(
-        urllib.request.HTTPCookieProcessor(jar), _NoRedirect()
-    )
-    try:
-        with no_redirect.open(request) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as err:
-        return int(err.code)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def _websocket_handshake(portal: Any, forwarded_for: str) -> bytes:
@@ -86,9 +49,9 @@ def _websocket_handshake(portal: Any, forwarded_for: str) -> bytes:
 def test_without_proxies_a_forged_forwarded_for_through_serve_is_ignored(portal_factory):
     portal = portal_factory(NO_NODES)
     for i in range(LIMIT - 1):
-        assert _login(portal, "wrong", f"203.0.113.{i}") == 400
-    assert _login(portal, "wrong", "203.0.113.99") == 429  # the LIMIT-th failure locks
-    assert _login(portal, portal.admin_password, "198.51.100.1") == 429
+        assert portal_login(portal, "wrong", f"203.0.113.{i}") == 400
+    assert portal_login(portal, "wrong", "203.0.113.99") == 429  # the LIMIT-th failure locks
+    assert portal_login(portal, portal.admin_password, "198.51.100.1") == 429
     assert set(_source_ips(portal, "login.failed")) == {"127.0.0.1"}
     _websocket_handshake(portal, "203.0.113.99")
     assert _source_ips(portal, "api_token.rejected") == ["127.0.0.1"]
@@ -101,9 +64,9 @@ def test_proxy_headers_flag_does_not_let_the_leftmost_forwarded_for_dodge_the_lo
     # the address it saw. daphne's --proxy-headers believed the leftmost one.
     portal = portal_factory([*NO_NODES, "--proxyHeaders"])
     for i in range(LIMIT - 1):
-        assert _login(portal, "wrong", f"203.0.113.{i}, 192.0.2.7") == 400
-    assert _login(portal, "wrong", "203.0.113.99, 192.0.2.7") == 429
-    assert _login(portal, portal.admin_password, "198.51.100.1, 192.0.2.7") == 429
+        assert portal_login(portal, "wrong", f"203.0.113.{i}, 192.0.2.7") == 400
+    assert portal_login(portal, "wrong", "203.0.113.99, 192.0.2.7") == 429
+    assert portal_login(portal, portal.admin_password, "198.51.100.1, 192.0.2.7") == 429
     assert set(_source_ips(portal, "login.failed")) == {"192.0.2.7"}
 
 
@@ -118,9 +81,9 @@ def test_proxy_headers_flag_does_not_let_a_forged_forwarded_for_pick_the_websock
 
 def test_two_trusted_hops_through_serve_take_the_second_entry_from_the_right(portal_factory):
     portal = portal_factory(NO_NODES, {"ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS": "2"})
-    assert _login(portal, "wrong", "6.6.6.6, 192.0.2.9, 10.0.0.1") == 400
+    assert portal_login(portal, "wrong", "6.6.6.6, 192.0.2.9, 10.0.0.1") == 400
     # Fewer entries than trusted proxies: the request skipped one; the TCP peer is recorded.
-    assert _login(portal, "wrong", "6.6.6.6") == 400
+    assert portal_login(portal, "wrong", "6.6.6.6") == 400
     assert _source_ips(portal, "login.failed") == ["192.0.2.9", "127.0.0.1"]
 
 
