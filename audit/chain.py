@@ -3,7 +3,8 @@
 mac(event) = HMAC-SHA256(AUDIT_KEY, prev_mac || "\n" || canonical(event)), where
 canonical(event) is sorted-key compact JSON of the event's fields including its seq.
 An edit changes that event's MAC; a deletion or reorder breaks the next event's
-prev_mac or the seq sequence; a deleted tail no longer meets the chain head.
+prev_mac or the seq sequence; a deleted tail no longer meets the chain head, unless the head
+row was rewritten too: that is what the anchor outside the database is for (audit/anchor.py).
 """
 
 from __future__ import annotations
@@ -45,11 +46,32 @@ class VerifyResult:
     reason: str = ""
 
 
+class UnreadableEvent(Exception):
+    def __init__(self, seq: int, cause: BaseException) -> None:
+        super().__init__(f"the row cannot be read ({type(cause).__name__}: {cause})")
+        self.seq = seq
+
+
+def _one_by_one(after: int) -> list[AuditEvent]:
+    """A chunk that failed to load, row by row, to name the row that cannot be read."""
+    events = []
+    seqs = AuditEvent.objects.filter(seq__gt=after).order_by("seq").values_list("seq", flat=True)
+    for seq in seqs[:VERIFY_CHUNK]:
+        try:
+            events.append(AuditEvent.objects.get(seq=seq))
+        except Exception as exc:  # a value the field cannot convert: name the row
+            raise UnreadableEvent(seq, exc) from exc
+    return events
+
+
 def _events_from(start_seq: int) -> Iterator[AuditEvent]:
     """All events in chain order, in keyset chunks (constant memory at millions of rows)."""
     last = start_seq - 1
     while True:
-        chunk = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:VERIFY_CHUNK])
+        try:
+            chunk = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:VERIFY_CHUNK])
+        except Exception:
+            chunk = _one_by_one(last)
         if not chunk:
             return
         yield from chunk
@@ -63,7 +85,18 @@ def verify_event(event: AuditEvent, key: str | None = None) -> bool:
 
 def verify_chain(key: str | None = None) -> VerifyResult:
     key = key or audit_key()
-    chain = AuditChain.objects.get(pk=1)
+    chain = AuditChain.objects.filter(pk=1).first()
+    if chain is None:
+        return VerifyResult(
+            False, 0, None, "the chain head row (audit_auditchain id 1) is missing: deleted"
+        )
+    try:
+        return _verify_events(chain, key)
+    except UnreadableEvent as exc:
+        return VerifyResult(False, 0, exc.seq, str(exc))
+
+
+def _verify_events(chain: AuditChain, key: str) -> VerifyResult:
     expected_seq, expected_prev = chain.anchor_seq, chain.anchor_mac
     first = AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first()
     if first is not None and first < chain.anchor_seq:
@@ -71,19 +104,12 @@ def verify_chain(key: str | None = None) -> VerifyResult:
     verified = 0
     last_prune: AuditEvent | None = None
     for event in _events_from(chain.anchor_seq):
-        if event.seq != expected_seq:
-            return VerifyResult(
-                False,
-                verified,
-                event.seq,
-                f"expected event #{expected_seq} here (missing or reordered events)",
-            )
-        if not hmac.compare_digest(event.prev_mac, expected_prev):
-            return VerifyResult(
-                False, verified, event.seq, "previous MAC does not match (event deleted or moved)"
-            )
-        if not verify_event(event, key):
-            return VerifyResult(False, verified, event.seq, "MAC does not match (event edited)")
+        try:
+            broken = _check_event(event, expected_seq, expected_prev, key)
+        except Exception as exc:  # a NULL or mistyped column: name the row, no traceback
+            broken = str(UnreadableEvent(event.seq, exc))
+        if broken:
+            return VerifyResult(False, verified, event.seq, broken)
         if event.action == PRUNE_ACTION:
             last_prune = event
         verified += 1
@@ -98,8 +124,9 @@ def verify_chain(key: str | None = None) -> VerifyResult:
     if chain.anchor_seq > 1:
         # The anchor itself is vouched for by the (MAC-protected) latest prune event.
         details = last_prune.details if last_prune else {}
-        if details.get("kept_from_seq") != chain.anchor_seq or details.get("last_pruned_mac") != (
-            chain.anchor_mac
+        if not isinstance(details, dict) or (
+            details.get("kept_from_seq") != chain.anchor_seq
+            or details.get("last_pruned_mac") != chain.anchor_mac
         ):
             return VerifyResult(
                 False,
@@ -108,6 +135,17 @@ def verify_chain(key: str | None = None) -> VerifyResult:
                 "chain anchor does not match the latest prune event",
             )
     return VerifyResult(True, verified)
+
+
+def _check_event(event: AuditEvent, expected_seq: int, expected_prev: str, key: str) -> str:
+    """Why this event breaks the chain, or ''."""
+    if event.seq != expected_seq:
+        return f"expected event #{expected_seq} here (missing or reordered events)"
+    if not hmac.compare_digest(event.prev_mac, expected_prev):
+        return "previous MAC does not match (event deleted or moved)"
+    if not verify_event(event, key):
+        return "MAC does not match (event edited)"
+    return ""
 
 
 def chain_head_mac() -> str:

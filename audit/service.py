@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from audit.anchor import advance_anchor
 from audit.chain import PRUNE_ACTION, audit_key, compute_mac
 from audit.context import AuditContext, current, new_request_id
 from audit.models import AuditChain, AuditEvent, Outcome
@@ -73,9 +74,12 @@ def _lock_chain() -> AuditChain:
 
 
 def _emit(event: AuditEvent) -> None:
+    """Once committed: the event as one JSON line (with its seq and MACs, so a copy of the
+    stream anchors the chain's tail) and the anchor file moved forward (audit/anchor.py)."""
     line = event.canonical_fields()
-    line["event"] = "audit"
+    line.update(event="audit", prev_mac=event.prev_mac, mac=event.mac)
     log_stream.info(json.dumps(line, sort_keys=True, separators=(",", ":")))
+    advance_anchor(event.seq, event.mac, event.prev_mac)
 
 
 def record_event(

@@ -6,7 +6,8 @@ Starts a private PostgreSQL in a temporary directory (as scripts/test.sh does), 
 DATABASE_URL when it is set, and reports:
 
 1. the cost of one audit write (``record_event``: lock the chain head, MAC, insert, move
-   the head; one transaction per event, as a request makes it) with a short chain;
+   the head, then move the anchor file; one transaction per event, as a request makes it)
+   with a short chain, and the same without the anchor file (audit/anchor.py);
 2. after loading a valid chain of --events events (generated with real MACs, COPY'd in),
    the auditor's viewer page time for the first page, a deep keyset page and each filter,
    rendered through the real middleware and template;
@@ -163,10 +164,18 @@ def setup_django(database_url: str, data_dir: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def time_writes(count: int) -> float:
-    """Mean milliseconds per record_event, each in its own transaction."""
+def time_writes(count: int, *, anchor: bool = True) -> float:
+    """Mean milliseconds per record_event, each in its own transaction; ``anchor=False``
+    leaves the anchor file alone (what the write cost before it existed)."""
+    from unittest import mock
+
+    from audit import service
     from audit.context import AuditContext, audit_context
     from audit.service import record_event
+
+    if not anchor:
+        with mock.patch.object(service, "advance_anchor", return_value=None):
+            return time_writes(count)
 
     context = AuditContext(
         request_id="bench", actor="bench", source_ip="10.0.0.1", user_agent="bench"
@@ -298,6 +307,8 @@ def run(database_url: str, data_dir: Path, args: argparse.Namespace) -> None:
 
     print(f"\n1. audit write, short chain ({args.writes} events, one transaction each)")
     print(f"   record_event: {time_writes(args.writes):.3f} ms/event")
+    no_anchor = time_writes(args.writes, anchor=False)
+    print(f"   record_event without the anchor file: {no_anchor:.3f} ms/event")
 
     started = time.perf_counter()
     loaded = load_chain(args.events, args.seed)

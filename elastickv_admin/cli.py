@@ -49,7 +49,8 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--proxyHeaders",
         action="store_true",
-        help="trust X-Forwarded-For/Proto from a reverse proxy in front",
+        help="deprecated: one trusted reverse proxy in front "
+        "(ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS=1 unless set >= 1)",
     )
 
 
@@ -94,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+HOPS_ENV = "ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS"
+
+
+def _apply_proxy_headers(args: argparse.Namespace) -> None:
+    """--proxyHeaders is an alias of ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS=1: the one setting that
+    decides which X-Forwarded-For / -Proto entries are believed (elastickv_admin/net.py). An
+    explicit 0 next to it is a contradiction, refused rather than guessed."""
+    if not getattr(args, "proxyHeaders", False):
+        return
+    raw = os.environ.get(HOPS_ENV, "").strip()
+    if not raw:
+        os.environ[HOPS_ENV] = "1"
+    elif raw.lstrip("+-").isdigit() and int(raw) < 1:
+        raise SystemExit(
+            f"--proxyHeaders needs {HOPS_ENV} >= 1 (it is {raw}): set {HOPS_ENV} to the number "
+            "of reverse proxies in front and drop --proxyHeaders"
+        )
+
+
 def _apply_flags(args: argparse.Namespace) -> None:
     for flag, env in FLAG_ENV.items():
         value = getattr(args, flag, None)
@@ -102,6 +122,7 @@ def _apply_flags(args: argparse.Namespace) -> None:
     for flag, env in BOOL_FLAG_ENV.items():
         if getattr(args, flag, False):
             os.environ[env] = "true"
+    _apply_proxy_headers(args)
 
 
 def _split_bind(bind: str) -> tuple[str, int]:
@@ -255,14 +276,15 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def run_daphne(bind: str, *, proxy_headers: bool) -> None:
+def run_daphne(bind: str) -> None:
     from daphne.cli import CommandLineInterface
     from twisted.internet import reactor
 
     host, port = _split_bind(bind)
+    # Never daphne's --proxy-headers: it replaces the client with the LEFTMOST X-Forwarded-For
+    # entry (the caller's choice) and the scheme with X-Forwarded-Proto. The scope keeps the
+    # TCP peer; elastickv_admin/net.py applies ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS.
     argv = ["-b", host, "-p", str(port), "--access-log", os.devnull]
-    if proxy_headers:
-        argv.append("--proxy-headers")
     argv.append("elastickv_admin.asgi:application")
     cli = CommandLineInterface()
     freeze_startup_objects()
@@ -275,7 +297,7 @@ def serve(args: argparse.Namespace) -> None:
     _apply_flags(args)
     prepare()
     _warn_if_no_users()
-    run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
+    run_daphne(args.bindAddr)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -299,6 +321,7 @@ def demo(args: argparse.Namespace) -> None:
         timers=True,
         workload_rate=400.0,
     )
+    _apply_proxy_headers(args)
     cluster.start()
     os.environ["ELASTICKV_ADMIN_DEMO"] = "true"
     os.environ["ELASTICKV_ADMIN_DATA_DIR"] = str(data_dir)
@@ -313,7 +336,7 @@ def demo(args: argparse.Namespace) -> None:
             f"portal: http://{args.bindAddr}/  (data in {data_dir}; Ctrl-C stops both)", flush=True
         )
         print(f"log in at http://{args.bindAddr}/login/ as {DEMO_ADMIN} / {password}", flush=True)
-        run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
+        run_daphne(args.bindAddr)
     finally:
         cluster.stop()
 

@@ -1,10 +1,15 @@
-"""The client's address, the one way: the TCP peer, or the X-Forwarded-For entry
+"""The client's address and scheme, the one way: the TCP peer, or the X-Forwarded-For entry
 ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS from the right when trusted reverse proxies are in front.
 
 Each proxy appends the address it received the request from, so with N trusted proxies the
 N-th entry from the right was written by our outermost proxy; anything further left came
 from the client and is not believed. django-axes uses this function too
-(AXES_CLIENT_IP_CALLABLE), so the lockout and the audit log agree on who asked.
+(AXES_CLIENT_IP_CALLABLE), so the lockout and the audit log agree on who asked. daphne's own
+--proxy-headers (leftmost entry) is never used: the ASGI scope keeps the TCP peer.
+
+X-Forwarded-Proto follows the same rule (TrustedProxyMiddleware): ignored at 0 hops, else the
+entry N from the right, or the leftmost when the proxies overwrite rather than append (fewer
+entries than proxies: all of them then came from a trusted proxy).
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import ipaddress
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
+
+from elastickv_admin.middleware import HybridMiddleware
 
 
 def _valid(address: str) -> str | None:
@@ -22,12 +30,15 @@ def _valid(address: str) -> str | None:
         return None
 
 
+def _entries(meta: dict[str, Any], key: str) -> list[str]:
+    return [p.strip() for p in str(meta.get(key, "")).split(",") if p.strip()]
+
+
 def client_ip_from_meta(meta: dict[str, Any], hops: int) -> str:
     peer = _valid(str(meta.get("REMOTE_ADDR", ""))) or ""
     if hops <= 0:
         return peer
-    forwarded = [p.strip() for p in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
-    forwarded = [p for p in forwarded if p]
+    forwarded = _entries(meta, "HTTP_X_FORWARDED_FOR")
     if len(forwarded) < hops:
         # Fewer entries than proxies: the request did not come through all of them.
         return peer
@@ -49,3 +60,35 @@ def client_ip_from_scope(scope: dict[str, Any]) -> str:
         if name == b"x-forwarded-for":
             meta["HTTP_X_FORWARDED_FOR"] = value.decode("latin-1")
     return client_ip(type("_Scope", (), {"META": meta})())
+
+
+def forwarded_proto_from_meta(meta: dict[str, Any], hops: int) -> str | None:
+    """The scheme the outermost trusted proxy saw, or None (use the connection's own)."""
+    if hops <= 0:
+        return None
+    protos = [p.lower() for p in _entries(meta, "HTTP_X_FORWARDED_PROTO")]
+    if not protos:
+        return None
+    proto = protos[-min(hops, len(protos))]
+    return proto if proto in ("http", "https") else None
+
+
+class TrustedProxyMiddleware(HybridMiddleware):
+    """First in MIDDLEWARE: leaves in X-Forwarded-Proto only the one trusted value, which
+    Django reads through SECURE_PROXY_SSL_HEADER (its own parsing takes the leftmost)."""
+
+    def _trust(self, request: HttpRequest) -> None:
+        hops: int = getattr(settings, "TRUSTED_PROXY_HOPS", 0)
+        proto = forwarded_proto_from_meta(request.META, hops)
+        if proto is None:
+            request.META.pop("HTTP_X_FORWARDED_PROTO", None)
+        else:
+            request.META["HTTP_X_FORWARDED_PROTO"] = proto
+
+    def handle(self, request: HttpRequest) -> Any:
+        self._trust(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        self._trust(request)
+        return await self.get_response(request)  # type: ignore[misc]

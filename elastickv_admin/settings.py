@@ -62,6 +62,11 @@ AUDIT_FAILURE_WINDOW = env_duration("ELASTICKV_ADMIN_AUDIT_FAILURE_WINDOW", 60.0
 AUDIT_KEY = _required_secret(
     "ELASTICKV_ADMIN_AUDIT_KEY", "demo-audit-key", "the audit log's HMAC chain key"
 )
+# The chain's tail, outside the database: highest committed seq and its MAC, signed with
+# AUDIT_KEY (audit/anchor.py). Processes sharing a data directory share it.
+AUDIT_ANCHOR_FILE = Path(
+    env_str("ELASTICKV_ADMIN_AUDIT_ANCHOR_FILE") or DATA_DIR / "audit-anchor"
+).resolve()
 TOKEN_HASH_KEY = _required_secret(
     "ELASTICKV_ADMIN_TOKEN_HASH_KEY", "demo-token-hash-key", "the API tokens' hash key"
 )
@@ -100,6 +105,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # X-Forwarded-Proto only as far as ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS reaches (net.py).
+    "elastickv_admin.net.TrustedProxyMiddleware",
     "elastickv_admin.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -285,8 +292,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "cluster:overview"
-# Reverse proxies in front of the portal whose X-Forwarded-For entries are trusted; the client
-# address is the entry that many hops from the right (0: the TCP peer, REMOTE_ADDR).
+# Reverse proxies in front of the portal whose X-Forwarded-For / -Proto entries are trusted;
+# the client address is the entry that many hops from the right (0: the TCP peer,
+# REMOTE_ADDR). The only proxy setting: `serve --proxyHeaders` is an alias of 1 (cli.py).
 TRUSTED_PROXY_HOPS = env_int("ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS", 0, minimum=0)
 if TRUSTED_PROXY_HOPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -75,6 +75,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
+@pytest.fixture(autouse=True)
+def _own_audit_anchor(tmp_path: Path, settings: Any) -> None:
+    """Each test its own audit anchor file: the test database is emptied between tests, an
+    anchor left by an earlier test would report its events as a cut tail."""
+    settings.AUDIT_ANCHOR_FILE = tmp_path / "audit-anchor"
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     path = ARTIFACTS / "screenshots"

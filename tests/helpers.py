@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import http.cookiejar
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
 import pytest
+
+# `serve` arguments for a portal that reaches no node (the pages that need none still work).
+NO_NODES = ["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"]
 
 
 def require(condition: bool, reason: str) -> None:
@@ -30,7 +40,6 @@ def database_dump() -> str:
 def decrypted_values(dump: str) -> set[str]:
     """Every Fernet ciphertext in ``dump`` that the configured keys can read, decrypted."""
     import contextlib
-    import re
 
     from elastickv_admin import crypto
 
@@ -39,3 +48,38 @@ def decrypted_values(dump: str) -> set[str]:
         with contextlib.suppress(crypto.InvalidToken):
             found.add(crypto.decrypt(ciphertext).decode("utf-8", "replace"))
     return found
+
+
+def portal_login(portal: Any, password: str, forwarded_for: str) -> int:
+    """One sign-in as the portal's admin through the real form of a `serve` process (CSRF
+    cookie and token) with this X-Forwarded-For; the response status (no redirects)."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(portal.url + "/login/") as resp:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', resp.read().decode())
+    assert token
+    body = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": token.group(1),
+            "username": portal.admin_username,
+            "password": password,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        portal.url + "/login/",
+        data=body,
+        headers={"X-Forwarded-For": forwarded_for, "Referer": portal.url + "/login/"},
+    )
+    no_redirect = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(jar), _NoRedirect()
+    )
+    try:
+        with no_redirect.open(request) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None

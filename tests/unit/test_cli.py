@@ -70,3 +70,36 @@ def test_serve_keeps_startup_objects_out_of_full_collections():
         assert gc.get_freeze_count() > 10_000  # Django, gRPC, numpy and the app
     finally:
         gc.unfreeze()
+
+
+def test_proxy_headers_flag_means_one_trusted_proxy_when_hops_are_unset(monkeypatch):
+    monkeypatch.delenv(cli.HOPS_ENV, raising=False)
+    cli._apply_flags(cli.build_parser().parse_args(["serve", "--proxyHeaders"]))
+    assert os.environ[cli.HOPS_ENV] == "1"
+
+
+def test_proxy_headers_flag_keeps_a_larger_hop_count(monkeypatch):
+    monkeypatch.setenv(cli.HOPS_ENV, "2")
+    cli._apply_flags(cli.build_parser().parse_args(["serve", "--proxyHeaders"]))
+    assert os.environ[cli.HOPS_ENV] == "2"
+
+
+def test_proxy_headers_flag_with_zero_trusted_hops_is_a_startup_error(monkeypatch):
+    monkeypatch.setenv(cli.HOPS_ENV, "0")
+    args = cli.build_parser().parse_args(["serve", "--proxyHeaders"])
+    with pytest.raises(
+        SystemExit, match="--proxyHeaders needs ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS >= 1"
+    ):
+        cli._apply_flags(args)
+
+
+def test_serve_never_hands_proxy_headers_to_daphne(monkeypatch):
+    # daphne's --proxy-headers takes the LEFTMOST X-Forwarded-For entry as the client.
+    seen: list[list[str]] = []
+    from daphne.cli import CommandLineInterface
+
+    monkeypatch.setattr(CommandLineInterface, "run", lambda self, argv: seen.append(argv))
+    monkeypatch.setattr(cli, "freeze_startup_objects", lambda: None)
+    cli.run_daphne("127.0.0.1:8000")
+    assert seen
+    assert not any(arg.startswith("--proxy") for arg in seen[0])
