@@ -52,6 +52,7 @@ async def test_stream_websocket_answers_hello(viewer_token):
         application,
         "/api/stream",
         headers=[
+            (b"host", b"127.0.0.1"),
             (b"origin", b"http://127.0.0.1"),
             (b"authorization", f"Bearer {viewer_token}".encode()),
         ],

@@ -33,7 +33,8 @@ from keyviz.serialize import FLAG_DEGRADED
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 400
-ORIGIN = [(b"origin", b"http://127.0.0.1")]
+# What a browser on http://127.0.0.1/ sends: its Host, and its page's origin.
+ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
 KEY = b"user:42"
 
 
