@@ -470,3 +470,29 @@ async def test_a_viewer_that_sent_hostile_frames_leaves_no_trace(devcluster_fact
     cluster.reset_rpc_counts()
     await asyncio.sleep(3 * STEP / 1000)
     assert all(cluster.rpc_counts(n.node_id) == {} for n in cluster.nodes)
+
+
+async def test_a_viewer_the_server_cannot_send_to_is_closed_and_cleaned_up(
+    devcluster, stream, monkeypatch
+):
+    from prometheus_client import REGISTRY
+
+    def viewers_gauge() -> float:
+        return REGISTRY.get_sample_value("elastickv_admin_websocket_viewers") or 0.0
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("a rendering bug")
+
+    connect = stream(devcluster)
+    before = viewers_gauge()
+    viewer = await connect()
+    await viewer.next("subscribed")
+    hub = live_hub()
+    assert hub.subscribers["writes"] == 1
+    monkeypatch.setattr(consumers, "render_column", broken)
+    await get_channel_layer().group_send("keyviz.writes", fake_column(1_000))
+    # Not left open and silent: closed with 4500, and its subscription released.
+    assert await viewer.comm.receive_output(5) == {"type": "websocket.close", "code": 4500}
+    await viewer.comm.wait(5)
+    assert viewers_gauge() == before
+    assert hub.subscribers["writes"] == 0

@@ -105,6 +105,22 @@ async def test_force_logout_closes_the_socket_within_the_recheck_interval(make_u
 
 
 @override_settings(WS_RECHECK_INTERVAL_S=0.1)
+async def test_a_socket_closed_by_the_recheck_releases_its_subscription(make_user):
+    before = viewers_gauge()
+    user, communicator = await viewer_socket(make_user)
+    await communicator.send_json_to({"type": "subscribe", "series": "writes"})
+    assert (await communicator.receive_json_from())["type"] == "subscribed"
+    hub = live_hub()
+    assert hub.subscribers["writes"] == 1
+    await sync_to_async(do_end_sessions)(user)
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    await communicator.wait(timeout=5)
+    assert viewers_gauge() == before
+    assert hub.subscribers["writes"] == 0
+    await close_live_hub()
+
+
+@override_settings(WS_RECHECK_INTERVAL_S=0.1)
 async def test_removing_the_role_closes_the_socket(make_user):
     user, communicator = await viewer_socket(make_user)
     await sync_to_async(do_set_roles)(user, ["auditor"])
