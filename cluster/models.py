@@ -42,6 +42,11 @@ class NodeTokenRecord(models.Model):
     created_by = models.CharField(max_length=150)
     # The last probe in which a node accepted this token.
     verified_at = models.DateTimeField(null=True, blank=True)
+    # The next token only: the node addresses the portal knew when the rotation started (its
+    # seeds and the membership then). Membership is reported by the nodes, so an address
+    # that appears later could be anyone's: only these and the seeds are sent the next
+    # token (cluster/node_token.py next_token_recipients).
+    known_addresses = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"{self.slot} node token {self.fingerprint}"

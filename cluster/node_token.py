@@ -12,6 +12,11 @@ accepts next. DESIGN.md "Access, tokens, audit"; README "Node token rotation".
 - Changes: ``do_start_rotation``, ``do_finish_rotation``, ``do_cancel_rotation`` and
   ``do_bootstrap_node_token``, each under the lock of the NodeTokenHead row and audited in
   the same transaction. A refused step is audited too (outcome ``failure``).
+- Who gets the next token: membership comes from the nodes (untrusted), so a node address
+  that appears during a rotation could be anyone's, and a node that answers UNAUTHENTICATED
+  would otherwise be handed the next token by the fallback. The rotation row records the
+  addresses known when it started (seeds + membership then); only those and the seeds are
+  ever sent next, by node calls and by probes (``next_token_recipients``).
 - Every portal process follows the database: ``DatabaseTokenStore.sync()`` runs before each
   node call and, at most once per SYNC_INTERVAL_S, reads the token rows' ciphertexts (one
   small query); when they changed it decrypts them. So a change committed by any process is
@@ -26,7 +31,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +88,19 @@ class StoredTokens:
     version: int
     current: str | None = field(repr=False)
     next: str | None = field(repr=False)
+    next_to: frozenset[str] = frozenset()  # next_token_recipients of the rotation
+
+
+def next_token_recipients(known_addresses: Iterable[str]) -> frozenset[str]:
+    """The addresses the next token may be sent to: those recorded when the rotation
+    started, and the seeds (operator-configured, trusted)."""
+    return frozenset(known_addresses) | frozenset(portal_config().seeds)
+
+
+async def known_node_addresses() -> list[str]:
+    """The node addresses known now (seeds + membership), for the rotation about to start."""
+    nodes = await discovery().nodes()
+    return sorted({*portal_config().seeds, *(n.address for n in nodes)})
 
 
 def _decrypt(row: NodeTokenRecord) -> str:
@@ -103,6 +121,7 @@ def load_tokens() -> StoredTokens:
         before,
         _decrypt(current) if current else None,
         _decrypt(next_) if next_ else None,
+        next_token_recipients(next_.known_addresses if next_ else ()),
     )
 
 
@@ -296,18 +315,26 @@ async def _ask(client: NodeClient, address: str, token: str, label: str) -> Answ
     return None
 
 
+NOT_SENT_NEXT = (
+    "not sent the next token: this address was not known when the rotation started "
+    "(cancel and start the rotation again to include it)"
+)
+
+
 async def _probe_node(client: NodeClient, node: Node, tokens: StoredTokens) -> NodeCheckRow:
     assert tokens.current is not None
+    rotating = tokens.next is not None
     asks = [_ask(client, node.address, tokens.current, "current")]
-    if tokens.next is not None:
+    trusted = tokens.next is not None and node.address in tokens.next_to
+    if tokens.next is not None and trusted:
         asks.append(_ask(client, node.address, tokens.next, "next"))
     answers = await asyncio.gather(*asks)
     state, detail = node_state(
         answers[0], answers[1] if len(answers) > 1 else None, rotating=len(answers) > 1
     )
-    return NodeCheckRow(
-        node.node_id, node.address, state, detail[:500], timezone.now(), len(answers) > 1
-    )
+    if rotating and not trusted:
+        detail = f"{detail}; {NOT_SENT_NEXT}" if detail else NOT_SENT_NEXT
+    return NodeCheckRow(node.node_id, node.address, state, detail[:500], timezone.now(), rotating)
 
 
 _in_thread = database_sync_to_async
@@ -445,9 +472,14 @@ def do_bootstrap_node_token(token: str, *, source_file: str, actor: str = "syste
 
 
 @sensitive_variables("token", "value")
-def do_start_rotation(actor: str, token: str | None = None) -> StartedRotation:
+def do_start_rotation(
+    actor: str, token: str | None = None, *, known_addresses: Iterable[str] = ()
+) -> StartedRotation:
     """Hold a next token beside the current one: generated (256 bits, returned once for
-    display) or pasted (validated, never echoed). Refused while a rotation runs."""
+    display) or pasted (validated, never echoed). Refused while a rotation runs.
+
+    ``known_addresses`` (``await known_node_addresses()``) and the seeds are recorded as
+    the only addresses the next token will be sent to."""
     action = "node_token.rotation_started"
     refused = "node_token.rotation_start_refused"
     actor = _ensure_actor(actor)
@@ -482,6 +514,7 @@ def do_start_rotation(actor: str, token: str | None = None) -> StartedRotation:
                     fingerprint=fp,
                     source=source,
                     created_by=actor,
+                    known_addresses=sorted(next_token_recipients(known_addresses)),
                 )
                 _bump(head)
                 record_event(
@@ -666,7 +699,8 @@ class DatabaseTokenStore(NodeTokenStore):
         self.token_file = token_file
         self.interval_s = interval_s
         self._fresh_until = 0.0  # time.monotonic()
-        self._seen: frozenset[tuple[str, str]] | None = None  # (slot, ciphertext) rows
+        # (slot, ciphertext, known addresses) rows
+        self._seen: frozenset[tuple[str, str, tuple[str, ...]]] | None = None
         self._refresh_lock = threading.Lock()
         self._failing = False
 
@@ -685,13 +719,19 @@ class DatabaseTokenStore(NodeTokenStore):
             try:
                 if self._seen is None:
                     ensure_node_token(self.token_file)
-                rows = frozenset(NodeTokenRecord.objects.values_list("slot", "ciphertext"))
+                rows = frozenset(
+                    (slot, ciphertext, tuple(known or ()))
+                    for slot, ciphertext, known in NodeTokenRecord.objects.values_list(
+                        "slot", "ciphertext", "known_addresses"
+                    )
+                )
                 if rows != self._seen:
-                    by_slot = dict(rows)
+                    by_slot = {slot: (ciphertext, known) for slot, ciphertext, known in rows}
                     current, next_ = by_slot.get("current"), by_slot.get("next")
                     self.set_tokens(
-                        crypto.decrypt(current).decode("utf-8") if current else None,
-                        crypto.decrypt(next_).decode("utf-8") if next_ else None,
+                        crypto.decrypt(current[0]).decode("utf-8") if current else None,
+                        crypto.decrypt(next_[0]).decode("utf-8") if next_ else None,
+                        next_token_recipients(next_[1] if next_ else ()),
                     )
                     self._seen = rows
                 if self._failing:

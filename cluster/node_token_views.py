@@ -84,8 +84,12 @@ async def start(request: HtmxHttpRequest) -> HttpResponse:
     pasted = request.POST.get("mode") == "paste"
     token = request.POST.get("token", "") if pasted else None
     await sync_to_async(node_token.ensure_node_token)()
+    # The nodes known now: the only ones (with the seeds) ever sent the next token.
+    known = await node_token.known_node_addresses()
     try:
-        started = await sync_to_async(node_token.do_start_rotation)(_actor(request), token)
+        started = await sync_to_async(node_token.do_start_rotation)(
+            _actor(request), token, known_addresses=known
+        )
     except NodeTokenRefused as exc:
         return await _page(request, status=409, error=str(exc), paste_error=pasted)
     if started.generated is None:

@@ -2,7 +2,8 @@
 
 During a rotation the portal holds two tokens (current and next). For each node
 it tries the one that node last accepted first and falls back to the other on
-UNAUTHENTICATED (DESIGN.md "Talking to nodes"). A token's value never appears in
+UNAUTHENTICATED (DESIGN.md "Talking to nodes"); the next token only to the nodes known
+when the rotation started (``next_to``). A token's value never appears in
 a repr, a log line or an error message: what people see is its fingerprint.
 
 Where the tokens come from is the store's business: this base store holds what it was
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,13 +112,24 @@ def check_token_value(raw: str) -> str:
 
 
 class NodeTokenStore:
-    """Current (and during rotation, next) token, plus which one each node accepts."""
+    """Current (and during rotation, next) token, plus which one each node accepts.
 
-    def __init__(self, current: str | None, next_token: str | None = None) -> None:
+    ``next_to``, when given, is the set of addresses the next token may be sent to (see
+    cluster/node_token.py next_token_recipients); every other address is offered the
+    current token only. None: no restriction (a store built from known values)."""
+
+    def __init__(
+        self,
+        current: str | None,
+        next_token: str | None = None,
+        *,
+        next_to: Iterable[str] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._tokens = [NodeToken("current", current)] if current else []
         if next_token:
             self._tokens.append(NodeToken("next", next_token))
+        self._next_to = None if next_to is None else frozenset(next_to)
         self._accepted: dict[str, str] = {}
 
     @property
@@ -130,10 +143,16 @@ class NodeTokenStore:
         """The tokens changed elsewhere in this process: sync at the next call."""
 
     def candidates(self, address: str) -> list[NodeToken]:
-        """Tokens to try against ``address``, the one it last accepted first."""
+        """Tokens to try against ``address``, the one it last accepted first; the next
+        token only to an address in ``next_to``."""
         with self._lock:
             preferred = self._accepted.get(address)
-            return sorted(self._tokens, key=lambda t: t.label != preferred)
+            tokens = [
+                t
+                for t in self._tokens
+                if t.label != "next" or self._next_to is None or address in self._next_to
+            ]
+            return sorted(tokens, key=lambda t: t.label != preferred)
 
     def accepted(self, address: str, label: str) -> None:
         with self._lock:
@@ -143,14 +162,18 @@ class NodeTokenStore:
         with self._lock:
             return self._accepted.get(address)
 
-    def set_tokens(self, current: str | None, next_token: str | None) -> None:
-        """Replace the tokens. What a node accepted is kept by value: after a rotation
-        finishes, a node that accepted "next" now accepts "current" (the same token)."""
+    def set_tokens(
+        self, current: str | None, next_token: str | None, next_to: Iterable[str] | None = None
+    ) -> None:
+        """Replace the tokens (and who may be sent next). What a node accepted is kept by
+        value: after a rotation finishes, a node that accepted "next" now accepts "current"
+        (the same token)."""
         with self._lock:
             before = {t.label: t.value for t in self._tokens}
             self._tokens = [NodeToken("current", current)] if current else []
             if next_token:
                 self._tokens.append(NodeToken("next", next_token))
+            self._next_to = None if next_to is None else frozenset(next_to)
             label_of = {t.value: t.label for t in self._tokens}
             self._accepted = {
                 address: label_of[before[label]]

@@ -13,7 +13,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 
 from accounts.ws import WebSocketAccessMiddleware  # noqa: E402
@@ -22,13 +21,11 @@ from elastickv_admin.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            # Origin checked first; then session user, then the access policy and its
-            # periodic re-check (accounts/ws.py).
-            CookieMiddleware(
-                SessionMiddleware(
-                    AuthMiddleware(WebSocketAccessMiddleware(URLRouter(websocket_urlpatterns)))
-                )
+        # Session user, then the Origin (scheme, host and port, as Django's CSRF check), the
+        # access policy and its periodic re-check, the subscribe audit (accounts/ws.py).
+        "websocket": CookieMiddleware(
+            SessionMiddleware(
+                AuthMiddleware(WebSocketAccessMiddleware(URLRouter(websocket_urlpatterns)))
             )
         ),
     }

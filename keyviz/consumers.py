@@ -29,6 +29,7 @@ from typing import Any, Literal
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from accounts.roles import VIEW_DASHBOARDS
+from accounts.ws import MAX_FRAME_BYTES, parse_frame
 from elastickv_admin import metrics
 from elastickv_admin.errors import ApiError, ParamError
 from keyviz.live import PROTOCOL, group_name, live_hub, render_column
@@ -36,13 +37,14 @@ from keyviz.params import SERIES
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 4096
+MAX_MESSAGE_BYTES = MAX_FRAME_BYTES  # one cap for every frame (accounts/ws.py parse_frame)
 MAX_UNACKED = 8
 MAX_QUEUED = 32
 # Replies the client provokes but does not read (errors, pongs): past this, close.
 MAX_CONTROL = 64
 CLOSE_POLICY = 4403  # handshake refused: not allowed to watch the dashboards
 CLOSE_OVERFLOW = 4429  # the client kept sending without reading the replies
+CLOSE_INTERNAL = 4500  # the server failed to send (a bug); reconnect
 
 Format = Literal["json", "bin"]
 
@@ -81,40 +83,45 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _shown(value: Any) -> str:
+    """A client value in an error message: short, and never a deep repr."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)[:40]
+    if isinstance(value, str):
+        shown = repr(value)
+        return shown if len(shown) <= 42 else shown[:40] + "..."
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+
+
 def parse_client_message(text: str | None, data: bytes | None = None) -> ClientMessage:
     """One client frame as a message; ParamError naming the offending field otherwise."""
-    if text is None:
-        raise ParamError("message", "send JSON text frames; binary frames are not accepted")
-    if len(text) > MAX_MESSAGE_BYTES:
-        raise ParamError("message", f"longer than {MAX_MESSAGE_BYTES} bytes")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParamError("message", f"not valid JSON ({exc.msg} at {exc.pos})") from None
-    except ValueError:  # e.g. lone surrogates
-        raise ParamError("message", "not valid JSON") from None
+    doc = parse_frame(text)
     if not isinstance(doc, dict):
         raise ParamError("message", "must be a JSON object with a type")
     kind = doc.get("type")
     if not isinstance(kind, str) or kind not in _FIELDS:
-        raise ParamError("type", f"unknown message type {kind!r}; use {', '.join(_FIELDS)}")
+        raise ParamError("type", f"unknown message type {_shown(kind)}; use {', '.join(_FIELDS)}")
     for name in doc:
         if name not in _FIELDS[kind]:
             allowed = ", ".join(_FIELDS[kind][1:]) or "no other field"
-            raise ParamError(name, f"unknown field for {kind}; {kind} takes {allowed}")
+            label = name if name.isprintable() and len(name) <= 40 else _shown(name)
+            raise ParamError(label, f"unknown field for {kind}; {kind} takes {allowed}")
     if kind == "subscribe":
         series = doc.get("series")
         if not isinstance(series, str) or series not in SERIES:
-            raise ParamError("series", f"unknown series {series!r}; use one of {', '.join(SERIES)}")
+            raise ParamError(
+                "series", f"unknown series {_shown(series)}; use one of {', '.join(SERIES)}"
+            )
         fmt = doc.get("format", "json")
         if fmt not in ("json", "bin"):
-            raise ParamError("format", f"unknown format {fmt!r}; use json or bin")
+            raise ParamError("format", f"unknown format {_shown(fmt)}; use json or bin")
         return Subscribe(series, "bin" if fmt == "bin" else "json")
     if kind == "ack":
         at = doc.get("column_unix_ms")
         if not isinstance(at, int) or isinstance(at, bool) or at < 0:
             raise ParamError(
-                "column_unix_ms", f"must be the column_unix_ms of a received column, got {at!r}"
+                "column_unix_ms",
+                f"must be the column_unix_ms of a received column, got {_shown(at)}",
             )
         return Ack(at)
     return Unsubscribe() if kind == "unsubscribe" else Ping()
@@ -245,6 +252,15 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     series: str | None = None
     format: Format = "json"
+    sender: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Cleanup on every way out: a disconnect, a close by the server or the access
+        # middleware, an exception, a cancellation.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
 
     async def connect(self) -> None:
         if not await self.authorized():
@@ -258,11 +274,18 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.counted = True
         self.outbox.control({"type": "hello", "protocol": PROTOCOL})
         self.sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self.sender.add_done_callback(self._sender_done)
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # A viewer that can no longer be sent to is closed, not left open and silent.
+            log.error("live stream sender failed", exc_info=task.exception())
+            asyncio.get_running_loop().create_task(self.close(code=CLOSE_INTERNAL))
 
     async def authorized(self) -> bool:
         """May this handshake open the live stream?
 
-        Foreign origins never get here (AllowedHostsOriginValidator in asgi.py), and
+        Foreign origins never get here (accounts.ws.origin_allowed), and
         accounts.ws.WebSocketAccessMiddleware already applied the access policy to the
         session or API-token user. This repeats the dashboards' rule on the user it
         resolved, so the consumer stays closed even if that middleware were missing.
@@ -272,15 +295,22 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return bool(user is not None and user.is_authenticated and user.has_perm(VIEW_DASHBOARDS))
 
     async def disconnect(self, code: int) -> None:
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Leave the series (hub, group), uncount the viewer, stop sending. Runs once,
+        however the consumer ends; a failing step does not skip the others."""
         if getattr(self, "counted", False):
             metrics.WEBSOCKET_VIEWERS.dec()
             self.counted = False
-        await self._leave()
-        sender = getattr(self, "sender", None)
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        try:
+            await self._leave()
+        finally:
+            sender, self.sender = self.sender, None
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -335,8 +365,10 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _leave(self) -> None:
         series, self.series = self.series, None
         if series is not None:
-            await self.channel_layer.group_discard(group_name(series), self.channel_name)
-            await live_hub().unsubscribe(series)
+            try:
+                await self.channel_layer.group_discard(group_name(series), self.channel_name)
+            finally:
+                await live_hub().unsubscribe(series)
 
     # -- channel layer handlers (type "keyviz.column" -> keyviz_column) -------------------------
 

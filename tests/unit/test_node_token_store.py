@@ -33,8 +33,11 @@ def token_file(tmp_path) -> Iterator[str]:
         yield str(path)
 
 
-def values(store: DatabaseTokenStore) -> list[str]:
-    return [t.value for t in store.candidates("node:1")]
+KNOWN = ["node:1"]  # the node the rotations in these tests know when they start
+
+
+def values(store: DatabaseTokenStore, address: str = "node:1") -> list[str]:
+    return [t.value for t in store.candidates(address)]
 
 
 async def test_a_change_made_by_another_process_is_used_within_the_sync_interval(token_file):
@@ -45,7 +48,7 @@ async def test_a_change_made_by_another_process_is_used_within_the_sync_interval
     assert values(store) == [CURRENT]  # seeded from the file on the first sync
     # Another process starts a rotation: nothing tells this one but the database.
     other = DatabaseTokenStore(token_file)
-    await sync_to_async(node_token.do_start_rotation)("elsewhere", NEXT)
+    await sync_to_async(node_token.do_start_rotation)("elsewhere", NEXT, known_addresses=KNOWN)
     await other.sync()
     await store.sync()
     assert values(store) == [CURRENT], "within the interval the store keeps what it read"
@@ -64,10 +67,25 @@ async def test_a_change_made_in_this_process_is_used_at_the_next_call(token_file
     store = node_client().tokens
     assert isinstance(store, DatabaseTokenStore)
     await store.sync()
-    await sync_to_async(node_token.do_start_rotation)("here", NEXT)
+    await sync_to_async(node_token.do_start_rotation)("here", NEXT, known_addresses=KNOWN)
     await store.sync()  # the commit marked it stale: no waiting for the interval
     assert values(store) == [CURRENT, NEXT]
     reset_node_client()
+
+
+async def test_the_next_token_goes_only_to_nodes_known_when_the_rotation_started(token_file):
+    from asgiref.sync import sync_to_async
+
+    store = DatabaseTokenStore(token_file, interval_s=0)
+    await store.sync()  # seeds the table from the file
+    await sync_to_async(node_token.do_start_rotation)("admin", NEXT, known_addresses=KNOWN)
+    await store.sync()
+    assert values(store, "node:1") == [CURRENT, NEXT]  # known at the start
+    assert values(store, "127.0.0.1:1") == [CURRENT, NEXT]  # a seed
+    # An address a node reports later is offered the current token only.
+    assert values(store, "10.6.6.6:50051") == [CURRENT]
+    row = await NodeTokenRecord.objects.aget(slot="next")
+    assert row.known_addresses == ["127.0.0.1:1", "node:1"]
 
 
 async def test_an_unreadable_database_keeps_the_tokens_held_and_warns_once(
@@ -112,7 +130,7 @@ async def test_a_token_the_configured_keys_cannot_decrypt_is_reported_by_key_nam
 
     store = DatabaseTokenStore(token_file, interval_s=0)
     await store.sync()
-    await sync_to_async(node_token.do_start_rotation)("admin", NEXT)
+    await sync_to_async(node_token.do_start_rotation)("admin", NEXT, known_addresses=KNOWN)
     with (
         override_settings(SECRETS_KEY="a-different-key-0123456789abcdef", SECRETS_OLD_KEYS=[]),
         caplog.at_level(logging.WARNING, logger="cluster.node_token"),
@@ -132,3 +150,39 @@ def test_a_first_start_seeds_the_table_once_from_the_token_file(token_file, capl
     assert CURRENT not in row.ciphertext
     assert f"seeded the database from --nodeTokenFile ({fingerprint(CURRENT)})" in caplog.text
     assert "database holds" not in caplog.text, "the file matches: no warning"
+
+
+def test_a_rotation_running_at_the_upgrade_keeps_sending_next_to_the_nodes_it_probed():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+    from django.utils import timezone
+
+    before, after = (
+        [("cluster", "0002_node_token_head")],
+        [("cluster", "0003_node_token_known_addresses")],
+    )
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        head, _ = old.get_model("cluster", "NodeTokenHead").objects.get_or_create(pk=1, version=3)
+        old.get_model("cluster", "NodeTokenRecord").objects.create(
+            slot="next", ciphertext="x", fingerprint="sha256:0", source="pasted", created_by="a"
+        )
+        checks = old.get_model("cluster", "NodeTokenCheck").objects
+        for address, version in (
+            ("10.0.0.2:50051", head.version),
+            ("10.0.0.9:1", head.version - 1),
+        ):
+            checks.create(
+                address=address, state="current", checked_at=timezone.now(), version=version
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        new = executor.loader.project_state(after).apps
+        row = new.get_model("cluster", "NodeTokenRecord").objects.get(slot="next")
+        # The nodes its last probe found (this version's), not a stale row of another.
+        assert row.known_addresses == ["10.0.0.2:50051"]
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -129,7 +129,8 @@ class Command(BaseCommand):
             raise CommandError("--out is for a generated token; --token-file already has it")
         if out is not None and out.exists():
             raise CommandError(f"--out {str(out)!r} exists; name a new file")
-        started = node_token.do_start_rotation(self._actor(), pasted)
+        known = _run(node_token.known_node_addresses)  # the only nodes ever sent next
+        started = node_token.do_start_rotation(self._actor(), pasted, known_addresses=known)
         self.stderr.write(f"rotation started: next token {started.fingerprint}")
         if started.generated is None:
             return

@@ -10,11 +10,14 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from io import StringIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
@@ -24,11 +27,13 @@ from django.test import AsyncClient
 from audit.models import AuditEvent
 from cluster import node_token
 from cluster.client import node_client
+from cluster.discovery import discovery
 from cluster.models import NodeTokenRecord
 from cluster.tokens import fingerprint
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin import crypto
+from proto import admin_pb2
 from tests.helpers import database_dump, decrypted_values
 
 pytestmark = pytest.mark.integration
@@ -375,3 +380,94 @@ async def test_the_command_walks_the_same_rotation(rig, tmp_path):
     assert fingerprint(secret_file.read_text().strip()) in err
     out, _ = await sync_to_async(command)("status", "--no-probe")
     assert secret_file.read_text().strip() not in out
+
+
+# --- a member that appears during a rotation is not handed the next token -----------------------
+
+if TYPE_CHECKING:
+    _HandlerBase = grpc.GenericRpcHandler[bytes, bytes]
+else:  # the runtime class is not generic
+    _HandlerBase = grpc.GenericRpcHandler
+
+
+class Harvester(_HandlerBase):
+    """A gRPC server posing as a node: every call is refused UNAUTHENTICATED (so the portal's
+    fallback would try its other token) and the authorization header it carried is kept."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+        self._server = grpc.server(futures.ThreadPoolExecutor(4))
+        self._server.add_generic_rpc_handlers([self])
+        self.address = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def _refuse(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self._lock:
+            self.seen += [str(v) for k, v in context.invocation_metadata() if k == "authorization"]
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid admin token")
+        raise AssertionError("unreachable")
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes]:
+        return grpc.unary_unary_rpc_method_handler(self._refuse)
+
+    def stop(self) -> None:
+        self._server.stop(None).wait()
+
+
+@pytest.fixture
+def harvester() -> Iterator[Harvester]:
+    server = Harvester()
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_member_reported_after_the_rotation_started_never_receives_the_next_token(
+    devcluster_factory, portal, make_user, grpc_proxy, harvester, parse_html
+):
+    cluster = devcluster_factory()
+    joined = threading.Event()
+
+    def report_the_harvester(raw: bytes) -> bytes:
+        # Membership comes from the nodes: after the start, the seed reports one more member.
+        overview = admin_pb2.GetClusterOverviewResponse.FromString(raw)
+        if joined.is_set():
+            overview.members.add(node_id="n9", grpc_address=harvester.address)
+        return overview.SerializeToString()
+
+    # The one seed is n1 (through a proxy that edits its membership); n2 and n3 are members.
+    seed = grpc_proxy(cluster.node("n1").address, {"GetClusterOverview": report_the_harvester})
+    viewer = portal([seed.address])
+    rig = Rig(cluster, viewer, AsyncClient(), parse_html)
+    await rig.admin.aforce_login(await sync_to_async(make_user)("rot-admin", "admin"))
+    before = (await viewer.get("/api/cluster/overview")).json()  # seeds the token table
+    assert [(s["node"], s["ok"]) for s in before["node_status"]] == [
+        ("n1", True),
+        ("n2", True),
+        ("n3", True),
+    ]
+    assert (await rig.start(mode="paste", token=PASTED)).status_code == 302
+    row = await sync_to_async(lambda: stored()["next"])()
+    assert row.known_addresses == sorted([seed.address, *cluster.addresses[1:]])
+
+    cluster.set_node_token("n2", PASTED)  # a node known at the start moves to next
+    joined.set()
+    discovery().invalidate()
+    overview = (await viewer.get("/api/cluster/overview")).json()
+    status = {s["node"]: (s["ok"], s["code"]) for s in overview["node_status"]}
+    assert status["n2"] == (True, None), "the pre-known node was sent next and accepted it"
+    assert status["n9"] == (False, "UNAUTHENTICATED")
+    states = await rig.states()  # the rotation page probes every member with its tokens
+    assert states["n2"] == "next"
+    assert states["n9"] == "neither"
+    # The harvester was asked (with the current token) and never saw the next one.
+    assert harvester.seen
+    assert set(harvester.seen) == {f"Bearer {TEST_TOKEN}"}
+    page = (await rig.admin.get(PAGE, headers=LIVE)).content.decode()
+    assert node_token.NOT_SENT_NEXT in rig.parse_html(page).find("tr", data_node="n9").words
+    # Finishing would cut it off, so it is not done without a confirmation naming it.
+    refused = await rig.finish()
+    assert refused.status_code == 409

@@ -33,7 +33,8 @@ from keyviz.serialize import FLAG_DEGRADED
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 400
-ORIGIN = [(b"origin", b"http://127.0.0.1")]
+# What a browser on http://127.0.0.1/ sends: its Host, and its page's origin.
+ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
 KEY = b"user:42"
 
 
@@ -388,3 +389,110 @@ async def test_viewers_and_column_lag_are_exported_as_metrics(devcluster_factory
     for viewer in viewers:
         await viewer.comm.disconnect()
     assert viewers_gauge() == before_viewers
+
+
+# --- hostile frames: an error (or a documented close), never a dead socket -----------------------
+
+HOSTILE: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "lone-surrogate-escape-in-subscribe",
+        {"text_data": '{"type": "subscribe", "series": "\\udc80"}'},
+        "series: unknown series '\\udc80'",
+    ),
+    (
+        "lone-surrogate-in-the-text",
+        {"text_data": '{"type": "subscribe", "series": "\udc80"}'},
+        "message: not valid UTF-8 text",
+    ),
+    ("deeply-nested-array", {"text_data": "[" * 1500 + "]" * 1500}, "message: JSON nested too"),
+    (
+        "deeply-nested-subscribe",
+        {"text_data": '{"type": "subscribe", "series": ' + "[" * 1500 + "]" * 1500 + "}"},
+        "message: JSON nested too",
+    ),
+    ("huge", {"text_data": '{"type": "ping", "pad": "' + "x" * 100_000 + '"}'}, "message: longer"),
+    ("not-json", {"text_data": "\x00\xff{"}, "message: not valid JSON"),
+    ("binary", {"bytes_data": b'{"type": "ping"}'}, "message: send JSON text frames"),
+    ("type-not-a-string", {"text_data": '{"type": ["subscribe"]}'}, "type: unknown message"),
+    (
+        "series-not-a-string",
+        {"text_data": '{"type": "subscribe", "series": {"a": [1, 2]}}'},
+        "series: unknown series a JSON object",
+    ),
+    (
+        "ack-a-huge-float",
+        {"text_data": '{"type": "ack", "column_unix_ms": 1e400}'},
+        "column_unix_ms: must be",
+    ),
+]
+
+
+async def test_every_hostile_frame_gets_an_error_and_the_socket_keeps_answering(devcluster, stream):
+    connect = stream(devcluster)
+    viewer = await connect(series=None)
+    for name, frame, expected in HOSTILE:
+        await viewer.comm.send_to(**frame)
+        error = await viewer.next("error")
+        assert error["message"].startswith(expected), (name, error)
+        assert error["code"] == 400, name
+        await viewer.send({"type": "ping"})
+        assert (await viewer.next("pong"))["type"] == "pong", name
+    await viewer.send({"type": "subscribe", "series": "writes"})
+    assert (await viewer.next("subscribed"))["series"] == "writes"
+
+
+async def test_a_viewer_that_sent_hostile_frames_leaves_no_trace(devcluster_factory, stream):
+    from prometheus_client import REGISTRY
+
+    def viewers_gauge() -> float:
+        return REGISTRY.get_sample_value("elastickv_admin_websocket_viewers") or 0.0
+
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    before = viewers_gauge()
+    viewer = await connect()
+    await viewer.next("column")  # subscribed, and the poller is running
+    hub = live_hub()
+    hub.linger_s = 0.2
+    assert hub.subscribers["writes"] == 1
+    assert viewers_gauge() == before + 1
+    for _, frame, _ in HOSTILE:
+        await viewer.comm.send_to(**frame)
+    await viewer.send({"type": "ping"})
+    await viewer.next("pong")
+    await viewer.comm.disconnect()
+    assert viewers_gauge() == before
+    assert hub.subscribers["writes"] == 0
+    # The poller stops after its linger and the nodes hear nothing more.
+    await asyncio.sleep(hub.linger_s + 0.3)
+    assert hub.pollers == {}
+    assert hub.feeds == {}
+    cluster.reset_rpc_counts()
+    await asyncio.sleep(3 * STEP / 1000)
+    assert all(cluster.rpc_counts(n.node_id) == {} for n in cluster.nodes)
+
+
+async def test_a_viewer_the_server_cannot_send_to_is_closed_and_cleaned_up(
+    devcluster, stream, monkeypatch
+):
+    from prometheus_client import REGISTRY
+
+    def viewers_gauge() -> float:
+        return REGISTRY.get_sample_value("elastickv_admin_websocket_viewers") or 0.0
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("a rendering bug")
+
+    connect = stream(devcluster)
+    before = viewers_gauge()
+    viewer = await connect()
+    await viewer.next("subscribed")
+    hub = live_hub()
+    assert hub.subscribers["writes"] == 1
+    monkeypatch.setattr(consumers, "render_column", broken)
+    await get_channel_layer().group_send("keyviz.writes", fake_column(1_000))
+    # Not left open and silent: closed with 4500, and its subscription released.
+    assert await viewer.comm.receive_output(5) == {"type": "websocket.close", "code": 4500}
+    await viewer.comm.wait(5)
+    assert viewers_gauge() == before
+    assert hub.subscribers["writes"] == 0
