@@ -61,7 +61,7 @@ from audit.context import AuditContext, audit_context, new_request_id
 from audit.models import Outcome
 from audit.service import AuditWriteError, arecord_event, record_event
 from elastickv_admin.errors import ParamError
-from elastickv_admin.net import client_ip_from_scope
+from elastickv_admin.net import client_ip_from_scope, trust_forwarded_proto
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ class _Handshake(HttpRequest):
         server = scope.get("server") or ("", None)
         self.META["SERVER_NAME"] = str(server[0] or "")
         self.META["SERVER_PORT"] = str(server[1] or "")
+        trust_forwarded_proto(self.META)
         self._tls = scope.get("scheme") in ("wss", "https")
 
     def _get_scheme(self) -> str:

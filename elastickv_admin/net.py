@@ -73,17 +73,23 @@ def forwarded_proto_from_meta(meta: dict[str, Any], hops: int) -> str | None:
     return proto if proto in ("http", "https") else None
 
 
+def trust_forwarded_proto(meta: dict[str, Any]) -> None:
+    """Leave in X-Forwarded-Proto only the one trusted value (or none), which Django reads
+    through SECURE_PROXY_SSL_HEADER (its own parsing takes the leftmost). HTTP requests
+    (TrustedProxyMiddleware) and WebSocket handshakes (accounts/ws.py) both go through here."""
+    hops: int = getattr(settings, "TRUSTED_PROXY_HOPS", 0)
+    proto = forwarded_proto_from_meta(meta, hops)
+    if proto is None:
+        meta.pop("HTTP_X_FORWARDED_PROTO", None)
+    else:
+        meta["HTTP_X_FORWARDED_PROTO"] = proto
+
+
 class TrustedProxyMiddleware(HybridMiddleware):
-    """First in MIDDLEWARE: leaves in X-Forwarded-Proto only the one trusted value, which
-    Django reads through SECURE_PROXY_SSL_HEADER (its own parsing takes the leftmost)."""
+    """First in MIDDLEWARE: the trusted X-Forwarded-Proto only (trust_forwarded_proto)."""
 
     def _trust(self, request: HttpRequest) -> None:
-        hops: int = getattr(settings, "TRUSTED_PROXY_HOPS", 0)
-        proto = forwarded_proto_from_meta(request.META, hops)
-        if proto is None:
-            request.META.pop("HTTP_X_FORWARDED_PROTO", None)
-        else:
-            request.META["HTTP_X_FORWARDED_PROTO"] = proto
+        trust_forwarded_proto(request.META)
 
     def handle(self, request: HttpRequest) -> Any:
         self._trust(request)

@@ -260,11 +260,24 @@ async def test_an_origin_in_csrf_trusted_origins_is_accepted(viewer_token):
 
 
 @override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
-async def test_behind_a_tls_proxy_the_https_origin_is_the_portals_own(viewer_token):
+async def test_behind_a_tls_proxy_the_https_origin_is_the_portals_own(viewer_token, settings):
+    settings.TRUSTED_PROXY_HOPS = 1
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     bearer = (b"authorization", f"Bearer {viewer_token}".encode())
     proto = (b"x-forwarded-proto", b"https")
     assert (await handshake(b"https://127.0.0.1", b"127.0.0.1", bearer, proto))[0]
     assert not (await handshake(b"http://127.0.0.1", b"127.0.0.1", bearer, proto))[0]
+
+
+async def test_without_trusted_proxies_a_forged_forwarded_proto_does_not_make_a_handshake_https(
+    viewer_token, settings
+):
+    settings.TRUSTED_PROXY_HOPS = 0
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    bearer = (b"authorization", f"Bearer {viewer_token}".encode())
+    proto = (b"x-forwarded-proto", b"https")
+    assert not (await handshake(b"https://127.0.0.1", b"127.0.0.1", bearer, proto))[0]
+    assert (await handshake(b"http://127.0.0.1", b"127.0.0.1", bearer, proto))[0]
 
 
 # --- subscribes: rate limited, audited once per series ------------------------------------------
