@@ -70,3 +70,21 @@ def test_serve_keeps_startup_objects_out_of_full_collections():
         assert gc.get_freeze_count() > 10_000  # Django, gRPC, numpy and the app
     finally:
         gc.unfreeze()
+
+
+def test_a_shutdown_held_up_by_a_stuck_thread_still_ends_at_the_deadline():
+    # What SIGTERM starts in `serve` (a "before shutdown" trigger): here the interpreter's
+    # exit waits on a worker thread that never returns, as a call stuck in a thread would.
+    import subprocess
+    import sys
+
+    script = (
+        "import threading; from elastickv_admin import cli; "
+        "threading.Thread(target=threading.Event().wait).start(); "
+        "cli.start_exit_watchdog(0.5)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "shutdown did not finish within 0.5 s; exiting now" in done.stderr
