@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -68,15 +69,27 @@ class FilterError(ValueError):
     pass
 
 
+# Filter bounds: the query adds CLOCK_MARGIN to `to`, and the database stores UTC, so a
+# date at the edge of what datetime holds would overflow there (a 500) instead of here.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+MAX_SEQ = 2**63 - 1  # the database's integer
+_SEQ = re.compile(r"[0-9]{1,19}")
+
+
 def _when(raw: str, name: str) -> datetime | None:
     raw = raw.strip()
     if not raw:
         return None
+    what = f"a date and time (YYYY-MM-DDTHH:MM, UTC) from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}"
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise FilterError(f"{name}: not a date and time (use YYYY-MM-DDTHH:MM, UTC)") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise FilterError(f"{name}: must be {what}") from None
+    if not EARLIEST <= value <= LATEST:
+        raise FilterError(f"{name}: must be {what}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -161,10 +174,9 @@ class Page:
 def _cursor(raw: str, name: str) -> int | None:
     if not raw:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise FilterError(f"{name}: must be an event number") from None
+    if not _SEQ.fullmatch(raw) or int(raw) > MAX_SEQ:
+        raise FilterError(f"{name}: must be an event number from 0 to {MAX_SEQ}")
+    return int(raw)
 
 
 def page(filters: AuditFilters, *, before: str = "", after: str = "") -> Page:

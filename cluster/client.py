@@ -2,6 +2,10 @@
 
 - One channel per node address and event loop (grpc.aio objects belong to the
   loop that created them; daphne, the tests and async_to_sync each run their own).
+  Membership is node-controlled, so everything kept per address is bounded: at most
+  ``capacity`` (--maxDiscoveredNodes + the seeds) channels per loop, least recently used
+  closed first, and a membership refresh (``retain``) closes the channels, remembered
+  failures and accepted tokens of addresses that are no longer members.
 - Every call has a deadline; responses are capped in size.
 - Admin calls carry the bearer token; on UNAUTHENTICATED the other token of a
   rotation is tried, and the one that worked is remembered per node. The token store
@@ -14,11 +18,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +57,8 @@ UNAVAILABLE_TTL_S = 3.0
 # After a stream's headers, how long an error may take to follow before the stream counts
 # as open.
 STREAM_PROBE_GRACE_S = 0.2
+# Remembered failures per address: one per method the portal calls.
+REMEMBERED_PER_NODE = len(ADMIN_METHODS) + len(DISTRIBUTION_METHODS) + 1  # + StreamEvents
 
 
 class NodeError(Exception):
@@ -128,11 +136,18 @@ class NodeClient:
     def __init__(self, config: PortalConfig, tokens: NodeTokenStore) -> None:
         self.config = config
         self.tokens = tokens
+        # Every address the portal may hold state for: the membership cap plus the seeds.
+        self.capacity = config.max_discovered_nodes + len(config.seeds)
         self._lock = threading.Lock()
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Channel]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._remembered: dict[tuple[str, str], _Remembered] = {}
+        self._loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, OrderedDict[str, _Channel]
+        ] = weakref.WeakKeyDictionary()
+        self._remembered: OrderedDict[tuple[str, str], _Remembered] = OrderedDict()
+        # The current membership and seeds, once discovery has told us (None: not yet).
+        self._members: frozenset[str] | None = None
+        self._labels = metrics.BoundedLabels(self.capacity)
+        # Channels being closed in the background, by the task closing them.
+        self._closing: dict[asyncio.Task[None], _Channel] = {}
 
     # -- channels -------------------------------------------------------------------------
 
@@ -151,9 +166,10 @@ class NodeClient:
     def _channel(self, address: str) -> _Channel:
         loop = asyncio.get_running_loop()
         with self._lock:
-            channels = self._loops.setdefault(loop, {})
+            channels = self._loops.setdefault(loop, OrderedDict())
             existing = channels.get(address)
             if existing is not None:
+                channels.move_to_end(address)
                 return existing
         options = self._options()
         if self.config.tls:
@@ -162,16 +178,74 @@ class NodeClient:
         else:
             channel = grpc.aio.insecure_channel(address, options=options)
         created = _Channel(channel)
+        evicted: list[_Channel] = []
         with self._lock:
-            return self._loops[loop].setdefault(address, created)
+            channels = self._loops.setdefault(loop, OrderedDict())
+            kept = channels.setdefault(address, created)
+            channels.move_to_end(address)
+            while len(channels) > self.capacity:
+                evicted.append(channels.popitem(last=False)[1])
+        if kept is not created:
+            evicted.append(created)
+        for ch in evicted:
+            self._close_later(loop, ch)
+        return kept
+
+    def _close_later(self, loop: asyncio.AbstractEventLoop, ch: _Channel) -> None:
+        """Close a channel on its own loop; calls still running on it get until their
+        deadline (a live stream is cancelled then)."""
+
+        def start() -> None:
+            task = loop.create_task(ch.channel.close(self.config.rpc_timeout_s))
+            self._closing[task] = ch
+            task.add_done_callback(lambda done: self._closing.pop(done, None))
+
+        if loop.is_closed():
+            return  # its channels went with it
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            start()
+        elif loop.is_running():
+            with contextlib.suppress(RuntimeError):  # closed in between
+                loop.call_soon_threadsafe(start)
+
+    def open_channels(self) -> int:
+        """Channels held now, over every event loop (tests, diagnostics)."""
+        with self._lock:
+            return sum(len(channels) for channels in self._loops.values())
+
+    def retain(self, addresses: Collection[str]) -> None:
+        """Membership refreshed: ``addresses`` (members and seeds) are the nodes now. Close
+        the channels and forget what is remembered for every other address."""
+        keep = frozenset(addresses)
+        dropped: list[tuple[asyncio.AbstractEventLoop, _Channel]] = []
+        with self._lock:
+            self._members = keep
+            for loop, channels in list(self._loops.items()):
+                for address in [a for a in channels if a not in keep]:
+                    dropped.append((loop, channels.pop(address)))
+            for key in [k for k in self._remembered if k[0] not in keep]:
+                del self._remembered[key]
+        for loop, ch in dropped:
+            self._close_later(loop, ch)
+        self.tokens.retain(keep)
 
     async def close(self) -> None:
         """Close this loop's channels (shutdown, tests)."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            channels = self._loops.pop(loop, {})
+            channels = self._loops.pop(loop, OrderedDict())
         for ch in channels.values():
             await ch.channel.close(None)
+        # Channels still closing gracefully are closed now: shutdown does not wait for them.
+        closing = [(t, ch) for t, ch in list(self._closing.items()) if t.get_loop() is loop]
+        for task, ch in closing:
+            task.cancel()
+            await ch.channel.close(None)
+        await asyncio.gather(*(t for t, _ in closing), return_exceptions=True)
 
     # -- remembered failures ----------------------------------------------------------------
 
@@ -192,6 +266,9 @@ class NodeClient:
         if ttl:
             with self._lock:
                 self._remembered[(address, method)] = _Remembered(error, time.monotonic() + ttl)
+                self._remembered.move_to_end((address, method))
+                while len(self._remembered) > self.capacity * REMEMBERED_PER_NODE:
+                    self._remembered.popitem(last=False)
 
     def forget(self, address: str | None = None) -> None:
         """Drop remembered failures (all, or one node's), e.g. after a token change."""
@@ -280,13 +357,30 @@ class NodeClient:
                 error = classify(exc, method, timeout, self.config.max_receive_bytes)
                 if not probe:
                     self._remember(address, method, error)
-                _observe(address, method, started, error.code)
+                self._observe(address, method, started, error.code)
                 raise error from None
             if token is not None and not probe:
-                self.tokens.accepted(address, token.label)
-            _observe(address, method, started, None)
+                self.tokens.accepted(address, token.label, limit=self.capacity)
+            self._observe(address, method, started, None)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _node_label(self, address: str) -> str:
+        """The metrics label of a node: its address while it is a member (or a seed), among
+        the first ``capacity`` addresses ever labelled; otherwise "other"."""
+        with self._lock:
+            members = self._members
+        if members is not None and address not in members:
+            return metrics.OTHER
+        return self._labels.label(address)
+
+    def _observe(self, address: str, method: str, started: float, error_code: str | None) -> None:
+        elapsed = time.perf_counter() - started
+        node = self._node_label(address)
+        outcome = "error" if error_code else "ok"
+        metrics.NODE_RPC_SECONDS.labels(node, method, outcome).observe(elapsed)
+        if error_code:
+            metrics.NODE_RPC_ERRORS.labels(node, method, error_code).inc()
 
     async def probe_stream(
         self, address: str, method: str, request: Message, *, deadline_s: float
@@ -312,7 +406,7 @@ class NodeClient:
                     code = grpc.StatusCode.OK  # still open: the stream is served
                 if code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED):
                     if token is not None:
-                        self.tokens.accepted(address, token.label)
+                        self.tokens.accepted(address, token.label, limit=self.capacity)
                     return
                 if code == grpc.StatusCode.UNAUTHENTICATED and index + 1 < len(attempts):
                     continue
@@ -348,7 +442,7 @@ class NodeClient:
                 if call.done():
                     await call.read()  # raises the status the node ended the call with
                 if token is not None:
-                    self.tokens.accepted(address, token.label)
+                    self.tokens.accepted(address, token.label, limit=self.capacity)
                 if on_open is not None:
                     on_open()
                 while True:
@@ -364,15 +458,6 @@ class NodeClient:
                 raise error from None
             finally:
                 call.cancel()
-
-
-def _observe(address: str, method: str, started: float, error_code: str | None) -> None:
-    elapsed = time.perf_counter() - started
-    metrics.NODE_RPC_SECONDS.labels(address, method, "error" if error_code else "ok").observe(
-        elapsed
-    )
-    if error_code:
-        metrics.NODE_RPC_ERRORS.labels(address, method, error_code).inc()
 
 
 _SERVER_GONE = (

@@ -117,6 +117,9 @@ class Discovery:
             result = Membership(fallback, "", 0, errors, expires)
         with self._lock:
             self._cached = result
+        # Close what the client holds for addresses that left (a seed may report new ones
+        # on every refresh).
+        self.client.retain({n.address for n in result.nodes} | set(self.seeds))
         return result
 
 

@@ -159,6 +159,9 @@ class SupportCache:
             tasks = self._inflight.setdefault(loop, {})
             task = tasks.get(address)
             if task is None or task.done():
+                # Finished probes go: addresses come from the node-controlled membership.
+                for done in [a for a, t in tasks.items() if t.done()]:
+                    del tasks[done]
                 task = loop.create_task(self._probe(client, address, deadline_s))
                 tasks[address] = task
         return await asyncio.shield(task)
@@ -167,7 +170,14 @@ class SupportCache:
         result = await probe_node(client, address, deadline_s=deadline_s)
         if result.definitive:
             with self._lock:
-                self._cached[address] = (self._clock() + self.ttl_s, result)
+                now = self._clock()
+                self._cached.pop(address, None)
+                self._cached[address] = (now + self.ttl_s, result)
+                # Bounded like the client's channels: expired answers, then the oldest, go.
+                for stale in [a for a, (until, _) in self._cached.items() if until <= now]:
+                    del self._cached[stale]
+                while len(self._cached) > client.capacity:
+                    del self._cached[next(iter(self._cached))]
         return result
 
     async def support_of(

@@ -161,6 +161,9 @@ class _SingleFlight:
         # A node that went UNAVAILABLE may have left or moved: ask a seed again, but at most
         # once per node while the client still remembers that node as unavailable.
         now = time.monotonic()
+        with self._lock:  # only the last TTL matters: churning addresses do not pile up
+            for stale in [a for a, t in self._invalidated.items() if now - t >= UNAVAILABLE_TTL_S]:
+                del self._invalidated[stale]
         for status in statuses:
             if status.code != "UNAVAILABLE":
                 continue

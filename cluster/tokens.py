@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,9 +154,20 @@ class NodeTokenStore:
             ]
             return sorted(tokens, key=lambda t: t.label != preferred)
 
-    def accepted(self, address: str, label: str) -> None:
+    def accepted(self, address: str, label: str, *, limit: int | None = None) -> None:
+        """``address`` accepted the ``label`` token. With ``limit``, at most that many nodes
+        are remembered (the longest unconfirmed dropped first): addresses come from the
+        node-controlled membership."""
         with self._lock:
+            self._accepted.pop(address, None)
             self._accepted[address] = label
+            while limit is not None and len(self._accepted) > limit:
+                del self._accepted[next(iter(self._accepted))]
+
+    def retain(self, addresses: Collection[str]) -> None:
+        """Forget the nodes not in ``addresses`` (they left the membership)."""
+        with self._lock:
+            self._accepted = {a: v for a, v in self._accepted.items() if a in addresses}
 
     def accepted_label(self, address: str) -> str | None:
         with self._lock:

@@ -16,6 +16,8 @@ import os
 import secrets
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,25 @@ SHUTDOWN_REASON = "portal shutting down"
 # How long a shutdown waits for the viewers to answer the close (the reactor drops what is
 # still unsent when it disconnects).
 SHUTDOWN_CLOSE_WAIT_S = 1.0
+# However the shutdown goes (a worker thread stuck in a call, thousands of channels to tear
+# down), the process is gone this long after SIGTERM/SIGINT.
+SHUTDOWN_DEADLINE_S = 20.0
+
+
+def start_exit_watchdog(deadline_s: float = SHUTDOWN_DEADLINE_S) -> None:
+    """Shutdown began: end the process at ``deadline_s`` if it has not ended by then (a
+    daemon thread, so it never holds the exit up itself)."""
+
+    def expire() -> None:
+        time.sleep(deadline_s)
+        print(
+            f"shutdown did not finish within {deadline_s:g} s; exiting now",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+
+    threading.Thread(target=expire, name="shutdown-watchdog", daemon=True).start()
 
 
 def _shutdown_live(cli: Any) -> Any:
@@ -234,6 +255,7 @@ def _shutdown_live(cli: Any) -> Any:
     from daphne.ws_protocol import WebSocketProtocol
     from twisted.internet import defer
 
+    from cluster.client import node_client
     from keyviz.live import close_live_hub
 
     server = getattr(cli, "server", None)
@@ -259,7 +281,10 @@ def _shutdown_live(cli: Any) -> Any:
             await asyncio.sleep(0.02)
 
     async def shutdown() -> None:
-        await asyncio.gather(closed(), close_live_hub())
+        try:
+            await asyncio.gather(closed(), close_live_hub())
+        finally:
+            await node_client().close()  # this loop's channels, before the loop goes
 
     done = defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
     done.addErrback(lambda failure: print(f"live shutdown: {failure}", file=sys.stderr))
@@ -288,7 +313,8 @@ def run_daphne(bind: str) -> None:
     argv.append("elastickv_admin.asgi:application")
     cli = CommandLineInterface()
     freeze_startup_objects()
-    # Registered before daphne's own trigger (which cancels the applications): runs first.
+    # Registered before daphne's own trigger (which cancels the applications): run first.
+    reactor.addSystemEventTrigger("before", "shutdown", start_exit_watchdog)  # type: ignore[arg-type]
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown_live, cli)  # type: ignore[arg-type]
     cli.run(argv)
 

@@ -9,6 +9,7 @@ proxy sees the whole deployment whichever process answers.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,14 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+# Every label takes its values from a closed set; whatever falls outside it is "other".
+# A series is never forgotten (least of all in multiprocess mode), so a label fed by
+# request or node data would let anyone grow the portal's memory and every scrape.
+OTHER = "other"
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -63,6 +72,33 @@ LIVE_COLUMN_LAG_SECONDS = Histogram(
 )
 
 
+class BoundedLabels:
+    """Label values from an open set (node addresses): the first ``limit`` distinct values
+    keep their own label for the life of the process, any later one is "other"."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+
+    def label(self, value: str) -> str:
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+def method_label(method: str | None) -> str:
+    return method if method in HTTP_METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else OTHER
+
+
 def registry() -> CollectorRegistry:
     from prometheus_client import REGISTRY
 
@@ -78,7 +114,8 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 class RequestMetricsMiddleware:
-    """Request latency by URL name (not path: paths carry ids and would explode labels)."""
+    """Request latency by URL name (not path: paths carry ids and would explode labels),
+    standard HTTP method and status; anything else is "other"."""
 
     sync_capable = False
     async_capable = True
@@ -92,8 +129,9 @@ class RequestMetricsMiddleware:
         started = time.perf_counter()
         response = await self.get_response(request)
         match = getattr(request, "resolver_match", None)
-        view = match.view_name if match else "unmatched"
-        REQUEST_SECONDS.labels(view, request.method or "", str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
+        # URL names come from the URLconf (code), never from the request.
+        view = match.view_name if match else OTHER
+        REQUEST_SECONDS.labels(
+            view, method_label(request.method), status_label(response.status_code)
+        ).observe(time.perf_counter() - started)
         return response

@@ -33,7 +33,7 @@ from accounts.ws import MAX_FRAME_BYTES, parse_frame
 from elastickv_admin import metrics
 from elastickv_admin.errors import ApiError, ParamError
 from keyviz.live import PROTOCOL, group_name, live_hub, render_column
-from keyviz.params import SERIES
+from keyviz.params import MAX_UNIX_MS, SERIES
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,11 @@ def parse_client_message(text: str | None, data: bytes | None = None) -> ClientM
         return Subscribe(series, "bin" if fmt == "bin" else "json")
     if kind == "ack":
         at = doc.get("column_unix_ms")
-        if not isinstance(at, int) or isinstance(at, bool) or at < 0:
+        if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at <= MAX_UNIX_MS:
             raise ParamError(
                 "column_unix_ms",
-                f"must be the column_unix_ms of a received column, got {_shown(at)}",
+                f"must be the column_unix_ms of a received column (0 to {MAX_UNIX_MS}), "
+                f"got {_shown(at)}",
             )
         return Ack(at)
     return Unsubscribe() if kind == "unsubscribe" else Ping()

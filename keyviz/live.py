@@ -362,6 +362,10 @@ class LeaderBook:
         if at_ms >= self._taken_at_ms and self._taken_at_ms:
             self._led[node] = set(self._current.get(node, set()))
 
+    def retain(self, nodes: Collection[str]) -> None:
+        """Forget the nodes that left the membership (leader ids are node-controlled)."""
+        self._led = {n: g for n, g in self._led.items() if n in nodes}
+
     def groups_of(self, node: str) -> set[int]:
         return set(self._led.get(node, set()))
 
@@ -737,6 +741,7 @@ class SeriesPoller:
                     self._schedule.now(address, wall_ms())
             elif track.node != node:
                 track.node = node
+        self._leaders.retain({t.label for t in self._tracks.values()})
 
     def on_feed_state(self, address: str, state: FeedState, error: str | None) -> None:
         track = self._tracks.get(address)

@@ -14,7 +14,9 @@ re-bucketed for real. `step_ms` is the nodes' KeyViz step when the caller
 knows it (the page passes the live stream's); otherwise the merge infers it
 from the column spacing, which a window of only a column or two per node
 cannot show. Errors are `ParamError(param, message)`; the view turns them into
-a 400 whose message names the parameter and says what to fix.
+a 400 whose message names the parameter and says what to fix. Every number is checked
+against its range here (`from`/`to` 0 to MAX_UNIX_MS, `rows`, `cols`, `step_ms` from 1 to
+their cap), so nothing out of range reaches the int64 fields of a node request.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ Format = Literal["json", "bin"]
 DEFAULT_WINDOW_MS = 60 * 60 * 1000
 MAX_STEP_MS = 24 * 60 * 60 * 1000
 MAX_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
+# Times are int64 on the wire; the portal takes them up to the end of year 9999 (UTC).
+MAX_UNIX_MS = 253_402_300_799_999
 
 # Keys are raw bytes; a zoom boundary is one of the row boundaries the page already has.
 MAX_KEY_BYTES = 4096
@@ -74,22 +78,24 @@ class MatrixQuery:
         return bool(self.start_key or self.end_key)
 
 
-def _integer(query: Mapping[str, str], name: str, what: str) -> int | None:
+def _integer(query: Mapping[str, str], name: str, low: int, high: int, noun: str) -> int | None:
+    """A whole number from ``low`` to ``high``, or None when absent; the error names the
+    parameter and the range, whatever came (text, a float, 30 digits)."""
     raw = query.get(name)
     if raw is None or raw == "":
         return None
+    what = f"a whole number of {noun} from {low} to {high}"
     if not _INTEGER.fullmatch(raw):
-        raise ParamError(name, f"must be {what}, got {raw!r}")
-    return int(raw)
+        raise ParamError(name, f"must be {what}, got {raw[:40]!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ParamError(name, f"must be from {low} to {high} {noun}, got {value}")
+    return value
 
 
 def _bounded(query: Mapping[str, str], name: str, default: int, high: int, noun: str) -> int:
-    value = _integer(query, name, f"a whole number of {noun} from 1 to {high}")
-    if value is None:
-        return default
-    if not 1 <= value <= high:
-        raise ParamError(name, f"must be from 1 to {high} {noun}, got {value}")
-    return value
+    value = _integer(query, name, 1, high, noun)
+    return default if value is None else value
 
 
 def _key(query: Mapping[str, str], name: str) -> bytes:
@@ -121,14 +127,12 @@ def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
             "series", f"unknown series {series_name!r}; use one of {', '.join(SERIES)}"
         )
     ms = "milliseconds since the Unix epoch"
-    start = _integer(query, "from", f"a whole number of {ms}")
-    end = _integer(query, "to", f"a whole number of {ms}")
+    start = _integer(query, "from", 0, MAX_UNIX_MS, ms)
+    end = _integer(query, "to", 1, MAX_UNIX_MS, ms)
     if end is None:
         end = now_ms
     if start is None:
         start = max(0, end - DEFAULT_WINDOW_MS)
-    if start < 0:
-        raise ParamError("from", f"must not be negative, got {start}")
     if start >= end:
         raise ParamError("from", f"must be before to ({start} >= {end})")
     if end - start > MAX_WINDOW_MS:

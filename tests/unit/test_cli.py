@@ -103,3 +103,21 @@ def test_serve_never_hands_proxy_headers_to_daphne(monkeypatch):
     cli.run_daphne("127.0.0.1:8000")
     assert seen
     assert not any(arg.startswith("--proxy") for arg in seen[0])
+
+
+def test_a_shutdown_held_up_by_a_stuck_thread_still_ends_at_the_deadline():
+    # What SIGTERM starts in `serve` (a "before shutdown" trigger): here the interpreter's
+    # exit waits on a worker thread that never returns, as a call stuck in a thread would.
+    import subprocess
+    import sys
+
+    script = (
+        "import threading; from elastickv_admin import cli; "
+        "threading.Thread(target=threading.Event().wait).start(); "
+        "cli.start_exit_watchdog(0.5)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert "shutdown did not finish within 0.5 s; exiting now" in done.stderr

@@ -52,6 +52,8 @@ def test_unimplemented_says_the_method_is_not_supported_by_the_node():
 class FakeClient:
     """Answers every probe from a table; counts calls per method."""
 
+    capacity = 4  # addresses the real client holds state for (cap + seeds)
+
     def __init__(self, errors: dict[str, NodeError]) -> None:
         self.errors = errors
         self.calls: dict[str, int] = {}
@@ -118,3 +120,13 @@ async def test_concurrent_page_loads_share_one_probe_per_node():
     results = await asyncio.gather(*waiting)
     assert all(r is results[0] for r in results)
     assert client.calls == dict.fromkeys(PROBED_METHODS, 1)
+
+
+async def test_remembered_support_is_bounded_when_addresses_churn():
+    # Membership is node-controlled: a seed may name new addresses on every refresh.
+    cache = SupportCache(ttl_s=60.0)
+    client = FakeClient({})
+    for n in range(50):
+        await cache.support(client, f"10.0.0.{n}:1", 1.0)  # type: ignore[arg-type]
+    assert len(cache._cached) == client.capacity
+    assert set(cache._cached) == {f"10.0.0.{n}:1" for n in range(46, 50)}

@@ -203,6 +203,16 @@ def test_a_stopped_node_keeps_the_groups_it_led_until_it_answers_again():
     assert book.lost_groups(["n1"]) == {}
 
 
+def test_leaders_named_by_churning_overviews_do_not_pile_up_in_the_leader_book():
+    # Leader ids are node-controlled: a node may name a new one in every overview.
+    book = LeaderBook()
+    for n in range(1_000):
+        book.update({1: f"ghost-{n}", 2: "n1"}, taken_at_ms=n + 1)
+        book.retain({"n1", "n2"})  # the poller's nodes, on every membership sync
+    assert set(book._led) == {"n1"}
+    assert book.groups_of("n1") == {2}
+
+
 # ---------------------------------------------------------------- node columns and merge
 
 

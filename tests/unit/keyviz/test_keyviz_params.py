@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from elastickv_admin.errors import ParamError
-from keyviz.params import MatrixQuery, parse_matrix_query
+from keyviz.params import MAX_UNIX_MS, MatrixQuery, parse_matrix_query
 from proto import admin_pb2
 
 NOW = 1_700_000_000_000
@@ -95,7 +95,24 @@ def test_window_over_seven_days_is_rejected_and_seven_days_is_fine() -> None:
 
 def test_negative_from_is_rejected() -> None:
     e = error(**{"from": "-5", "to": "10"})
-    assert (e.param, e.message) == ("from", "must not be negative, got -5")
+    assert (e.param, e.message) == (
+        "from",
+        f"must be from 0 to {MAX_UNIX_MS} milliseconds since the Unix epoch, got -5",
+    )
+
+
+@pytest.mark.parametrize("param", ["from", "to"])
+@pytest.mark.parametrize("raw", ["9999999999999999999", str(2**63 - 1), str(MAX_UNIX_MS + 1)])
+def test_times_past_the_int64_wire_field_are_rejected_naming_the_range(
+    param: str, raw: str
+) -> None:
+    # to=9999999999999999999 overflowed the node request's int64 field: a 500 (issue #13).
+    e = error(**{param: raw})
+    assert e.param == param
+    low = 0 if param == "from" else 1
+    assert e.message == (
+        f"must be from {low} to {MAX_UNIX_MS} milliseconds since the Unix epoch, got {raw}"
+    )
 
 
 @pytest.mark.parametrize("raw", ["abc", "1.5", "1e9", "1_000", " 12", "12 ", "+12", "٣", "9" * 20])

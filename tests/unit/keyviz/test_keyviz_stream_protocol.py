@@ -52,6 +52,7 @@ def test_valid_messages_parse():
         ('{"type": "ack"}', "column_unix_ms: must be"),
         ('{"type": "ack", "column_unix_ms": true}', "column_unix_ms: must be"),
         ('{"type": "ack", "column_unix_ms": -1}', "column_unix_ms: must be"),
+        ('{"type": "ack", "column_unix_ms": 9999999999999999999}', "column_unix_ms: must be"),
         ('{"type": "ping", "x": 1}', "x: unknown field for ping; ping takes no other field"),
     ],
 )
