@@ -37,6 +37,9 @@ BOOL_FLAG_ENV = {
     "nodeTLSInsecureSkipVerify": "ELASTICKV_ADMIN_NODE_TLS_INSECURE_SKIP_VERIFY",
 }
 DEFAULT_BIND = "127.0.0.1:8000"
+# daphne drops WebSocket messages larger than this before they reach the consumer, whose
+# own limit (accounts/ws.py MAX_FRAME_BYTES, 4 KiB) answers smaller oversize frames.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
 
 
 def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -309,7 +312,9 @@ def run_daphne(bind: str) -> None:
     # Never daphne's --proxy-headers: it replaces the client with the LEFTMOST X-Forwarded-For
     # entry (the caller's choice) and the scheme with X-Forwarded-Proto. The scope keeps the
     # TCP peer; elastickv_admin/net.py applies ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS.
+    # Frames beyond the stream's own limit are refused by daphne before any parsing.
     argv = ["-b", host, "-p", str(port), "--access-log", os.devnull]
+    argv += ["--websocket-max-message-size", str(WS_MAX_MESSAGE_BYTES)]
     argv.append("elastickv_admin.asgi:application")
     cli = CommandLineInterface()
     freeze_startup_objects()

@@ -103,6 +103,9 @@ def test_serve_never_hands_proxy_headers_to_daphne(monkeypatch):
     cli.run_daphne("127.0.0.1:8000")
     assert seen
     assert not any(arg.startswith("--proxy") for arg in seen[0])
+    # Oversized WebSocket messages are dropped by daphne, not buffered up to its 1 MiB default.
+    at = seen[0].index("--websocket-max-message-size")
+    assert int(seen[0][at + 1]) == cli.WS_MAX_MESSAGE_BYTES < 1024 * 1024
 
 
 def test_a_shutdown_held_up_by_a_stuck_thread_still_ends_at_the_deadline():
