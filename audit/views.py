@@ -4,6 +4,7 @@ CSV and JSON-lines export of the filtered set (streamed)."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -41,7 +42,8 @@ def event_list(request: HttpRequest) -> HttpResponse:
             "error": error,
             "actions": KNOWN_ACTIONS,
             "outcomes": Outcome.values,
-            "query": "&".join(f"{k}={v}" for k, v in filters.raw.items()),
+            # Encoded: a search for "a&b=c" must export and page through the same events.
+            "query": urlencode(filters.raw),
             "retention_days": get_site_settings().audit_retention_days,
         },
         status=400 if error else 200,

@@ -190,3 +190,39 @@ def test_time_is_stored_in_utc_with_microseconds():
     stored = AuditEvent.objects.get(seq=event.seq)
     assert stored.time.utcoffset() == timedelta(0)
     assert stored.canonical_fields()["time"] == event.canonical_fields()["time"]
+
+
+def test_a_search_with_url_characters_exports_and_pages_the_events_on_screen(auditor):
+    # A search for "a&b=c" used to be pasted into the links unencoded: the export and the
+    # next page then filtered on "a" (and a stray parameter "b") instead.
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    record_event("test.event", target="a&b=c #1")
+    for i in range(PAGE_SIZE + 2):
+        record_event("test.event", target=f"a&b=c {i}")
+        record_event("test.event", target=f"a only {i}")
+    screen = auditor.get("/audit/", {"q": "a&b=c"})
+    assert screen.status_code == 200
+    assert all("a&b=c" in e.target for e in screen.context["page"].events)
+    html = screen.content.decode()
+    links = [
+        unescape(part.split('"', 1)[0])
+        for part in html.split('href="')[1:]
+        if part.startswith(("/audit/export/", "?"))
+    ]
+    assert links, "the page has export and paging links"
+    for link in links:
+        query = parse_qs(urlsplit(link).query)
+        assert query["q"] == ["a&b=c"], link
+        assert "b" not in query, link
+    export = auditor.get(next(link for link in links if "format=csv" in link))
+    body = b"".join(export.streaming_content).decode()
+    import csv
+    import io
+
+    targets = [
+        r["target"] for r in csv.DictReader(io.StringIO(body)) if r["action"] == "test.event"
+    ]
+    assert len(targets) == PAGE_SIZE + 3
+    assert all("a&b=c" in t for t in targets)
