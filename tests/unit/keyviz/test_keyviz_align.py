@@ -330,7 +330,8 @@ def go_step_columns(draw: st.DrawFn) -> tuple[int, dict[str, list[int]]]:
     for i in range(draw(st.integers(1, 3))):
         n = draw(st.integers(32, 160))
         restart_at = draw(st.one_of(st.none(), st.integers(1, n - 1)))
-        phase, tick, times = draw(st.integers(0, step - 1)), 1_000, []
+        phase, tick = draw(st.integers(0, step - 1)), 1_000
+        times: list[int] = []
         for k in range(n):
             if k == restart_at:
                 phase, tick = draw(st.integers(0, step - 1)), tick + draw(st.integers(1, 3))
