@@ -44,6 +44,12 @@ the anchor comes from the leading columns together: the phase that makes their
 total lateness smallest, so one late first column does not set it.
 
 A merged slot s is the column whose window ENDS at s * step_ms.
+
+Limits, by design: a node's very first column, or its first after a restart,
+taken alone (live, one column per call) sets the anchor; if that flush was late
+across half a step, that node's columns sit one slot late until its next
+restart (never doubled, never skipped). A backfill (several columns in one call)
+does not have this problem.
 """
 
 from __future__ import annotations
