@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 
 DEFAULT_RPC_TIMEOUT_S = 5.0
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
-WRITES_MERGE_POLICIES = ("design", "sum")
+# How per-node write counts combine (DESIGN.md "Merge rules", rule 4): "sum" (the
+# default: today's nodes count each logical write once) or "dedupe" (by Raft group
+# and term, for nodes that report replicated counts); "design" is the old name of dedupe.
+WRITES_MERGE_POLICIES = ("sum", "dedupe")
+WRITES_MERGE_ALIASES = {"design": "dedupe"}
+DEFAULT_KEYVIZ_STEP = "60s"  # the nodes' own --keyvizStep default
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,9 @@ class PortalConfig:
     tls_insecure_skip_verify: bool = False
     rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
-    # How per-node write counts combine (DESIGN.md "KeyViz merge" step 4).
-    writes_merge: str = "design"
+    writes_merge: str = "sum"  # one of WRITES_MERGE_POLICIES (aliases resolved)
+    # The nodes' KeyViz step in ms (--keyvizStep); None: infer it from the columns.
+    keyviz_step_ms: int | None = 60_000
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -14,15 +14,22 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from elastickv_admin.config import WRITES_MERGE_POLICIES, PortalConfig
+from elastickv_admin.config import (
+    DEFAULT_KEYVIZ_STEP,
+    WRITES_MERGE_ALIASES,
+    WRITES_MERGE_POLICIES,
+    PortalConfig,
+)
 from elastickv_admin.env import (
     env_bool,
     env_duration,
     env_int,
     env_list,
+    env_parsed,
     env_secret,
     env_str,
 )
+from keyviz.align import parse_step
 
 # grpc's C core logs connection chatter (GOAWAY, reconnects) at INFO to stderr;
 # node failures reach the operator through the pages and our own log instead.
@@ -259,11 +266,12 @@ CONTENT_SECURITY_POLICY = {
 
 
 def _portal_config() -> PortalConfig:
-    writes_merge = env_str("ELASTICKV_ADMIN_WRITES_MERGE", "design")
+    raw_merge = env_str("ELASTICKV_ADMIN_WRITES_MERGE", "sum") or "sum"
+    writes_merge = WRITES_MERGE_ALIASES.get(raw_merge.lower(), raw_merge.lower())
     if writes_merge not in WRITES_MERGE_POLICIES:
         raise ImproperlyConfigured(
-            f"ELASTICKV_ADMIN_WRITES_MERGE must be one of {', '.join(WRITES_MERGE_POLICIES)}, "
-            f"got {writes_merge!r}"
+            f"ELASTICKV_ADMIN_WRITES_MERGE must be one of {', '.join(WRITES_MERGE_POLICIES)} "
+            f"(design is an alias of dedupe), got {raw_merge!r}"
         )
     return PortalConfig(
         seeds=tuple(env_list("ELASTICKV_ADMIN_NODES")),
@@ -279,6 +287,7 @@ def _portal_config() -> PortalConfig:
             "ELASTICKV_ADMIN_MAX_RECEIVE_BYTES", 64 * 1024 * 1024, minimum=1024
         ),
         writes_merge=writes_merge,
+        keyviz_step_ms=env_parsed("ELASTICKV_ADMIN_KEYVIZ_STEP", DEFAULT_KEYVIZ_STEP, parse_step),
     )
 
 
