@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def db_bytes() -> int:
     return (pages - free) * size
 
 
-def metas(rows: int):  # -> tuple[RowMeta, ...]
+def metas(rows: int) -> tuple[Any, ...]:
     from keyviz.matrix import RowMeta
 
     return tuple(
@@ -120,7 +121,9 @@ def traffic(rng: np.random.Generator, rows: int, dense: bool) -> tuple[np.ndarra
     return values, flags
 
 
-def merged_day(rng, rows, dense, series, day_start):
+def merged_day(
+    rng: np.random.Generator, rows: int, dense: bool, series: int, day_start: int
+) -> list[Any]:
     from keyviz.columns import MergedColumn
 
     meta = metas(rows)
@@ -142,7 +145,7 @@ def merged_day(rng, rows, dense, series, day_start):
     return out
 
 
-def node_columns(rng, rows, dense, nodes, t):
+def node_columns(rng: np.random.Generator, rows: int, dense: bool, nodes: int, t: int) -> list[Any]:
     from keyviz.columns import NodeColumn
 
     meta = metas(rows)
@@ -244,8 +247,12 @@ def timing_scenario(work: Path, rows: int, repeat: int) -> None:
     print(f"\nsave_merged, one column of {rows} rows (realistic): median {per_merged:.2f} ms")
     for nodes in (3, 20):
         columns = [node_columns(rng, rows, False, nodes, t + k * STEP) for k in range(repeat * 2)]
-        it = iter(columns)
-        total = median_ms(lambda it=it: store.save_node_columns(3, next(it)), len(columns))
+        batches = iter(columns)
+
+        def save_batch(batches: Any = batches) -> None:
+            store.save_node_columns(3, next(batches))
+
+        total = median_ms(save_batch, len(columns))
         print(
             f"save_node_columns, one column from each of {nodes} nodes: median {total:.2f} ms "
             f"({total / nodes:.2f} ms per node column)"

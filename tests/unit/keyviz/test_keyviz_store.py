@@ -443,9 +443,9 @@ def test_cellblob_batch_decode_matches_every_blob_alone():
         )
         expected.append((pks, values, flags))
     assert {b[1] for b in blobs} == {0, 1}  # both raw and zlib blobs are in the batch
-    counts, pks, arrays = cellblob.decode_many(cellblob.MERGED_FIELDS, blobs)
+    counts, all_pks, arrays = cellblob.decode_many(cellblob.MERGED_FIELDS, blobs)
     assert counts.tolist() == [e[0].shape[0] for e in expected]
-    assert pks.tolist() == np.concatenate([e[0] for e in expected]).tolist()
+    assert all_pks.tolist() == np.concatenate([e[0] for e in expected]).tolist()
     assert arrays["value"].tolist() == np.concatenate([e[1] for e in expected]).tolist()
     assert arrays["flags"].tolist() == np.concatenate([e[2] for e in expected]).tolist()
     for blob, (want_pks, want_values, _) in zip(blobs, expected, strict=True):
