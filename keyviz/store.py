@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -332,6 +333,14 @@ def _bucket_pks(seen: dict[str, _Seen]) -> dict[str, int]:
                 divergent[bid] = _divergence_text(bid, s.node, s.diverging)
             continue
         pks[bid] = k.pk
+        if (
+            not s.diverging
+            and (not s.group or s.group == k.group)
+            and k.first_seen_ms <= s.first_ms
+            and s.last_ms <= k.last_seen_ms + LAST_SEEN_SLACK_MS
+            and ((s.node == k.meta_node and s.meta == k.meta) or (not s.node and k.meta_node))
+        ):
+            continue  # the usual case: nothing about this bucket to write
         others = list(s.diverging)
         fresh = replace(k)
         if _rank(s.node) <= _rank(k.meta_node):
@@ -717,14 +726,14 @@ class StoredMatrix:
 
 
 def _check_meta(
-    contributors: Any, missing: Any, where: str
+    contributors: Any, missing: Any, where: Callable[[], str]
 ) -> tuple[dict[str, int], tuple[str, ...]]:
     if not isinstance(contributors, dict) or not all(
         isinstance(v, int) for v in contributors.values()
     ):
-        raise StoreError(f"stored {where} is corrupt: contributors is not a node -> time map")
+        raise StoreError(f"stored {where()} is corrupt: contributors is not a node -> time map")
     if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
-        raise StoreError(f"stored {where} is corrupt: missing is not a list of nodes")
+        raise StoreError(f"stored {where()} is corrupt: missing is not a list of nodes")
     return contributors, tuple(missing)
 
 
@@ -768,7 +777,7 @@ def read_matrix(
     missing: list[tuple[str, ...]] = []
     unknown_cols: list[int] = []
     for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
-        c, m = _check_meta(contrib, miss, _where(tier, series, t))
+        c, m = _check_meta(contrib, miss, partial(_where, tier, series, t))
         contributors.append(c)
         missing.append(m)
         if unknown_all:
@@ -810,10 +819,14 @@ def read_matrix(
     flat = row_idx * n_cols + col_idx
     values = np.zeros((n_rows, n_cols), dtype=np.uint64)
     values.ravel()[flat] = values_flat
-    flags = np.zeros((n_rows, n_cols), dtype=np.uint8)
-    if flags_flat is not None:
+    shape = (n_rows, n_cols)
+    if flags_flat is None:  # no flag anywhere: skip three passes over the matrix
+        soft, conflict, unknown = (np.zeros(shape, dtype=np.bool_) for _ in range(3))
+    else:
+        flags = np.zeros(shape, dtype=np.uint8)
         flags.ravel()[flat] = flags_flat
-    unknown: Bools = (flags & FLAG_UNKNOWN) != 0
+        soft, conflict = (flags & FLAG_SOFT) != 0, (flags & FLAG_CONFLICT) != 0
+        unknown = (flags & FLAG_UNKNOWN) != 0
     if unknown_cols:
         unknown[:, unknown_cols] = True
     matrix = MergedMatrix(
@@ -822,9 +835,9 @@ def read_matrix(
         column_unix_ms=times,
         rows=tuple(metas[pk] for pk in ordered),
         values=values,
-        soft=(flags & FLAG_SOFT) != 0,
-        conflict=(flags & FLAG_CONFLICT) != 0,
-        degraded=np.zeros((n_rows, n_cols), dtype=np.bool_),
+        soft=soft,
+        conflict=conflict,
+        degraded=np.zeros(shape, dtype=np.bool_),
         warnings=tuple(warnings),
         unknown=unknown,
     )
@@ -908,7 +921,7 @@ def read_bucket(
     pk = found[0].pk if found else None
     for j, (t, _, blob, contrib, miss, unknown_all) in enumerate(stored):
         where = _where(tier, series, t)
-        c, m = _check_meta(contrib, miss, where)
+        c, m = _check_meta(contrib, miss, partial(str, where))
         contributors.append(c)
         missing.append(m)
         unknown[j] = unknown_all

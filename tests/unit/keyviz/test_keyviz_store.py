@@ -469,3 +469,38 @@ def test_batch_decode_names_the_corrupt_blob():
     with pytest.raises(cellblob.CellBlobError, match="exception index beyond") as caught:
         cellblob.decode_many(cellblob.MERGED_FIELDS, [good, bad])
     assert caught.value.index == 1
+
+
+# ---------------------------------------------------------------- committed caches
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_does_not_query_buckets_per_row_once_they_are_known():
+    from django.test.utils import CaptureQueriesContext
+
+    rows = {f"b{i:04d}": i + 1 for i in range(1000)}
+    store.save_merged([merged(T0, rows)])  # creates the buckets; committed: now cached
+    with CaptureQueriesContext(connection) as queries:
+        store.save_merged([merged(T0 + STEP, rows)])
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert not [s for s in sql if "keyviz_bucket" in s], sql
+    assert len(sql) <= 5, sql  # begin, upsert the column, mark its window, commit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_save_leaves_no_cached_bucket(monkeypatch):
+    store.save_merged([merged(T0, {"a": 1})])
+    _fail(
+        monkeypatch,
+        lambda sql: sql.startswith("INSERT") and "KEYVIZ_STOREDCOLUMN" in sql,
+        "database or disk is full",
+    )
+    with pytest.raises(store.StoreError):
+        store.save_merged([merged(T0 + STEP, {"fresh": 2})])
+    monkeypatch.undo()
+    assert not Bucket.objects.filter(bucket_id="fresh").exists()
+    # Had the cache kept the rolled-back pk, this column would point at no bucket.
+    store.save_merged([merged(T0 + STEP, {"fresh": 2})])
+    got = store.read_matrix(WRITES, T0, T0 + 2 * STEP, tier=0)
+    assert [r.bucket_id for r in got.matrix.rows] == ["a", "fresh"]
+    assert got.warnings == ()
