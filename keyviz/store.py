@@ -408,6 +408,14 @@ def _span(meta: RowMeta) -> tuple[bytes, bytes]:
 
 
 def _meta_fields(meta: RowMeta) -> dict[str, Any]:
+    """Bucket columns of a row; a node's value the table cannot hold is a StoreError."""
+    if len(meta.bucket_id) > 255 or len(meta.lineage_id) > 255:
+        raise StoreError(
+            f"bucket {meta.bucket_id[:64]!r}: bucket_id and lineage_id may have at most "
+            "255 characters"
+        )
+    if not 0 <= meta.route_count < 2**63:
+        raise StoreError(f"bucket {meta.bucket_id!r}: route_count {meta.route_count} is too large")
     return {
         "start": meta.start,
         "end": meta.end,
@@ -702,6 +710,11 @@ def retention_ms(tier: int) -> int:
         TIER_15M: config.keyviz_retention_15m_ms,
         TIER_1H: config.keyviz_retention_1h_ms,
     }[tier]
+
+
+def history_window_ms() -> int:
+    """The longest window the history can answer: the coarsest tier's retention."""
+    return max(retention_ms(tier) for tier in (TIER_FINE, TIER_15M, TIER_1H))
 
 
 def choose_tier(from_ms: int, now_ms: int | None = None) -> int:

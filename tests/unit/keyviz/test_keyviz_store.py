@@ -343,9 +343,15 @@ def test_cellblob_round_trips_every_width_and_compresses_only_when_it_pays():
         assert got_pks.tolist() == pks.tolist()
         assert arrays["value"].tolist() == values.tolist()
         assert "flags" not in arrays
-    dense_ones = cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": np.ones(1024, np.uint64)})
-    assert dense_ones[1] == 1  # zlib: the repeated deltas and values pay
-    assert len(dense_ones) < 100
+    # A repeating pattern: zlib saves far more than a third, so it is used.
+    pattern = np.tile(np.arange(1, 201, dtype=np.uint64), 6)[:1024]
+    packed = cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": pattern})
+    assert packed[1] == 1
+    assert len(packed) < 300
+    assert cellblob.decode(cellblob.MERGED_FIELDS, packed)[1]["value"].tolist() == pattern.tolist()
+    # Noise: zlib would save little, so every reader is spared the inflating.
+    noise = rng.integers(1, 2**32, size=1024, dtype=np.uint64)
+    assert cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": noise})[1] == 0
 
 
 # ---------------------------------------------------------------- failing writes
@@ -504,3 +510,29 @@ def test_rolled_back_save_leaves_no_cached_bucket(monkeypatch):
     got = store.read_matrix(WRITES, T0, T0 + 2 * STEP, tier=0)
     assert [r.bucket_id for r in got.matrix.rows] == ["a", "fresh"]
     assert got.warnings == ()
+
+
+def test_bucket_the_table_cannot_hold_is_refused_by_name_and_nothing_is_stored():
+    long_id = "route:" + "x" * 300
+    with pytest.raises(store.StoreError, match="at most 255 characters"):
+        store.save_merged([merged(T0, {"ok": 1, long_id: 2})])
+    assert not Bucket.objects.exists()
+    assert not StoredColumn.objects.exists()
+
+
+def test_history_window_is_the_coarsest_retention():
+    assert store.history_window_ms() == 30 * 24 * 3_600_000
+
+
+def test_dense_column_stores_its_pks_and_flags_as_constants():
+    n = 1024
+    pks = np.arange(500, 500 + n, dtype=np.int64)  # deltas: 500 then 1, 1, 1, ...
+    values = np.random.default_rng(1).integers(1, 2**32, size=n, dtype=np.uint64)
+    flags = np.full(n, 1, dtype=np.uint8)
+    flags[7] = 3
+    blob = cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": values, "flags": flags})
+    assert len(blob) < n * 4 + 64  # the values, and little else
+    got_pks, arrays = cellblob.decode(cellblob.MERGED_FIELDS, blob)
+    assert got_pks.tolist() == pks.tolist()
+    assert arrays["value"].tolist() == values.tolist()
+    assert arrays["flags"].tolist() == flags.tolist()
