@@ -21,7 +21,9 @@ mostly small with a few hot rows (one byte each plus a handful of exceptions),
 flags are mostly 0 (no base, the set ones as exceptions), a field that is 0
 everywhere costs nothing. The bucket pk is stored as deltas (the first is the
 pk itself), one byte each for a dense column. zlib is applied only when it
-saves at least ZLIB_MIN_SAVING (it costs every reader a decompression).
+saves at least ZLIB_MIN_SAVING (it costs every reader a decompression), or
+ZLIB_MIN_SAVING_COLD for columns read rarely or few at a time (raw node
+columns, 15 min and 1 h columns).
 
 Stored bytes are not trusted: decoding checks every length, code, index and
 the pk order and raises CellBlobError saying what is wrong (and which blob of
@@ -40,8 +42,10 @@ from numpy.typing import NDArray
 
 BLOB_VERSION = 1
 # zlib only when it saves at least this share: inflating costs every reader (measured
-# in benchmarks/bench_keyviz_store.py: about 40% of decoding a day of columns).
+# in benchmarks/bench_keyviz_store.py: it doubles the time to decode a day of columns).
+# Columns read in bulk (tier 0 for a day) use this; rarely read ones pass a lower bar.
 ZLIB_MIN_SAVING = 1 / 3
+ZLIB_MIN_SAVING_COLD = 1 / 8
 _ZLIB = 1
 _HEAD = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
@@ -136,7 +140,11 @@ def _encode_field(arr: NDArray[np.uint64]) -> tuple[int, bytes, bytes]:
 
 
 def encode(
-    fields: tuple[str, ...], pks: NDArray[np.integer[Any]], arrays: dict[str, UArray]
+    fields: tuple[str, ...],
+    pks: NDArray[np.integer[Any]],
+    arrays: dict[str, UArray],
+    *,
+    min_saving: float | None = None,
 ) -> bytes:
     """Encode cells: `pks` (distinct bucket pks) and one array per other field, same length.
 
@@ -172,7 +180,8 @@ def encode(
     body = b"".join(payload)
     if len(body) >= 64:
         packed = zlib.compress(body, 6)
-        if len(packed) <= len(body) * (1 - ZLIB_MIN_SAVING):
+        saving = ZLIB_MIN_SAVING if min_saving is None else min_saving
+        if len(packed) <= len(body) * (1 - saving):
             body = packed
             head[1] = _ZLIB
     return bytes(head) + body

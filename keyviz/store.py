@@ -490,6 +490,7 @@ def save_node_columns(series: int, slot_ms_and_columns: Sequence[tuple[int, Node
                     "group": c.raft_group_ids[keep],
                     "term": c.leader_terms[keep],
                 },
+                min_saving=cellblob.ZLIB_MIN_SAVING_COLD,
             )
             objs.append(
                 StoredNodeColumn(
@@ -610,11 +611,14 @@ def _check_merged(c: MergedColumn) -> None:
             )
 
 
-def merged_blob(pks: NDArray[np.int64], values: U64, flags: U8) -> bytes:
-    """Cells of a merged column: only the non-zero or flagged ones."""
+def merged_blob(pks: NDArray[np.int64], values: U64, flags: U8, *, cold: bool = False) -> bytes:
+    """Cells of a merged column: only the non-zero or flagged ones (`cold`: coarse tiers)."""
     keep = (values != 0) | (flags != 0)
     return cellblob.encode(
-        cellblob.MERGED_FIELDS, pks[keep], {"value": values[keep], "flags": flags[keep]}
+        cellblob.MERGED_FIELDS,
+        pks[keep],
+        {"value": values[keep], "flags": flags[keep]},
+        min_saving=cellblob.ZLIB_MIN_SAVING_COLD if cold else None,
     )
 
 

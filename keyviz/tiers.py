@@ -99,7 +99,7 @@ def _build(
         series=series,
         column_ms=end,
         step_ms=TIER_STEP_MS[tier],
-        cells=merged_blob(pk_sums, sums, ors),
+        cells=merged_blob(pk_sums, sums, ors, cold=True),
         contributors=dict(sorted(contributors.items())),
         missing=sorted(missing),
         unknown_all=unknown_all,
