@@ -742,7 +742,7 @@ class StoredMatrix:
     warnings: tuple[str, ...] = ()
 
 
-def _check_meta(
+def check_meta(
     contributors: Any, missing: Any, where: Callable[[], str]
 ) -> tuple[dict[str, int], tuple[str, ...]]:
     if not isinstance(contributors, dict) or not all(
@@ -794,7 +794,7 @@ def read_matrix(
     missing: list[tuple[str, ...]] = []
     unknown_cols: list[int] = []
     for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
-        c, m = _check_meta(contrib, miss, partial(_where, tier, series, t))
+        c, m = check_meta(contrib, miss, partial(_where, tier, series, t))
         contributors.append(c)
         missing.append(m)
         if unknown_all:
@@ -899,6 +899,19 @@ class BucketHistory:
     per_node: bool = False  # False on coarse tiers: only merged values are kept there
 
 
+def _cells_of_bucket(
+    fields: tuple[str, ...],
+    blobs: Sequence[bytes | memoryview],
+    pk: int,
+    where: Callable[[int], str],
+) -> tuple[NDArray[np.intp], dict[str, cellblob.UArray]]:
+    """(blob index of each cell of bucket `pk`, {field: those cells}), one batch decode."""
+    counts, pks, arrays = decode_cells_many(fields, blobs, where)
+    hits = np.flatnonzero(pks == pk)
+    owner = np.searchsorted(np.cumsum(counts), hits, side="right")
+    return owner, {name: arr[hits] for name, arr in arrays.items()}
+
+
 def read_bucket(
     series: int,
     bucket_id: str,
@@ -936,37 +949,50 @@ def read_bucket(
     contributors: list[Mapping[str, int]] = []
     missing: list[tuple[str, ...]] = []
     pk = found[0].pk if found else None
-    for j, (t, _, blob, contrib, miss, unknown_all) in enumerate(stored):
-        where = _where(tier, series, t)
-        c, m = _check_meta(contrib, miss, partial(str, where))
+    for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
+        c, m = check_meta(contrib, miss, partial(_where, tier, series, t))
         contributors.append(c)
         missing.append(m)
         unknown[j] = unknown_all
-        if pk is None:
-            continue
-        pks, arrays = decode_cells(cellblob.MERGED_FIELDS, blob, where)
-        i = int(np.searchsorted(pks, pk))
-        if i < pks.shape[0] and int(pks[i]) == pk:
-            values[j] = int(arrays["value"][i]) if "value" in arrays else 0
-            flags[j] = int(arrays["flags"][i]) if "flags" in arrays else 0
+    if pk is not None and stored:
+        owner, cells = _cells_of_bucket(
+            cellblob.MERGED_FIELDS,
+            [r[2] for r in stored],
+            pk,
+            lambda j: _where(tier, series, stored[j][0]),
+        )
+        if "value" in cells:
+            values[owner] = cells["value"]
+        if "flags" in cells:
+            flags[owner] = cells["flags"]
     unknown |= (flags & FLAG_UNKNOWN) != 0
     column_of = {int(t): j for j, t in enumerate(times.tolist())}
     per_node: dict[str, dict[str, Any]] = {}
-    for node, slot, node_t, blob in raw:
+    placed = []  # (node, column) of each raw column, by position in `raw`
+    for node, slot, node_t, _ in raw:
         col = column_of.get(int(slot))
-        if col is None or pk is None:
-            continue
-        where = f"node column of {node} at {node_t} (series {series}, slot {slot})"
-        pks, arrays = decode_cells(cellblob.NODE_FIELDS, blob, where)
-        d = per_node.setdefault(
-            node, {k: np.zeros(n, dtype=np.uint64) for k in ("t", "v", "s", "g", "r")}
+        placed.append((node, col))
+        if col is not None:
+            d = per_node.setdefault(
+                node, {k: np.zeros(n, dtype=np.uint64) for k in ("t", "v", "s", "g", "r")}
+            )
+            d["t"][col] = node_t
+    if pk is not None and raw:
+        owner, cells = _cells_of_bucket(
+            cellblob.NODE_FIELDS,
+            [r[3] for r in raw],
+            pk,
+            lambda j: (
+                f"node column of {raw[j][0]} at {raw[j][2]} (series {series}, slot {raw[j][1]})"
+            ),
         )
-        d["t"][col] = node_t
-        i = int(np.searchsorted(pks, pk))
-        if i < pks.shape[0] and int(pks[i]) == pk:
+        for hit, j in enumerate(owner.tolist()):
+            node, col = placed[j]
+            if col is None:
+                continue
             for key, name in (("v", "value"), ("s", "soft"), ("g", "group"), ("r", "term")):
-                if name in arrays:
-                    d[key][col] = int(arrays[name][i])
+                if name in cells:
+                    per_node[node][key][col] = int(cells[name][hit])
     nodes = tuple(
         NodeContribution(
             node=node,
