@@ -288,9 +288,13 @@ def _observe(
         s.last_ms = max(s.last_ms, t_ms)
         if group and t_ms >= s.group_ms:
             s.group, s.group_ms = group, t_ms
-        if node == s.node or row is s.meta:
-            if node == s.node and t_ms >= s.last_ms:
+        if node == s.node:
+            if t_ms >= s.last_ms:
                 s.meta = row  # the same node's newer metadata
+            continue
+        if row is s.meta:  # the very same metadata: only the better-ranked source counts
+            if _rank(node) < _rank(s.node):
+                s.node = node
             continue
         differs = (row.start, row.end) != (s.meta.start, s.meta.end)
         if _rank(node) < _rank(s.node):

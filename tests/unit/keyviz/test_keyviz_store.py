@@ -536,3 +536,32 @@ def test_dense_column_stores_its_pks_and_flags_as_constants():
     assert got_pks.tolist() == pks.tolist()
     assert arrays["value"].tolist() == values.tolist()
     assert arrays["flags"].tolist() == flags.tolist()
+
+
+def test_read_matrix_equals_a_dense_reference_of_the_saved_columns():
+    rng = np.random.default_rng(21)
+    names = [f"k{i:03d}" for i in range(120)]
+    reference: dict[tuple[str, int], tuple[int, int]] = {}
+    columns = []
+    for k in range(90):
+        t = T0 + k * STEP
+        cells, flags = {}, {}
+        for name in rng.choice(names, size=int(rng.integers(0, 120)), replace=False).tolist():
+            value = [0, 1, 77, 300, 70_000, 2**40, 2**64 - 1][int(rng.integers(0, 7))]
+            flag = [0, 0, 0, FLAG_SOFT, FLAG_CONFLICT, FLAG_UNKNOWN][int(rng.integers(0, 6))]
+            if value or flag:
+                cells[name], flags[name] = value, flag
+                reference[(name, k)] = (value, flag)
+        columns.append(merged(t, cells, flags=flags, unknown_all=k % 17 == 5))
+    store.save_merged(columns)
+    got = store.read_matrix(WRITES, T0, T0 + 90 * STEP, tier=0)
+    m = got.matrix
+    assert [r.bucket_id for r in m.rows] == sorted({name for name, _ in reference})
+    assert m.unknown is not None
+    for i, row in enumerate(m.rows):
+        for k in range(90):
+            value, flag = reference.get((row.bucket_id, k), (0, 0))
+            assert int(m.values[i, k]) == value
+            assert bool(m.soft[i, k]) == bool(flag & FLAG_SOFT)
+            assert bool(m.conflict[i, k]) == bool(flag & FLAG_CONFLICT)
+            assert bool(m.unknown[i, k]) == (bool(flag & FLAG_UNKNOWN) or k % 17 == 5)
