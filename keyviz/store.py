@@ -14,14 +14,15 @@ wrote them has committed, so a rolled-back save never leaves a pk behind.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from django.db import DatabaseError, transaction
@@ -147,34 +148,53 @@ class _Known:
     divergent: bool
 
 
-class _BucketCache:
-    """bucket_id -> _Known, least recently used evicted beyond `limit`."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A bounded map, least recently used evicted first; safe across threads
+    (the collector calls the store from a thread pool)."""
 
     def __init__(self, limit: int = BUCKET_CACHE_LIMIT) -> None:
         self.limit = limit
-        self._by_id: OrderedDict[str, _Known] = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def get(self, bucket_id: str) -> _Known | None:
-        known = self._by_id.get(bucket_id)
-        if known is not None:
-            self._by_id.move_to_end(bucket_id)
-        return known
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
 
-    def put(self, entries: Sequence[_Known]) -> None:
-        for known in entries:
-            self._by_id[known.meta.bucket_id] = known
-            self._by_id.move_to_end(known.meta.bucket_id)
-        while len(self._by_id) > self.limit:
-            self._by_id.popitem(last=False)
+    def put(self, items: Iterable[tuple[K, V]]) -> None:
+        with self._lock:
+            for key, value in items:
+                self._items[key] = value
+                self._items.move_to_end(key)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def discard(self, keys: Iterable[K]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
 
     def clear(self) -> None:
-        self._by_id.clear()
+        with self._lock:
+            self._items.clear()
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._items)
 
 
-_cache = _BucketCache()
+# Writers' view: bucket_id -> the committed Bucket row.
+_cache: _Lru[str, _Known] = _Lru()
+# Readers' view of bucket metadata by pk: another process (the collector) may change a
+# label or route list, so entries are re-read after META_TTL_S; pks are never reused.
+META_TTL_S = 60.0
+_meta_by_pk: _Lru[int, tuple[RowMeta, str, float]] = _Lru()
 
 
 def clear_bucket_cache() -> None:
@@ -402,9 +422,8 @@ def _bucket_pks(seen: dict[str, _Seen]) -> dict[str, int]:
 
 
 def _committed(entries: Sequence[_Known], changed: Sequence[int]) -> None:
-    _cache.put(entries)
-    for pk in changed:
-        _meta_by_pk.pop(pk, None)  # this process's readers see the change at once
+    _cache.put((k.meta.bucket_id, k) for k in entries)
+    _meta_by_pk.discard(changed)  # this process's readers see the change at once
 
 
 def _span(meta: RowMeta) -> tuple[bytes, bytes]:
@@ -515,12 +534,6 @@ def save_node_columns(series: int, slot_ms_and_columns: Sequence[tuple[int, Node
         )
 
 
-# Readers' view of bucket metadata by pk: another process (the collector) may change a
-# label or route list, so entries are re-read after META_TTL_S; pks are never reused.
-META_TTL_S = 60.0
-_meta_by_pk: OrderedDict[int, tuple[RowMeta, str, float]] = OrderedDict()
-
-
 def _metas(pks: Sequence[int]) -> tuple[dict[int, RowMeta], dict[int, str]]:
     """RowMeta and divergence text per pk (absent: no such bucket)."""
     now = time.monotonic()
@@ -545,11 +558,7 @@ def _metas(pks: Sequence[int]) -> tuple[dict[int, RowMeta], dict[int, str]]:
 
 
 def _remember_metas(entries: Sequence[tuple[int, RowMeta, str]], now: float) -> None:
-    for pk, meta, text in entries:
-        _meta_by_pk[pk] = (meta, text, now)
-        _meta_by_pk.move_to_end(pk)
-    while len(_meta_by_pk) > BUCKET_CACHE_LIMIT:
-        _meta_by_pk.popitem(last=False)
+    _meta_by_pk.put((pk, (meta, text, now)) for pk, meta, text in entries)
 
 
 def _key_order(metas: Mapping[int, RowMeta]) -> list[int]:
