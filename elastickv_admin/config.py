@@ -16,6 +16,10 @@ DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 WRITES_MERGE_POLICIES = ("sum", "dedupe")
 WRITES_MERGE_ALIASES = {"design": "dedupe"}
 DEFAULT_KEYVIZ_STEP = "60s"  # the nodes' own --keyvizStep default
+# KeyViz history retention per tier (DESIGN.md "the portal is the cluster's memory").
+DEFAULT_KEYVIZ_RETENTION_FINE_MS = 24 * 3_600_000
+DEFAULT_KEYVIZ_RETENTION_15M_MS = 7 * 24 * 3_600_000
+DEFAULT_KEYVIZ_RETENTION_1H_MS = 30 * 24 * 3_600_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class PortalConfig:
     writes_merge: str = "sum"  # one of WRITES_MERGE_POLICIES (aliases resolved)
     # The nodes' KeyViz step in ms (--keyvizStep); None: infer it from the columns.
     keyviz_step_ms: int | None = 60_000
+    # KeyViz history kept per tier: the nodes' step, 15 min columns, 1 h columns.
+    keyviz_retention_fine_ms: int = DEFAULT_KEYVIZ_RETENTION_FINE_MS
+    keyviz_retention_15m_ms: int = DEFAULT_KEYVIZ_RETENTION_15M_MS
+    keyviz_retention_1h_ms: int = DEFAULT_KEYVIZ_RETENTION_1H_MS
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

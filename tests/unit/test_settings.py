@@ -178,7 +178,8 @@ def test_env_parsed_names_the_variable_and_falls_back_to_the_default(monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("raw", "seconds"), [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("7", 7.0)]
+    ("raw", "seconds"),
+    [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("7d", 604800.0), ("7", 7.0)],
 )
 def test_durations_accept_units(raw, seconds):
     assert env.parse_duration(raw) == seconds
