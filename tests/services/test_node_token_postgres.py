@@ -29,7 +29,7 @@ START_ELSEWHERE = f"""
 import django
 django.setup()
 from cluster.node_token import do_start_rotation
-do_start_rotation("portal-b", {NEXT!r})
+do_start_rotation("portal-b", {NEXT!r}, known_addresses=["n:1"])
 """
 
 
