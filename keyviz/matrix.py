@@ -382,6 +382,8 @@ class MergedMatrix:
     degraded: Bools
     warnings: tuple[str, ...] = ()
     provenance: Provenance | None = field(default=None, repr=False)
+    # Cells a node that would have counted them did not report (DESIGN rule 6); None: none.
+    unknown: Bools | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

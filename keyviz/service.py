@@ -210,6 +210,7 @@ def restrict_to_key_range(m: MergedMatrix, start_key: bytes, end_key: bytes) -> 
         soft=m.soft[keep],
         conflict=m.conflict[keep],
         degraded=m.degraded[keep],
+        unknown=None if m.unknown is None else m.unknown[keep],
         provenance=prov,
     )
 

@@ -21,7 +21,15 @@ SERIES_CHOICES = (
     ("write_bytes", "Write bytes"),
     ("read_bytes", "Read bytes"),
 )
-WINDOW_PRESETS = (("15m", "15 m"), ("1h", "1 h"), ("6h", "6 h"), ("24h", "24 h"))
+# static/js/keyviz-state.js RANGES holds the same presets, in ms.
+WINDOW_PRESETS = (
+    ("15m", "15 m"),
+    ("1h", "1 h"),
+    ("6h", "6 h"),
+    ("24h", "24 h"),
+    ("7d", "7 d"),
+    ("30d", "30 d"),
+)
 ROW_BUDGETS = (64, 128, DEFAULT_ROWS, 512, MAX_ROWS)
 
 
