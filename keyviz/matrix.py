@@ -382,7 +382,7 @@ class MergedMatrix:
     degraded: Bools
     warnings: tuple[str, ...] = ()
     provenance: Provenance | None = field(default=None, repr=False)
-    # Cells a node that would have counted them did not report (DESIGN rule 6); None: none.
+    # Cells no contributing node could report (a node was down): not zero. None = none.
     unknown: Bools | None = None
 
     @property
