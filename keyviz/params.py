@@ -50,8 +50,6 @@ MAX_STEP_MS = 24 * 60 * 60 * 1000
 HOUR_MS = 60 * 60 * 1000
 DAY_MS = 24 * HOUR_MS
 
-# Default retention per store tier (0 = the nodes' step, 1 = 15 min, 2 = 1 h columns).
-DEFAULT_RETENTION_MS: tuple[int, int, int] = (DAY_MS, 7 * DAY_MS, 30 * DAY_MS)
 
 # Keys are raw bytes; a zoom boundary is one of the row boundaries the page already has.
 MAX_KEY_BYTES = 4096
@@ -128,17 +126,16 @@ def retention_ms() -> tuple[int, int, int]:
     from elastickv_admin.config import portal_config
 
     config = portal_config()
-    # TODO(keyviz store): read the retention fields STORE adds to PortalConfig directly.
-    names = ("keyviz_retention_fine_ms", "keyviz_retention_15m_ms", "keyviz_retention_1h_ms")
     return (
-        int(getattr(config, names[0], DEFAULT_RETENTION_MS[0])),
-        int(getattr(config, names[1], DEFAULT_RETENTION_MS[1])),
-        int(getattr(config, names[2], DEFAULT_RETENTION_MS[2])),
+        config.keyviz_retention_fine_ms,
+        config.keyviz_retention_15m_ms,
+        config.keyviz_retention_1h_ms,
     )
 
 
-# A preset window ("24h") starts a request's latency before the server's now: that
-# much older than a retention is still read from the finer tier.
+# A preset window ("24h", "30d") starts a request's latency before the server's now:
+# that much older than a retention is still read from the finer tier, and that much
+# longer than the longest retention is still accepted.
 TIER_SLACK_MS = 5 * 60 * 1000
 
 
@@ -185,7 +182,7 @@ def parse_matrix_query(
         raise ParamError("from", f"must not be negative, got {start}")
     if start >= end:
         raise ParamError("from", f"must be before to ({start} >= {end})")
-    if end - start > longest:
+    if end - start > longest + TIER_SLACK_MS:
         raise ParamError(
             "from",
             f"the window from/to of {end - start} ms is longer than the "

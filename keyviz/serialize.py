@@ -281,7 +281,9 @@ def bucket_to_json(
 ) -> dict[str, Any]:
     """One row at full column resolution, every node's contribution per cell, and the
     per-adapter figures of nodes that implement GetRouteDetail."""
-    full = matrix_to_json(detail.matrix, nodes=nodes)
+    full = matrix_to_json(
+        detail.matrix, nodes=nodes, extra={"tier": detail.tier, "per_node": detail.per_node}
+    )
     row = next(r for r in full.pop("rows") if r["bucket_id"] == detail.bucket_id)
     full["bucket"] = row
     full["contributions"] = [asdict(c) for c in detail.contributions]

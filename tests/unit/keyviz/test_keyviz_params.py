@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from elastickv_admin.errors import ParamError
-from keyviz.params import MatrixQuery, parse_matrix_query
+from keyviz.params import TIER_SLACK_MS, MatrixQuery, parse_matrix_query
 from proto import admin_pb2
 
 NOW = 1_700_000_000_000
@@ -90,10 +90,13 @@ def test_a_window_beyond_the_stores_longest_retention_is_a_400_naming_from_to_an
     None
 ):
     assert parse(**{"from": str(NOW - MONTH), "to": str(NOW)}).from_unix_ms == NOW - MONTH
-    e = error(**{"from": str(NOW - MONTH - 1), "to": str(NOW)})
+    # The 30 d preset, sent a moment before the server's now, is still accepted.
+    late = MONTH + TIER_SLACK_MS
+    assert parse(**{"from": str(NOW - late), "to": str(NOW)}).tier == 2
+    e = error(**{"from": str(NOW - late - 1), "to": str(NOW)})
     assert e.param == "from"
     assert e.message == (
-        f"the window from/to of {MONTH + 1} ms is longer than the 30 days ({MONTH} ms) "
+        f"the window from/to of {late + 1} ms is longer than the 30 days ({MONTH} ms) "
         "of history the portal keeps; move from closer to to"
     )
 
