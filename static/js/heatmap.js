@@ -1583,7 +1583,9 @@ function renderSummary() {
   el.summary.replaceChildren(
     h("strong", { text: `${g.R} × ${g.C}` }), ` cells · ${fmtDuration(g.step)} columns`,
     g.C ? ` · ${fmtDateTime(first, seconds)} → ${fmtClock(last, seconds)}` : "",
-    h("span", { class: nodes.length && ok < nodes.length ? "kv-bad" : "kv-ok", text: ` · ${ok} of ${nodes.length} nodes` }),
+    !nodes.length && !K.collector && K.storeMessage
+      ? h("span", { class: "kv-bad", text: " · no collector yet" })
+      : h("span", { class: nodes.length && ok < nodes.length ? "kv-bad" : "kv-ok", text: ` · ${ok} of ${nodes.length} nodes` }),
     K.collector && K.collector.age_ms !== null
       ? h("span", { dataset: { testid: "kv-collector-age" }, text: ` · collector ${fmtDuration(Math.max(1000, Math.round((K.collector.age_ms + Date.now() - K.collectorAt) / 1000) * 1000))} ago` })
       : "",

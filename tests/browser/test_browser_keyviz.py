@@ -6,6 +6,7 @@ state land in test-artifacts/screenshots/ (keyviz-*.png).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from keyviz.keys import key_preview
+from tests.browser.keyviz_store_fill import fill_portal_store, store_doc
 
 pytestmark = pytest.mark.browser
 
@@ -83,12 +85,37 @@ def history(cluster: DevCluster) -> list[int]:
     return columns
 
 
+def store_history(portal, cluster: DevCluster, columns: list[int]) -> None:
+    """The columns `history` flushed on the nodes, written into the portal's store as the
+    collector would merge them (writes entered on n1, reads on n2), with n1's raw cells."""
+    rows = {f"route:{r.route_id}": (r.start, r.end) for r in cluster.routes()}
+    special = {cluster.route_for_key(HOT).route_id, cluster.route_for_key(READS).route_id}
+    background = [r for r in cluster.routes()[::2] if r.route_id not in special]
+    writes, reads, raw = [], [], []
+    for i, at in enumerate(columns):
+        cells = [[f"route:{r.route_id}", 1 + (i + r.route_id) % 3, 0] for r in background]
+        if i == 3:
+            cells.append([bucket(cluster, HOT), 500, 0])
+        writes.append({"t": at, "step": MINUTE, "cells": cells, "contributors": {"n1": at}})
+        stamped = []
+        for b, v, _ in cells:
+            route = next(r for r in cluster.routes() if f"route:{r.route_id}" == b)
+            group = cluster.group(route.group_id)
+            stamped.append([b, v, group.group_id, group.term])
+        raw.append({"node": "n1", "slot": at, "t": at, "cells": stamped})
+        read_cells = [[bucket(cluster, READS), 300, 0]] if i == 1 else []
+        reads.append({"t": at, "step": MINUTE, "cells": read_cells, "contributors": {"n2": at}})
+    fill_portal_store(portal, store_doc(rows, writes, node_columns=raw))
+    fill_portal_store(portal, store_doc(rows, reads, series="reads"))
+
+
 def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
 ):
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
+    store_history(portal, cluster, columns)
     portal.login(page)
     hot, reads = bucket(cluster, HOT), bucket(cluster, READS)
 
@@ -99,7 +126,8 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     assert page.get_by_test_id("kv-summary").inner_text().startswith(f"{rows} \u00d7 6 cells")
     assert bright(pixel(page, hot, columns[3]))
     assert not bright(pixel(page, hot, columns[2]))
-    assert dark(pixel(page, reads, columns[1]))
+    # The store keeps only cells with traffic: a row idle in this series is not shown.
+    assert reads not in page.evaluate("window.keyviz.rowIds()")
     assert page.evaluate("([b, t]) => window.keyviz.value(b, t)", [hot, columns[3]]) == 500
     page.screenshot(path=str(artifacts_dir / "keyviz-heatmap.png"))
 
@@ -161,7 +189,8 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     page.wait_for_url(re.compile(r"series=reads"))
     ready(page, "reads")
     assert bright(pixel(page, reads, columns[1]))
-    assert dark(pixel(page, hot, columns[3]))
+    assert dark(pixel(page, reads, columns[2]))
+    assert hot not in page.evaluate("window.keyviz.rowIds()")
     page.screenshot(path=str(artifacts_dir / "keyviz-reads.png"))
     page.locator("#kv-series label", has_text="Writes").click()
     ready(page, "writes")
@@ -214,6 +243,7 @@ def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
+    store_history(portal, cluster, columns)
     portal.login(page)
     hot = bucket(cluster, HOT)
     asked: list[str] = []
@@ -370,4 +400,96 @@ def test_a_stopped_node_shows_the_banner_and_greyed_cells(
     )
     assert page.locator("#kv-summary .kv-bad").inner_text().strip().startswith("· 2 of 3 nodes")
     page.screenshot(path=str(artifacts_dir / "keyviz-degraded.png"))
+    assert page.console_errors == []
+
+
+def three_routes(cluster: DevCluster) -> dict[str, tuple[bytes, bytes]]:
+    return {f"route:{r.route_id}": (r.start, r.end) for r in cluster.routes()[:3]}
+
+
+def test_unknown_cells_look_different_from_idle_and_name_who_did_not_report(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(routes=8)
+    portal = serve(portal_factory, cluster, tmp_path)
+    rows = three_routes(cluster)
+    busy, gap, _ = list(rows)
+    now = int(time.time() * 1000) // MINUTE * MINUTE
+    columns = [now - (8 - i) * MINUTE for i in range(6)]
+    stored = []
+    for i, t in enumerate(columns):
+        cells = [[busy, 40 + i, 0]]
+        if i == 1:
+            cells.append([gap, 5, 0])  # the gap row has traffic once: it has a row
+        if i == 3:
+            # n2 led the gap row's group and did not report this column: unknown, not 0.
+            cells.append([gap, 0, 8])
+        stored.append({"t": t, "step": MINUTE, "cells": cells, "missing": ["n2"] if i == 3 else []})
+    fill_portal_store(portal, store_doc(rows, stored))
+    portal.login(page)
+    page.goto(portal.url + "/keyviz/?live=0")
+    ready(page, "writes")
+    assert page.evaluate(f"window.keyviz.flags('{gap}', {columns[3]})") == 8
+    idle, unknown = pixel(page, gap, columns[2]), pixel(page, gap, columns[3])
+    assert dark(idle)
+    assert not dark(unknown)
+    assert max(abs(a - b) for a, b in zip(idle, unknown, strict=True)) > 30
+    # Not grey: the unknown colour has a hue (it is --kv-unknown, a teal).
+    assert max(unknown) - min(unknown) > 20
+    page.screenshot(path=str(artifacts_dir / "keyviz-unknown.png"))
+    at = page.evaluate(f"window.keyviz.cellCenter('{gap}', {columns[3]})")
+    page.mouse.move(at["x"], at["y"])
+    tooltip = page.locator("#kv-tooltip")
+    tooltip.wait_for(state="visible")
+    assert tooltip.get_attribute("data-unknown") == "true"
+    assert "unknown: n2 did not report this column" in tooltip.inner_text()
+    page.mouse.move(5, 5)
+    # Exports write the unknown cell as empty (CSV) / null (JSON), not as 0.
+    with page.expect_download() as download:
+        page.locator("#kv-export-csv").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    [line] = [x for x in lines if x.startswith(f"{gap},")]
+    assert line.split(",")[-6:] == ["0", "5", "0", "", "0", "0"]
+    with page.expect_download() as download:
+        page.locator("#kv-export-json").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    [row] = [r for r in exported["rows"] if r["bucket_id"] == gap]
+    assert row["values"] == [0, 5, 0, None, 0, 0]
+    assert row["unknown"] == [3]
+    assert page.console_errors == []
+
+
+def test_a_7_day_window_draws_from_the_15_minute_tier(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(routes=8)
+    portal = serve(portal_factory, cluster, tmp_path)
+    rows = three_routes(cluster)
+    hot, cold, _ = list(rows)
+    now = int(time.time() * 1000)
+    day3 = (now // 3_600_000 - 72) * 3_600_000  # an hour boundary three days back
+    stored = [
+        {
+            "t": day3 + k * MINUTE,
+            "step": MINUTE,
+            "cells": [[hot, 1000 if k <= 15 else 1, 0], [cold, 1, 0]],
+        }
+        for k in range(1, 31)
+    ]
+    fill_portal_store(portal, store_doc(rows, stored, compact_at_ms=now))
+    portal.login(page)
+    page.goto(portal.url + "/keyviz/?range=7d&live=0")
+    ready(page, "writes")
+    assert page.locator("#kv-range input[value='7d']").is_checked()
+    assert (
+        page.get_by_test_id("kv-summary")
+        .inner_text()
+        .startswith("2 \u00d7 2 cells · 15 min columns")
+    )
+    first, second = page.evaluate("window.keyviz.columns()")
+    assert (first, second) == (day3 + 15 * MINUTE, day3 + 30 * MINUTE)
+    assert page.evaluate(f"window.keyviz.value('{hot}', {first})") == 15_000
+    assert bright(pixel(page, hot, first))
+    assert not bright(pixel(page, hot, second))
+    page.screenshot(path=str(artifacts_dir / "keyviz-7d.png"))
     assert page.console_errors == []
