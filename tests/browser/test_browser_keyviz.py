@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from keyviz.keys import key_preview
 from tests.browser.keyviz_store_fill import fill_portal_store, store_doc
 
 pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MINUTE = 60_000
 HOT = b"user:42"  # the write hotspot
@@ -493,3 +497,97 @@ def test_a_7_day_window_draws_from_the_15_minute_tier(
     assert not bright(pixel(page, hot, second))
     page.screenshot(path=str(artifacts_dir / "keyviz-7d.png"))
     assert page.console_errors == []
+
+
+def start_again(portal) -> None:
+    """Start a stopped portal again on the same address and database (a deploy, a crash
+    and restart): the page must come back by itself."""
+    with portal.log.open("ab") as log:
+        portal.proc = subprocess.Popen(
+            portal.proc.args, cwd=ROOT, env=portal.env, stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(portal.url + "/static/css/portal.css", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the portal did not come back:\n{portal.log.read_text()[-2000:]}")
+
+
+PILL = "document.getElementById('kv-live-status').dataset.state"
+
+
+def outage_free(errors: list[str]) -> list[str]:
+    """Console errors other than Chromium's log of each failed reconnection attempt."""
+    return [e for e in errors if not e.startswith("WebSocket connection to ")]
+
+
+def test_live_resumes_by_itself_after_the_nodes_and_then_the_portal_go_away(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    time.sleep(2.5 * step / 1000)
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    until(page, f"{PILL} === 'live'")
+    page.evaluate("window.__sameDocument = true")
+    cluster.inject([Op(leader, "write", HOT, count=30)])
+    wait_columns(page, 2, 6)
+
+    # Every node goes away: no column arrives, and the pill stops saying "live".
+    for node in cluster.nodes:
+        cluster.stop_node(node.node_id)
+    until(page, f"{PILL} !== 'live'", timeout=30_000)
+    assert "no column" in page.locator("#kv-live-status").inner_text()
+    page.screenshot(path=str(artifacts_dir / "keyviz-nodes-down.png"))
+    for node in cluster.nodes:
+        cluster.start_node(node.node_id)
+    drawn = len(page.evaluate("window.keyviz.liveDraws"))
+    wait_columns(page, drawn + 2, 30)
+    until(page, f"{PILL} === 'live'", timeout=10_000)
+
+    # The portal itself goes away and comes back: the socket reconnects with backoff, the
+    # gap is refetched from the matrix API and live resumes, without a reload.
+    portal.stop()
+    until(page, f"{PILL} !== 'live'", timeout=10_000)
+    start_again(portal)
+    restarted = int(time.time() * 1000)
+    until(page, f"{PILL} === 'live'", timeout=45_000)
+    leader = cluster.group(route.group_id).leader
+    cluster.inject([Op(leader, "write", HOT, count=30)])
+    until(page, f"window.keyviz.columns().some((t) => t > {restarted})", timeout=15_000)
+    assert page.evaluate("window.__sameDocument") is True
+    columns = page.evaluate("window.keyviz.columns()")
+    assert columns == sorted(set(columns))
+    page.screenshot(path=str(artifacts_dir / "keyviz-resumed.png"))
+    assert outage_free(page.console_errors) == []
+
+
+def test_a_page_opened_while_the_portal_is_down_loads_by_itself_and_is_never_green_on_no_data(
+    portal_factory, page, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    portal.stop()
+    # The matrix cannot be fetched: "No data", and the pill is not green.
+    page.evaluate("window.__sameDocument = true")
+    page.locator("#kv-range label", has_text="6 h").click()
+    until(page, "document.getElementById('kv-summary').textContent === 'No data'", 15_000)
+    assert page.evaluate(PILL) != "live"
+    start_again(portal)
+    until(page, f"{PILL} === 'live'", timeout=45_000)
+    until(page, "document.getElementById('kv-summary').textContent !== 'No data'")
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.evaluate("window.keyviz.state.range") == "6h"
+    assert outage_free(page.console_errors) == []
