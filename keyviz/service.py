@@ -332,6 +332,11 @@ async def fetch_matrix(
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     nodes, collector = collector_status(read.state, now)
     matrix = read.matrix
+    tier_step = read.tier_step_ms
+    if not matrix.shape[1] and read.tier == 0 and collector and collector["step_ms"]:
+        # Nothing stored in the window: the nodes' step is the collector's, not a default.
+        tier_step = collector["step_ms"]
+        matrix = replace(matrix, step_ms=tier_step)
     if query.key_range:
         # Before the budgets: a zoom into a key range is re-bucketed, not magnified.
         matrix = restrict_to_key_range(matrix, query.start_key, query.end_key)
@@ -347,7 +352,7 @@ async def fetch_matrix(
         nodes=nodes,
         collector=collector,
         tier=read.tier,
-        tier_step_ms=read.tier_step_ms,
+        tier_step_ms=tier_step,
         missing_nodes=missing,
         message=None if read.state is not None else NO_COLLECTOR_MESSAGE,
     )

@@ -2188,6 +2188,8 @@ function applyLiveColumn(msg, filled = false) {
     fillGap();
     return;
   }
+  // An empty matrix (nothing stored yet) has no step of its own: take the live one.
+  if (!g.C && K.liveStep) g.step = K.liveStep;
   const wasFull = !magnified();
   const inserted = insertLiveRows(g, msg);
   if (inserted < 0) {

@@ -332,3 +332,10 @@ async def test_an_unknown_bucket_is_a_404_that_says_what_to_do(api):
     assert resp.json()["message"] == (
         "no row with bucket id 'route:999' in this window; widen from/to"
     )
+
+
+async def test_an_empty_window_has_the_collectors_step_not_a_default(api):
+    await collector_ran(step_ms=5_000)
+    doc = (await api.get("/api/keyviz/matrix")).json()
+    assert doc["rows"] == []
+    assert (doc["step_ms"], doc["tier_step_ms"]) == (5_000, 5_000)
