@@ -1414,7 +1414,7 @@ function rowSeries(r) {
 async function loadBucket(bucketId, cell) {
   const g = K.grid;
   const detail = $("kv-bucket-detail");
-  detail.replaceChildren(h("p", { class: "kv-loading", text: `Loading ${bucketId} from every node…` }));
+  detail.replaceChildren(h("p", { class: "kv-loading", text: `Loading ${bucketId} from the history…` }));
   if (drawerRequest) drawerRequest.abort();
   drawerRequest = new AbortController();
   const q = new URLSearchParams({
@@ -1462,7 +1462,12 @@ async function loadBucket(bucketId, cell) {
             h("td", { class: "num", text: c.raft_group_id ? String(c.raft_group_id) : "—" }),
             h("td", { class: "num", text: c.leader_term ? String(c.leader_term) : "—" }),
             h("td", { text: fmtClock(c.node_column_unix_ms, true) })))))
-        : h("p", { class: "caption", text: "No node reported anything for this cell." })),
+        : h("p", {
+          class: "caption",
+          text: doc.per_node === false
+            ? "Each node's figures are kept at the nodes' step only (the finest tier); this window shows merged values."
+            : "No node reported anything for this cell.",
+        })),
     section("This row over the window", sparkline({ times: doc.column_unix_ms, values: doc.bucket.values }, null, end)),
     Object.keys(doc.per_adapter || {}).length
       ? section("Per adapter (nodes that serve GetRouteDetail)", h("table", { class: "data" },
@@ -1474,7 +1479,7 @@ async function loadBucket(bucketId, cell) {
     failed.length
       ? h("p", {
         class: "banner bad compact",
-        text: `${doc.nodes.length - failed.length} of ${doc.nodes.length} nodes responded: ` +
+        text: `The collector reaches ${doc.nodes.length - failed.length} of ${doc.nodes.length} nodes: ` +
           failed.map((n) => `${n.node}: ${n.error}`).join("; "),
       })
       : null,
@@ -2059,7 +2064,12 @@ function livePillNow() {
   }
   const step = K.liveStep || K.grid.step;
   const quiet = Date.now() - K.lastLiveAt;
-  if (K.lastLiveAt && quiet > Math.max(3 * step, 20e3)) {
+  if (K.lastLiveAt && quiet > Math.max(10 * step, 60e3) && live.ws) {
+    // A socket that says nothing for this long may be half-dead (a proxy or the network
+    // dropped it silently): reconnect, which refetches the gap and subscribes again.
+    K.lastLiveAt = Date.now();
+    live.ws.close();
+  } else if (K.lastLiveAt && quiet > Math.max(3 * step, 20e3)) {
     setLivePill("connecting", `live · no column for ${fmtDuration(Math.round(quiet / 1000) * 1000)}`);
   } else if (el.livePill.dataset.state !== "live") {
     setLivePill("live", `live${K.liveStep ? ` · ${fmtDuration(K.liveStep)} steps` : ""}`);
