@@ -27,7 +27,7 @@ from keyviz.store import (
     LAST_SEEN_SLACK_MS,
     TIER_STEP_MS,
     clear_bucket_cache,
-    decode_cells,
+    decode_cells_many,
     mark_dirty,
     merged_blob,
     reading,
@@ -52,25 +52,15 @@ class CompactionReport:
 
 
 def _sum_cells(
-    parts: Sequence[tuple[NDArray[np.uint32], dict[str, cellblob.UArray]]],
+    pks: NDArray[np.uint32], values: NDArray[np.uint64], flags: NDArray[np.uint8], n_columns: int
 ) -> tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.uint8]]:
     """Per distinct pk: the exact uint64 sum of values and the OR of flags."""
-    if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint8)
-    pks = np.concatenate([p for p, _ in parts])
-    values = np.concatenate(
-        [a.get("value", np.zeros(p.shape[0], dtype=np.uint8)) for p, a in parts]
-    ).astype(np.uint64, copy=False)
-    flags = np.concatenate(
-        [a.get("flags", np.zeros(p.shape[0], dtype=np.uint8)) for p, a in parts]
-    ).astype(np.uint8, copy=False)
     distinct, inverse = np.unique(pks, return_inverse=True)
     sums = np.zeros(distinct.shape[0], dtype=np.uint64)
     np.add.at(sums, inverse, values)
     # uint64 wraps silently: where a sum could have wrapped, redo it in Python ints.
     top = int(values.max(initial=0))
-    if top and top > _U64_MAX // len(parts):
+    if top and top > _U64_MAX // max(n_columns, 1):
         exact = [0] * distinct.shape[0]
         for i, v in zip(inverse.tolist(), values.tolist(), strict=True):
             exact[i] += v
@@ -84,24 +74,32 @@ def _build(
     tier: int, series: int, end: int, finer: Sequence[tuple[Any, ...]], now_ms: int
 ) -> StoredColumn:
     """The coarse column of one window from its finer columns' stored rows."""
-    parts = []
     contributors: dict[str, int] = {}
     missing: set[str] = set()
     unknown_all = False
-    for t, blob, contrib, miss, unknown in finer:
-        where = f"column tier {tier - 1} series {series} at {t}"
-        parts.append(decode_cells(cellblob.MERGED_FIELDS, blob, where))
+    for _, _, contrib, miss, unknown in finer:
         for node, node_ms in dict(contrib).items():
             contributors[node] = max(contributors.get(node, int(node_ms)), int(node_ms))
         missing.update(miss)
         unknown_all = unknown_all or bool(unknown)
-    pks, sums, ors = _sum_cells(parts)
+    _, pks, arrays = decode_cells_many(
+        cellblob.MERGED_FIELDS,
+        [row[1] for row in finer],
+        lambda j: f"column tier {tier - 1} series {series} at {finer[j][0]}",
+    )
+    zeros = np.zeros(pks.shape[0], dtype=np.uint8)
+    pk_sums, sums, ors = _sum_cells(
+        pks,
+        arrays.get("value", zeros).astype(np.uint64, copy=False),
+        arrays.get("flags", zeros).astype(np.uint8, copy=False),
+        len(finer),
+    )
     return StoredColumn(
         tier=tier,
         series=series,
         column_ms=end,
         step_ms=TIER_STEP_MS[tier],
-        cells=merged_blob(pks, sums, ors),
+        cells=merged_blob(pk_sums, sums, ors),
         contributors=dict(sorted(contributors.items())),
         missing=sorted(missing),
         unknown_all=unknown_all,
