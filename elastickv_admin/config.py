@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 DEFAULT_RPC_TIMEOUT_S = 5.0
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 WRITES_MERGE_POLICIES = ("design", "sum")
+# KeyViz history retention per tier (DESIGN.md "the portal is the cluster's memory").
+DEFAULT_KEYVIZ_RETENTION_FINE_MS = 24 * 3_600_000
+DEFAULT_KEYVIZ_RETENTION_15M_MS = 7 * 24 * 3_600_000
+DEFAULT_KEYVIZ_RETENTION_1H_MS = 30 * 24 * 3_600_000
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class PortalConfig:
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     # How per-node write counts combine (DESIGN.md "KeyViz merge" step 4).
     writes_merge: str = "design"
+    # KeyViz history kept per tier: the nodes' step, 15 min columns, 1 h columns.
+    keyviz_retention_fine_ms: int = DEFAULT_KEYVIZ_RETENTION_FINE_MS
+    keyviz_retention_15m_ms: int = DEFAULT_KEYVIZ_RETENTION_15M_MS
+    keyviz_retention_1h_ms: int = DEFAULT_KEYVIZ_RETENTION_1H_MS
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -46,12 +46,12 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(raw: str) -> float:
-    """'15s', '500ms', '2m', '1h' or a bare number of seconds -> seconds."""
+    """'15s', '500ms', '2m', '1h', '7d' or a bare number of seconds -> seconds."""
     match = _DURATION.match(raw.strip().lower())
     if not match:
         raise ValueError(f"not a duration: {raw!r} (use e.g. 15s, 500ms, 2m)")

@@ -14,7 +14,13 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from elastickv_admin.config import WRITES_MERGE_POLICIES, PortalConfig
+from elastickv_admin.config import (
+    DEFAULT_KEYVIZ_RETENTION_1H_MS,
+    DEFAULT_KEYVIZ_RETENTION_15M_MS,
+    DEFAULT_KEYVIZ_RETENTION_FINE_MS,
+    WRITES_MERGE_POLICIES,
+    PortalConfig,
+)
 from elastickv_admin.env import (
     env_bool,
     env_duration,
@@ -248,6 +254,26 @@ CONTENT_SECURITY_POLICY = {
 }
 
 
+def _keyviz_retention() -> tuple[int, int, int]:
+    """(fine, 15 min, 1 h) retention in ms; each at least 24 h and the previous tier's."""
+    out: list[int] = []
+    floor, floor_name = 24 * 3_600_000, "24h"
+    for suffix, default_ms in (
+        ("FINE", DEFAULT_KEYVIZ_RETENTION_FINE_MS),
+        ("15M", DEFAULT_KEYVIZ_RETENTION_15M_MS),
+        ("1H", DEFAULT_KEYVIZ_RETENTION_1H_MS),
+    ):
+        name = f"ELASTICKV_ADMIN_KEYVIZ_RETENTION_{suffix}"
+        value = round(env_duration(name, default_ms / 1000) * 1000)
+        if value < floor:
+            raise ImproperlyConfigured(
+                f"{name} must be at least {floor_name}, got {env_str(name)!r}"
+            )
+        out.append(value)
+        floor, floor_name = value, f"{name} ({value // 1000} s)"
+    return out[0], out[1], out[2]
+
+
 def _portal_config() -> PortalConfig:
     writes_merge = env_str("ELASTICKV_ADMIN_WRITES_MERGE", "design")
     if writes_merge not in WRITES_MERGE_POLICIES:
@@ -255,6 +281,7 @@ def _portal_config() -> PortalConfig:
             f"ELASTICKV_ADMIN_WRITES_MERGE must be one of {', '.join(WRITES_MERGE_POLICIES)}, "
             f"got {writes_merge!r}"
         )
+    retention = _keyviz_retention()
     return PortalConfig(
         seeds=tuple(env_list("ELASTICKV_ADMIN_NODES")),
         node_token_file=env_str("ELASTICKV_ADMIN_NODE_TOKEN_FILE") or None,
@@ -269,6 +296,9 @@ def _portal_config() -> PortalConfig:
             "ELASTICKV_ADMIN_MAX_RECEIVE_BYTES", 64 * 1024 * 1024, minimum=1024
         ),
         writes_merge=writes_merge,
+        keyviz_retention_fine_ms=retention[0],
+        keyviz_retention_15m_ms=retention[1],
+        keyviz_retention_1h_ms=retention[2],
     )
 
 

@@ -382,6 +382,8 @@ class MergedMatrix:
     degraded: Bools
     warnings: tuple[str, ...] = ()
     provenance: Provenance | None = field(default=None, repr=False)
+    # Cells no contributing node could report (a node was down): not zero. None = none.
+    unknown: Bools | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
