@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -141,6 +143,8 @@ class Collector:
         self._leaders = LeaderBook()
         self._rowbook = RowBook()
         self._pushed: list[tuple[str, int, NodeColumn]] = []  # (address, series, column)
+        self._transitions: deque[tuple[int, int]] = deque(maxlen=64)
+        self._notices: list[tuple[str, dict[str, Any]]] = []  # (series, channel message)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._work: asyncio.Task[None] | None = None
@@ -389,7 +393,11 @@ class Collector:
 
     def on_feed_event(self, address: str, event: admin_pb2.StreamEventsEvent) -> None:
         track = self._tracks.get(address)
-        if track is None or event.WhichOneof("event") != "keyviz_column":
+        kind = event.WhichOneof("event")
+        if track is not None and kind == "route_transition":
+            self._take_transition(event.route_transition)
+            self._wake.set()
+        if track is None or kind != "keyviz_column":
             return
         column = event.keyviz_column
         series = normalize_series(column.series)
@@ -402,6 +410,34 @@ class Collector:
             return
         self._pushed.append((address, series, taken))
         self._wake.set()
+
+    def _take_transition(self, t: admin_pb2.RouteTransition) -> None:
+        """A split or merge, pushed by every node: sent once to every series' viewers."""
+        key = (t.parent_route_id, t.unix_ms)
+        if key in self._transitions:
+            return
+        self._transitions.append(key)
+        for name in SERIES:
+            message = {
+                "type": "route_transition",
+                "series": name,
+                "parent_route_id": t.parent_route_id,
+                "child_route_ids": list(t.child_route_ids),
+                "lineage_id": t.lineage_id,
+                "unix_ms": t.unix_ms,
+            }
+            self._notices.append(
+                (
+                    name,
+                    {"type": "keyviz.notice", "json": json.dumps(message, separators=(",", ":"))},
+                )
+            )
+
+    async def _send_notices(self) -> None:
+        notices, self._notices = self._notices, []
+        for name, notice in notices:
+            with contextlib.suppress(Exception):
+                await self.layer.group_send(group_name(name), notice)
 
     async def _refresh_leaders(self, *, force: bool = False) -> None:
         if not force and time.monotonic() < self._due.get("leaders", 0.0):
@@ -538,6 +574,7 @@ class Collector:
                 if track is not None:
                     self._answered(track, wall_ms())
             await self._take(by_address)
+        await self._send_notices()
         await self._refresh_leaders()
         await self._finalize()
         await self._save_state()

@@ -160,8 +160,9 @@ async def test_many_viewers_cost_one_matrix_call_per_node_per_step(devcluster_fa
         flushed = node_columns(cluster, node.node_id, since, until)
         calls = counts[node.node_id].get("GetKeyVizMatrix", 0)
         # One call per series (four) per node per flushed column, whatever the number of
-        # viewers; +-1 flush on either edge of the window.
-        assert abs(calls - 4 * flushed) <= 4, (node.node_id, calls, flushed, counts)
+        # viewers; +-1 flush on either edge of the window, and a round asked again when a
+        # flush came late (PollSchedule).
+        assert 4 * (flushed - 1) <= calls <= 4 * (flushed + 2), (node.node_id, calls, flushed)
         assert counts[node.node_id].get("StreamEvents", 0) == 0  # upstream: not retried yet
     # Every viewer saw the same columns, in order, one step apart.
     sequences = [[c["column_unix_ms"] for c in v.columns[-6:]] for v in viewers]
