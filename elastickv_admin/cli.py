@@ -205,15 +205,15 @@ SHUTDOWN_CLOSE_WAIT_S = 1.0
 def _shutdown_live(cli: Any) -> Any:
     """Before daphne cancels the applications (SIGTERM/SIGINT): close every open
     WebSocket with 1001 and a reason (daphne's websocket.close carries no reason, so
-    this goes to the protocols directly), stop the live pollers and release their
-    leases, so another portal process takes the series over at once. Returns the
-    Deferred the reactor waits for."""
+    this goes to the protocols directly), stop the KeyViz collector and release its
+    lease, so another portal process takes over at once. Returns the Deferred the
+    reactor waits for."""
     import asyncio
 
     from daphne.ws_protocol import WebSocketProtocol
     from twisted.internet import defer
 
-    from keyviz.live import close_live_hub
+    from keyviz.collector import close_collector
 
     server = getattr(cli, "server", None)
     closing = [
@@ -228,7 +228,7 @@ def _shutdown_live(cli: Any) -> Any:
             protocol.sendCloseFrame(
                 code=SHUTDOWN_CLOSE_CODE, reasonUtf8=SHUTDOWN_REASON.encode(), isReply=False
             )
-        except Exception as exc:  # one bad socket must not keep the leases held
+        except Exception as exc:  # one bad socket must not keep the lease held
             print(f"shutdown: cannot close a WebSocket: {exc}", file=sys.stderr)
 
     async def closed() -> None:
@@ -238,11 +238,22 @@ def _shutdown_live(cli: Any) -> Any:
             await asyncio.sleep(0.02)
 
     async def shutdown() -> None:
-        await asyncio.gather(closed(), close_live_hub())
+        await asyncio.gather(closed(), close_collector())
 
     done = defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
     done.addErrback(lambda failure: print(f"live shutdown: {failure}", file=sys.stderr))
     return done
+
+
+def _start_collector() -> None:
+    """Every serve (and demo) process runs a KeyViz collector on daphne's event loop; it
+    works only while it holds the cluster's collector lease (keyviz/collector.py)."""
+    import asyncio
+
+    from keyviz.collector import start_collector
+
+    # On the loop (start_collector takes the running loop's collector).
+    asyncio.get_event_loop().call_soon(start_collector)
 
 
 def freeze_startup_objects() -> None:
@@ -268,6 +279,7 @@ def run_daphne(bind: str, *, proxy_headers: bool) -> None:
     freeze_startup_objects()
     # Registered before daphne's own trigger (which cancels the applications): runs first.
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown_live, cli)  # type: ignore[arg-type]
+    reactor.callWhenRunning(_start_collector)
     cli.run(argv)
 
 
