@@ -89,28 +89,19 @@ def history(cluster: DevCluster) -> list[int]:
     return columns
 
 
-def store_history(portal, cluster: DevCluster, columns: list[int]) -> None:
-    """The columns `history` flushed on the nodes, written into the portal's store as the
-    collector would merge them (writes entered on n1, reads on n2), with n1's raw cells."""
-    rows = {f"route:{r.route_id}": (r.start, r.end) for r in cluster.routes()}
-    special = {cluster.route_for_key(HOT).route_id, cluster.route_for_key(READS).route_id}
-    background = [r for r in cluster.routes()[::2] if r.route_id not in special]
-    writes, reads, raw = [], [], []
-    for i, at in enumerate(columns):
-        cells = [[f"route:{r.route_id}", 1 + (i + r.route_id) % 3, 0] for r in background]
-        if i == 3:
-            cells.append([bucket(cluster, HOT), 500, 0])
-        writes.append({"t": at, "step": MINUTE, "cells": cells, "contributors": {"n1": at}})
-        stamped = []
-        for b, v, _ in cells:
-            route = next(r for r in cluster.routes() if f"route:{r.route_id}" == b)
-            group = cluster.group(route.group_id)
-            stamped.append([b, v, group.group_id, group.term])
-        raw.append({"node": "n1", "slot": at, "t": at, "cells": stamped})
-        read_cells = [[bucket(cluster, READS), 300, 0]] if i == 1 else []
-        reads.append({"t": at, "step": MINUTE, "cells": read_cells, "contributors": {"n2": at}})
-    fill_portal_store(portal, store_doc(rows, writes, node_columns=raw))
-    fill_portal_store(portal, store_doc(rows, reads, series="reads"))
+def wait_collected(portal, newest: int, series: tuple[str, ...] = ("writes", "reads")) -> None:
+    """Wait until the portal's collector has stored every series up to `newest` (it
+    backfills what the nodes hold when it starts)."""
+    code = (
+        "from keyviz import store; from keyviz.params import SERIES; "
+        f"print(min(store.latest_column_ms(SERIES[s]) or 0 for s in {list(series)!r}))"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if int(portal.manage("shell", "-c", code).split()[-1]) >= newest:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the collector did not store the history:\n{portal.log.read_text()[-3000:]}")
 
 
 def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
@@ -119,7 +110,7 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
-    store_history(portal, cluster, columns)
+    wait_collected(portal, columns[-1])
     portal.login(page)
     hot, reads = bucket(cluster, HOT), bucket(cluster, READS)
 
@@ -247,7 +238,7 @@ def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
-    store_history(portal, cluster, columns)
+    wait_collected(portal, columns[-1])
     portal.login(page)
     hot = bucket(cluster, HOT)
     asked: list[str] = []
