@@ -178,11 +178,12 @@ class PhaseLock:
         return NodePhase(nominal, slot, t, slot, epoch)
 
     def _earliest_phase(self, ahead: Sequence[int]) -> int:
-        """The phase (mod step) that makes the leading run's total lateness smallest.
+        """The node's phase (mod step) that best explains the leading run of columns.
 
         Only the columns up to the first gap of 2 steps or more count (after a
         gap the node may have restarted with another phase). Jitter is late only,
-        so the true phase is at (or just before) one of the observed phases.
+        so the true phase is at (or just before) one of the observed phases:
+        with no missed tick in the run, the one chosen is the earliest flush.
         """
         step = self.step_ms
         run = [ahead[0]]
@@ -190,16 +191,21 @@ class PhaseLock:
             if t - run[-1] >= 2 * step:
                 break
             run.append(t)
-        phases = [t % step for t in run]
-        # A phase that would make some column later than MAX_LATE is ruled out
-        # (no flush is that late), unless every phase is (a phase move in the run).
         max_late = step - 2 * self.tol_ms
 
-        def cost(c: int) -> tuple[bool, int, int]:
-            late = [(p - c) % step for p in phases]
-            return (max(late) > max_late, sum(late), c)
+        def cost(c: int) -> tuple[bool, int, int, int, int]:
+            # Ruled out: a column later than step - 2 tol (no flush is that
+            # late) or two columns on one tick. Then, since missed ticks and
+            # flushes late by over half a step are both rare: fewest missed
+            # ticks, fewest such late flushes, least total lateness.
+            late = [(t - c) % step for t in run]
+            ticks = [(t - x) // step for t, x in zip(run, late, strict=True)]
+            gaps = [b - a for a, b in itertools.pairwise(ticks)]
+            impossible = max(late) > max_late or any(g < 1 for g in gaps)
+            missed = sum(gaps) - len(gaps)
+            return (impossible, missed, sum(2 * x > step for x in late), sum(late), c)
 
-        return min(phases, key=cost)
+        return min((t % step for t in run), key=cost)
 
     def _lateness(self, t: int, phase: int) -> int:
         return (t - phase) % self.step_ms

@@ -1072,7 +1072,7 @@ function missingText(c) {
 function flagNames(f, c) {
   const out = [];
   if (f & FLAG.unknown) out.push(["unknown", `unknown: ${missingText(c)} did not report this column`]);
-  if (f & FLAG.conflict) out.push(["conflict", "conflict: nodes reported different counts for one group and term"]);
+  if (f & FLAG.conflict) out.push(["conflict", "conflict (writes deduplicated by group and term): nodes reported different counts; the larger is shown"]);
   if (f & FLAG.soft) out.push(["soft", "soft estimate: sampled, outside the accuracy bound"]);
   if (f & FLAG.degraded) out.push(["degraded", "degraded: a node that leads this range did not answer"]);
   return out;

@@ -33,7 +33,7 @@ KEY = b"user:42"
 def api(portal: Callable[..., AsyncClient]) -> Callable[..., AsyncClient]:
     """`api(cluster, **config)`: the shared `portal` fixture, seeded with every node."""
     store.clear_bucket_cache()
-    return lambda cluster, **config: portal(cluster.addresses, **config)
+    return lambda cluster, **config: portal(cluster, **config)
 
 
 def minute(offset: int = 0) -> int:
