@@ -106,7 +106,9 @@ def wait_collected(portal, newest: int, series: tuple[str, ...] = ("writes", "re
         if int(portal.manage("shell", "-c", code).split()[-1]) >= newest:
             return
         time.sleep(0.5)
-    raise AssertionError(f"the collector did not store the history:\n{portal.log.read_text()[-3000:]}")
+    raise AssertionError(
+        f"the collector did not store the history:\n{portal.log.read_text()[-3000:]}"
+    )
 
 
 def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
