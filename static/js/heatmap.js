@@ -2336,6 +2336,7 @@ window.keyviz = {
   get firstPaintMs() { return K.firstPaintMs; },
   get timing() { return K.timing; },
   get liveDraws() { return K.liveDraws.slice(); },
+  get amended() { return K.amended; }, // amendments applied (live)
   rowIds: () => (K.grid ? K.grid.rows.map((r) => r.bucket_id) : []),
   columns: () => (K.grid ? K.grid.times.slice() : []),
   value: (bucketId, t) => {
