@@ -33,6 +33,7 @@ from elastickv_admin import metrics
 from keyviz import store
 from keyviz.budgets import MAX_ROWS, fit_to_display
 from keyviz.columns import FLAG_CONFLICT, FLAG_SOFT
+from keyviz.lease import COLLECTOR
 from keyviz.matrix import (
     Index,
     MalformedMatrixError,
@@ -65,7 +66,7 @@ class Stopwatch:
 
 
 # The CollectorState key the collector writes its state under (keyviz/collector.py).
-COLLECTOR_STATE_KEY = "collector"
+COLLECTOR_STATE_KEY = COLLECTOR
 NO_COLLECTOR_MESSAGE = (
     "the collector has not run yet; history starts when the portal first reaches the nodes"
 )
@@ -216,20 +217,6 @@ def restrict_to_key_range(m: MergedMatrix, start_key: bytes, end_key: bytes) -> 
         degraded=m.degraded[keep],
         unknown=None if m.unknown is None else m.unknown[keep],
         provenance=prov,
-    )
-
-
-def _empty(series: int, step_ms: int) -> MergedMatrix:
-    none = np.zeros((0, 0), dtype=np.bool_)
-    return MergedMatrix(
-        series=series,
-        step_ms=step_ms,
-        column_unix_ms=np.zeros(0, dtype=np.int64),
-        rows=(),
-        values=np.zeros((0, 0), dtype=np.uint64),
-        soft=none,
-        conflict=none,
-        degraded=none,
     )
 
 
