@@ -1715,6 +1715,9 @@ async function load() {
   };
   // Columns that arrived while the matrix was on its way.
   for (const msg of K.liveQueue.splice(0)) applyLive(msg);
+  // A coarse tier (7 d, 30 d) ends at its last compacted column: bring in the newer
+  // minutes at the nodes' step, so live continues from now rather than leaving a hole.
+  if (liveWanted(s) && decoded.header.tier > 0 && K.grid.C) fillGap();
   if (liveWanted(s)) live.start(s.series);
   else live.stop(s.range === "custom" ? "live off (fixed window)" : "live off");
 }
@@ -2263,9 +2266,8 @@ async function fillGap() {
     const last = g.times[g.C - 1];
     const step = K.liveStep || g.step;
     const wasFull = !magnified();
-    // Ask from a few steps back: the API infers the step from the columns it is given,
-    // and a window holding one column per node would be merged on an assumed 60 s grid.
-    // Columns the page already has are skipped (or replaced by the same data).
+    // Ask from a few steps back, in case the newest columns were amended meanwhile.
+    // Columns the page already has are skipped (or replaced by the store's copy).
     const params = matrixParams(K.state, {
       from: Math.max(0, last - 4 * step),
       to: null,
@@ -2310,8 +2312,10 @@ async function fillGap() {
         flgs[target[i]] |= gap.flags[i * C + c];
       }
       const t = gap.times[c];
-      if (gap.header.step_ms !== step || t > Date.now() + step) continue; // not on this grid
-      const did = g.addColumn(t, vals, flgs, K.liveStep || gap.header.step_ms);
+      // Columns of the nodes' step fold into a coarser grid (a 7 d view's 15 min columns).
+      const gapStep = gap.header.step_ms;
+      if (g.step % gapStep !== 0 || t > Date.now() + gapStep) continue; // not on this grid
+      const did = g.addColumn(t, vals, flgs, K.liveStep || gapStep);
       if (did !== "none") change = change === "none" && did !== "grow" ? did : "grow";
     }
     if (change !== "none") {
