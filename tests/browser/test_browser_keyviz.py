@@ -639,3 +639,38 @@ def test_a_late_nodes_column_is_amended_in_place_on_the_live_page(
     assert columns == sorted(set(columns))
     page.screenshot(path=str(artifacts_dir / "keyviz-amended.png"))
     assert page.console_errors == []
+
+
+def test_a_live_7_day_view_folds_the_newest_steps_into_its_15_minute_column(
+    portal_factory, page, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    rows = three_routes(cluster)
+    old = next(iter(rows))
+    now = int(time.time() * 1000)
+    day3 = (now // 3_600_000 - 72) * 3_600_000
+    stored = [{"t": day3 + MINUTE, "step": MINUTE, "cells": [[old, 7, 0]]}]
+    fill_portal_store(portal, store_doc(rows, stored, compact_at_ms=now))
+    portal.login(page)
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    hot = bucket(cluster, HOT)
+    page.goto(portal.url + "/keyviz/?range=7d")
+    ready(page)
+    until(page, f"{PILL} === 'live'")
+    assert page.evaluate("window.keyviz.columns()")[0] == day3 + 15 * MINUTE
+    for _ in range(3):
+        cluster.inject([Op(leader, "write", HOT, count=10)])
+        time.sleep(step / 1000)
+    # The nodes' 1 s columns are summed into the current 15 min column, after the old one.
+    until(
+        page,
+        f"""(() => {{
+            const k = window.keyviz, cols = k.columns();
+            return cols.length === 2 && k.value('{hot}', cols[1]) >= 30;
+        }})()""",
+        timeout=15_000,
+    )
+    assert page.console_errors == []
