@@ -13,7 +13,11 @@ IMMEDIATE transactions) and reports, for 1024 rows, 4 series and a 60 s step:
    from each of 3 and of 20 nodes);
 3. read_matrix medians: 24 h x 1024 rows at tier 0 (1440 columns) and 30 d x 1024
    rows at tier 2 (720 columns);
-4. compaction time for a day of tier-0 columns (4 series).
+4. compaction time for a day of tier-0 columns (4 series);
+5. the cell encoding alone: bytes per column and batch decode time with and without zlib.
+
+Times are medians of wall time, with the CPU time next to them: the machine may be
+shared, and CPU time is what the code costs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,13 +176,45 @@ def node_columns(rng: np.random.Generator, rows: int, dense: bool, nodes: int, t
     return out
 
 
+CPU: list[float] = []  # CPU-time medians of the last median_ms call (the machine is shared)
+
+
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+    """Median wall time in ms; the CPU-time median goes to CPU[-1]."""
+    times, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    CPU.append(statistics.median(cpu))
     return statistics.median(times)
+
+
+def encoding_scenario(rows: int, repeat: int) -> None:
+    """Blob size and batch decode time of a day of columns, with and without zlib."""
+    from keyviz import cellblob
+
+    rng = np.random.default_rng(4)
+    print(f"\ncell encoding, one day ({DAY_COLUMNS} columns) of {rows} rows:")
+    for dense in (False, True):
+        columns = []
+        for _ in range(DAY_COLUMNS):
+            values, flags = traffic(rng, rows, dense)
+            keep = (values != 0) | (flags != 0)
+            pks = np.arange(1, rows + 1, dtype=np.int64)[keep]
+            columns.append((pks, {"value": values[keep], "flags": flags[keep]}))
+        kind = "fully dense" if dense else "realistic"
+        for label, saving in (("no zlib", 2.0), ("zlib if it saves 1/3", 1 / 3), ("zlib", 0.0)):
+            cellblob.ZLIB_MIN_SAVING = saving
+            blobs = [cellblob.encode(cellblob.MERGED_FIELDS, p, a) for p, a in columns]
+            ms = median_ms(partial(cellblob.decode_many, cellblob.MERGED_FIELDS, blobs), repeat)
+            print(
+                f"  {kind:11s} {label:21s}: mean {statistics.mean(map(len, blobs)):6.0f} B/column, "
+                f"decode_many {ms:5.1f} ms (CPU {CPU[-1]:.1f} ms), "
+                f"{sum(b[1] for b in blobs)} of {len(blobs)} compressed"
+            )
+    cellblob.ZLIB_MIN_SAVING = 1 / 3
 
 
 def size_scenario(work: Path, rows: int, dense: bool, label: str) -> None:
@@ -244,7 +281,10 @@ def timing_scenario(work: Path, rows: int, repeat: int) -> None:
     one = merged_day(rng, rows, False, 1, T0)[: repeat * 3]
     pending = iter(one)
     per_merged = median_ms(lambda: store.save_merged([next(pending)]), len(one))
-    print(f"\nsave_merged, one column of {rows} rows (realistic): median {per_merged:.2f} ms")
+    print(
+        f"\nsave_merged, one column of {rows} rows (realistic): median {per_merged:.2f} ms "
+        f"(CPU {CPU[-1]:.2f} ms)"
+    )
     for nodes in (3, 20):
         columns = [node_columns(rng, rows, False, nodes, t + k * STEP) for k in range(repeat * 2)]
         batches = iter(columns)
@@ -255,7 +295,7 @@ def timing_scenario(work: Path, rows: int, repeat: int) -> None:
         total = median_ms(save_batch, len(columns))
         print(
             f"save_node_columns, one column from each of {nodes} nodes: median {total:.2f} ms "
-            f"({total / nodes:.2f} ms per node column)"
+            f"({total / nodes:.2f} ms per node column; CPU {CPU[-1]:.2f} ms)"
         )
     print(f"\nread_matrix (median of {repeat}, after one warm-up):")
     for dense in (False, True):
@@ -270,7 +310,10 @@ def timing_scenario(work: Path, rows: int, repeat: int) -> None:
             lambda: store.read_matrix(2, T0, T0 + DAY_COLUMNS * STEP + 1, tier=0), repeat
         )
         kind = "fully dense" if dense else "realistic"
-        print(f"  24 h x {rows} rows, tier 0 ({DAY_COLUMNS} columns, {kind}): {ms:.1f} ms")
+        print(
+            f"  24 h x {rows} rows, tier 0 ({DAY_COLUMNS} columns, {kind}): {ms:.1f} ms "
+            f"(CPU {CPU[-1]:.1f} ms)"
+        )
     # 30 days of 1 h columns: written directly in the encoding compaction produces.
     from keyviz.models import Bucket
 
@@ -301,7 +344,7 @@ def timing_scenario(work: Path, rows: int, repeat: int) -> None:
     got = store.read_matrix(2, *window, tier=TIER_1H)
     assert got.matrix.shape == (rows, hours), got.matrix.shape
     ms = median_ms(lambda: store.read_matrix(2, *window, tier=TIER_1H), repeat)
-    print(f"  30 d x {rows} rows, tier 2 ({hours} columns): {ms:.1f} ms")
+    print(f"  30 d x {rows} rows, tier 2 ({hours} columns): {ms:.1f} ms (CPU {CPU[-1]:.1f} ms)")
 
 
 def main() -> None:
@@ -315,6 +358,7 @@ def main() -> None:
         f"KeyViz store on SQLite: Python {platform.python_version()}, numpy {np.__version__}, "
         f"{os.cpu_count()} CPUs; step {STEP // 1000} s, {len(SERIES)} series, {args.rows} rows"
     )
+    encoding_scenario(args.rows, args.repeat)
     size_scenario(work, args.rows, False, "realistic")
     size_scenario(work, args.rows, True, "fully dense worst case")
     timing_scenario(work, args.rows, args.repeat)

@@ -7,10 +7,11 @@ bucket pk, the value, the flags, ...). Layout (little-endian):
     options  u8    bit 0: the payload is zlib-compressed
     n        u32   cells
     per field:
-      desc   u8    bits 0-2: base width code, bits 3-5: exception width code
-                   (codes: 0 none, 1 uint8, 2 uint16, 3 uint32, 4 uint64)
+      desc   u8    bits 0-2: base code, bits 3-5: exception width code
+                   (codes: 0 none, 1 uint8, 2 uint16, 3 uint32, 4 uint64;
+                   base code 5: one uint64 for every cell, 8 bytes)
       k      u32   exceptions (only when the exception code is not 0)
-    payload: per field, n base items, then k indices (uint8 / uint16 / uint32,
+    payload: per field, n base items (or the constant), then k indices (uint8 / uint16 / uint32,
              the narrowest holding n - 1) and k exception values
 
 A field's value at cell i is its base item (0 when the base is absent),
@@ -20,7 +21,9 @@ mostly small with a few hot rows (one byte each plus a handful of exceptions),
 flags are mostly 0 (no base, the set ones as exceptions), a field that is 0
 everywhere costs nothing. The bucket pk is stored as deltas (the first is the
 pk itself), one byte each for a dense column. zlib is applied only when it
-saves at least ZLIB_MIN_SAVING (it costs every reader a decompression).
+saves at least ZLIB_MIN_SAVING (it costs every reader a decompression), or
+ZLIB_MIN_SAVING_COLD for columns read rarely or few at a time (raw node
+columns, 15 min and 1 h columns).
 
 Stored bytes are not trusted: decoding checks every length, code, index and
 the pk order and raises CellBlobError saying what is wrong (and which blob of
@@ -39,11 +42,15 @@ from numpy.typing import NDArray
 
 BLOB_VERSION = 1
 # zlib only when it saves at least this share: inflating costs every reader (measured
-# in benchmarks/bench_keyviz_store.py: about 40% of decoding a day of columns).
+# in benchmarks/bench_keyviz_store.py: it doubles the time to decode a day of columns).
+# Columns read in bulk (tier 0 for a day) use this; rarely read ones pass a lower bar.
 ZLIB_MIN_SAVING = 1 / 3
+ZLIB_MIN_SAVING_COLD = 1 / 8
 _ZLIB = 1
 _HEAD = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_CONSTANT = 5  # base code: one uint64 value for every cell
 _WIDTHS = (0, 1, 2, 4, 8)  # by code
 _DTYPES: tuple[np.dtype[Any] | None, ...] = (
     None,
@@ -52,6 +59,7 @@ _DTYPES: tuple[np.dtype[Any] | None, ...] = (
     np.dtype("<u4"),
     np.dtype("<u8"),
 )
+_INDEX_DTYPES = (np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"))  # by cell count
 _MAX_PK = 2**32 - 1
 # A column never holds more cells than this (1024 rows per node, far below).
 MAX_CELLS = 1 << 22
@@ -100,10 +108,22 @@ def _encode_field(arr: NDArray[np.uint64]) -> tuple[int, bytes, bytes]:
         size = n * _WIDTHS[code] + k * (index_width + _WIDTHS[_code_for(top)])
         if best is None or size < best[0]:
             best = (size, code, exc)
+    # A constant base (8 bytes) with the other values as exceptions: the pk deltas of a
+    # dense column are all 1, a column flagged everywhere has one flag value.
+    values, freq = np.unique(arr, return_counts=True)
+    common = int(values[int(np.argmax(freq))])
+    if common:
+        exc = arr != common
+        k = int(np.count_nonzero(exc))
+        size = 8 + k * (index_width + _WIDTHS[_code_for(top)])
+        if best is None or size < best[0]:
+            best = (size, _CONSTANT, exc)
     assert best is not None
     _, base_code, exc_mask = best
     base = b""
-    if base_code:
+    if base_code == _CONSTANT:
+        base = _U64.pack(common)
+    elif base_code:
         base_dtype = _DTYPES[base_code]
         assert base_dtype is not None
         base_arr = arr if exc_mask is None else np.where(exc_mask, 0, arr)
@@ -120,7 +140,11 @@ def _encode_field(arr: NDArray[np.uint64]) -> tuple[int, bytes, bytes]:
 
 
 def encode(
-    fields: tuple[str, ...], pks: NDArray[np.integer[Any]], arrays: dict[str, UArray]
+    fields: tuple[str, ...],
+    pks: NDArray[np.integer[Any]],
+    arrays: dict[str, UArray],
+    *,
+    min_saving: float | None = None,
 ) -> bytes:
     """Encode cells: `pks` (distinct bucket pks) and one array per other field, same length.
 
@@ -156,48 +180,11 @@ def encode(
     body = b"".join(payload)
     if len(body) >= 64:
         packed = zlib.compress(body, 6)
-        if len(packed) <= len(body) * (1 - ZLIB_MIN_SAVING):
+        saving = ZLIB_MIN_SAVING if min_saving is None else min_saving
+        if len(packed) <= len(body) * (1 - saving):
             body = packed
             head[1] = _ZLIB
     return bytes(head) + body
-
-
-def _ragged(starts: NDArray[np.int64], lengths: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Concatenated ranges [start, start + length) for each pair, without a Python loop."""
-    total = int(lengths.sum())
-    if not total:
-        return np.zeros(0, dtype=np.int64)
-    before = np.cumsum(lengths) - lengths
-    shifts: NDArray[np.int64] = np.repeat(starts - before, lengths)
-    return np.arange(total, dtype=np.int64) + shifts
-
-
-def _gather(
-    buf: NDArray[np.uint8],
-    starts: NDArray[np.int64],
-    counts: NDArray[np.int64],
-    codes: NDArray[np.int64],
-    dest: NDArray[np.int64],
-    total: int,
-) -> UArray:
-    """Items of per-blob segments (`counts[j]` items of width code `codes[j]` at byte
-    `starts[j]`), widened to the widest code present, placed at `dest[j]` onward."""
-    present = codes > 0
-    top = int(codes.max(initial=0))
-    out_dtype = _DTYPES[top] or np.dtype("<u1")
-    out = np.zeros(total, dtype=out_dtype)
-    for code in np.unique(codes[present]).tolist():
-        dtype = _DTYPES[code]
-        assert dtype is not None
-        group = np.flatnonzero(codes == code)
-        width = dtype.itemsize
-        raw = buf[_ragged(starts[group], counts[group] * width)]
-        items = raw.view(dtype)
-        if group.shape[0] == codes.shape[0] and total == items.shape[0]:
-            out[:] = items
-        else:
-            out[_ragged(dest[group], counts[group])] = items
-    return out
 
 
 def decode_many(
@@ -206,17 +193,19 @@ def decode_many(
     """Decode a batch of blobs at once: (cells per blob, pks, {field: values}), concatenated.
 
     Fields that are 0 in every cell of every blob are left out. The Python work
-    per blob is reading its header (and inflating it); the arrays of the whole
-    batch are gathered with a few numpy operations per field and item width.
+    per blob is reading its header and taking zero-copy views of its arrays;
+    widening, exceptions and the pk sums run once over the whole batch.
     CellBlobError.index names the blob at fault.
     """
     n_fields = len(fields)
-    n_blobs = len(blobs)
     ns: list[int] = []
-    descs: list[int] = []  # n_blobs x n_fields, flat
-    ks: list[int] = []
-    payloads: list[bytes | memoryview] = []
+    bases: list[list[UArray]] = [[] for _ in fields]
+    any_base = [False] * n_fields
+    exc_idx: list[list[UArray]] = [[] for _ in fields]
+    exc_val: list[list[UArray]] = [[] for _ in fields]
+    exc_owner: list[list[int]] = [[] for _ in fields]
     unpack_head, unpack_u32 = _HEAD.unpack_from, _U32.unpack_from
+    zeros_u8 = np.zeros(0, dtype=np.uint8)
     for j, blob in enumerate(blobs):
         size = len(blob)
         if size < _HEAD.size + n_fields:
@@ -229,15 +218,16 @@ def decode_many(
         if n > MAX_CELLS:
             raise CellBlobError(f"{n} cells, at most {MAX_CELLS}", j)
         pos = _HEAD.size
-        index_width = 1 if n <= 256 else 2 if n <= 65_536 else 4
+        index_dtype = _INDEX_DTYPES[0 if n <= 256 else 1 if n <= 65_536 else 2]
         expected = 0
+        layout: list[tuple[int, int, int]] = []
         for _ in range(n_fields):
             if pos >= size:
                 raise CellBlobError("the header ends early", j)
             desc = blob[pos]
             pos += 1
             base_code, exc_code = desc & 7, desc >> 3
-            if base_code > 4 or exc_code > 4:
+            if base_code > _CONSTANT or exc_code > 4:
                 raise CellBlobError(f"unknown field type code {desc:#x}", j)
             k = 0
             if exc_code:
@@ -247,9 +237,9 @@ def decode_many(
                 pos += 4
                 if k > n:
                     raise CellBlobError(f"{k} exceptions for {n} cells", j)
-            descs.append(desc)
-            ks.append(k)
-            expected += n * _WIDTHS[base_code] + k * (index_width + _WIDTHS[exc_code])
+            layout.append((base_code, exc_code, k))
+            base_size = 8 if base_code == _CONSTANT else n * _WIDTHS[base_code]
+            expected += base_size + k * (index_dtype.itemsize + _WIDTHS[exc_code])
         payload: bytes | memoryview = memoryview(blob)[pos:]
         if options & _ZLIB:
             try:
@@ -264,46 +254,51 @@ def decode_many(
                 f"{len(payload)} bytes of cells, expected {expected} for {n} cells", j
             )
         ns.append(n)
-        payloads.append(payload)
+        offset = 0
+        for f, (base_code, exc_code, k) in enumerate(layout):
+            dtype = _DTYPES[base_code] if base_code != _CONSTANT else None
+            if base_code == _CONSTANT:
+                (common,) = _U64.unpack_from(payload, offset)
+                offset += 8
+                bases[f].append(np.full(n, common, dtype=_DTYPES[_code_for(common)]))
+                any_base[f] = True
+            elif dtype is None:
+                bases[f].append(zeros_u8 if not n else np.zeros(n, dtype=np.uint8))
+            else:
+                bases[f].append(np.frombuffer(payload, dtype=dtype, count=n, offset=offset))
+                offset += n * dtype.itemsize
+                any_base[f] = True
+            exc_dtype = _DTYPES[exc_code]
+            if exc_dtype is not None and k:
+                exc_idx[f].append(np.frombuffer(payload, dtype=index_dtype, count=k, offset=offset))
+                offset += k * index_dtype.itemsize
+                exc_val[f].append(np.frombuffer(payload, dtype=exc_dtype, count=k, offset=offset))
+                offset += k * exc_dtype.itemsize
+                exc_owner[f].append(j)
     counts = np.array(ns, dtype=np.int64)
-    offsets = np.zeros(n_blobs + 1, dtype=np.int64)
+    offsets = np.zeros(len(ns) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
-    buf = np.frombuffer(b"".join(payloads), dtype=np.uint8)
-    desc_arr = np.array(descs, dtype=np.int64).reshape(n_blobs, n_fields)
-    k_arr = np.array(ks, dtype=np.int64).reshape(n_blobs, n_fields)
-    base_codes, exc_codes = desc_arr & 7, desc_arr >> 3
-    widths = np.array(_WIDTHS, dtype=np.int64)
-    index_codes = np.where(counts <= 256, 1, np.where(counts <= 65_536, 2, 3))
-    index_widths = widths[index_codes]
-    # Byte sizes of each field's three segments (base, exception indices, values) per blob.
-    base_sizes = counts[:, None] * widths[base_codes]
-    idx_sizes = k_arr * index_widths[:, None]
-    val_sizes = k_arr * widths[exc_codes]
-    seg = np.stack((base_sizes, idx_sizes, val_sizes), axis=2).reshape(n_blobs, 3 * n_fields)
-    blob_starts = np.zeros(n_blobs, dtype=np.int64)
-    if n_blobs:
-        np.cumsum(seg.sum(axis=1)[:-1], out=blob_starts[1:])
-    seg_starts = (blob_starts[:, None] + np.cumsum(seg, axis=1) - seg).reshape(n_blobs, n_fields, 3)
     out: dict[str, UArray] = {}
     pks = np.zeros(0, dtype=np.uint32)
     for f, name in enumerate(fields):
-        column = _gather(buf, seg_starts[:, f, 0], counts, base_codes[:, f], offsets[:-1], total)
-        exc_k = k_arr[:, f]
-        if int(exc_k.sum()):
-            has = np.flatnonzero(exc_k)
-            first = np.cumsum(exc_k[has]) - exc_k[has]
-            n_exc = int(exc_k.sum())
-            local = _gather(buf, seg_starts[has, f, 1], exc_k[has], index_codes[has], first, n_exc)
-            vals = _gather(buf, seg_starts[has, f, 2], exc_k[has], exc_codes[has, f], first, n_exc)
-            owner = np.repeat(has, exc_k[has])
-            local = local.astype(np.int64)
+        column: UArray = (
+            np.concatenate(bases[f]) if any_base[f] else np.zeros(total, dtype=np.uint8)
+        )
+        if exc_idx[f]:
+            owners = np.array(exc_owner[f], dtype=np.int64)
+            sizes = [int(i.shape[0]) for i in exc_idx[f]]
+            owner = np.repeat(owners, sizes)
+            local = np.concatenate(exc_idx[f]).astype(np.int64)
+            vals = np.concatenate(exc_val[f])
             beyond = np.flatnonzero(local >= counts[owner])
             if beyond.shape[0]:
                 j = int(owner[beyond[0]])
                 raise CellBlobError(f"{name}: exception index beyond the {int(counts[j])} cells", j)
             if vals.dtype.itemsize > column.dtype.itemsize:
                 column = column.astype(vals.dtype)
+            elif not column.flags.writeable:
+                column = column.copy()
             column[local + offsets[owner]] = vals
         if name == "pk":
             pks = _pks_from_deltas(column, offsets)
