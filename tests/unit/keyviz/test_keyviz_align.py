@@ -123,7 +123,10 @@ def _assign_in_chunks(step: int, runs: list[NodeRun], cuts: list[int]) -> dict[s
     return slots
 
 
-chunking = st.lists(st.integers(0, 40), max_size=6).map(sorted)
+# Where the columns are cut into assign() calls: a few cuts, or one column per call (live).
+chunking = st.one_of(
+    st.lists(st.integers(0, 40), max_size=6).map(sorted), st.just(list(range(1, 41)))
+)
 
 
 # ------------------------------------------------------------ properties
@@ -311,6 +314,48 @@ def _jittered(step: int, n: int, phase: int, seed: int) -> list[int]:
 @pytest.mark.parametrize("step", [1_000, 5_000, 60_000, 90_000, 300_000, 2_500])
 def test_infer_step_ignores_jittered_gaps(step: int) -> None:
     columns = {f"n{i}": _jittered(step, 64, phase, i) for i, phase in enumerate([0, step // 2, 7])}
+    assert infer_step_ms(columns) == step
+
+
+@st.composite
+def go_step_columns(draw: st.DrawFn) -> tuple[int, dict[str, list[int]]]:
+    """Nodes' column times at a Go-duration step, as real nodes flush: late by
+    0-280 ms (within a tenth of the step), a few late flushes, missed columns and
+    at most one restart (new phase) per node."""
+    step = draw(
+        st.one_of(
+            st.integers(1, 300).map(lambda s: s * 1000), st.integers(5, 100).map(lambda d: d * 100)
+        )
+    )
+    jitter = min(280, step // 10)
+    late_max = min(5_000, step * 3 // 10)
+    columns: dict[str, list[int]] = {}
+    for i in range(draw(st.integers(1, 3))):
+        n = draw(st.integers(32, 160))
+        restart_at = draw(st.one_of(st.none(), st.integers(1, n - 1)))
+        phase, tick = draw(st.integers(0, step - 1)), 1_000
+        times: list[int] = []
+        for k in range(n):
+            if k == restart_at:
+                phase, tick = draw(st.integers(0, step - 1)), tick + draw(st.integers(1, 3))
+            if draw(st.integers(0, 29)) == 29:  # (rare events on the high end: shrinking
+                tick += 1  # a missed column    # towards 0 must not make them common)
+            late = draw(st.integers(0, jitter))
+            if draw(st.integers(0, 29)) == 29:
+                late = draw(st.integers(jitter, late_max))  # a late flush
+            t = tick * step + phase + late
+            times.append(max(t, times[-1] + 1) if times else t)
+            tick += 1
+        columns[f"n{i}"] = times
+    return step, columns
+
+
+@settings(max_examples=300, deadline=None)
+@given(go_step_columns())
+def test_infer_step_finds_the_go_duration_through_jitter_late_flushes_and_restarts(
+    generated: tuple[int, dict[str, list[int]]],
+) -> None:
+    step, columns = generated
     assert infer_step_ms(columns) == step
 
 
