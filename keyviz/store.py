@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,18 @@ def decode_cells(
         raise StoreError(f"stored {where} is corrupt: {exc}") from None
 
 
+def decode_cells_many(
+    fields: tuple[str, ...],
+    blobs: Sequence[bytes | memoryview],
+    where: Callable[[int], str],
+) -> tuple[NDArray[np.int64], NDArray[np.uint32], dict[str, cellblob.UArray]]:
+    """cellblob.decode_many; a bad blob raises StoreError naming its row (`where(index)`)."""
+    try:
+        return cellblob.decode_many(fields, blobs)
+    except cellblob.CellBlobError as exc:
+        raise StoreError(f"stored {where(exc.index)} is corrupt: {exc}") from None
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -166,6 +179,7 @@ _cache = _BucketCache()
 
 def clear_bucket_cache() -> None:
     _cache.clear()
+    _meta_by_pk.clear()
 
 
 def _rank(node: str) -> tuple[int, str]:
@@ -319,6 +333,14 @@ def _bucket_pks(seen: dict[str, _Seen]) -> dict[str, int]:
                 divergent[bid] = _divergence_text(bid, s.node, s.diverging)
             continue
         pks[bid] = k.pk
+        if (
+            not s.diverging
+            and (not s.group or s.group == k.group)
+            and k.first_seen_ms <= s.first_ms
+            and s.last_ms <= k.last_seen_ms + LAST_SEEN_SLACK_MS
+            and ((s.node == k.meta_node and s.meta == k.meta) or (not s.node and k.meta_node))
+        ):
+            continue  # the usual case: nothing about this bucket to write
         others = list(s.diverging)
         fresh = replace(k)
         if _rank(s.node) <= _rank(k.meta_node):
@@ -367,11 +389,18 @@ def _bucket_pks(seen: dict[str, _Seen]) -> dict[str, int]:
         if bid in known:
             known[bid].divergent = True
     entries = [known[bid] for bid in seen if bid in known]
-    transaction.on_commit(lambda: _cache.put(entries))
+    changed = [k.pk for k in meta_updates] + [known[b].pk for b in divergent if b in known]
+    transaction.on_commit(lambda: _committed(entries, changed))
     missing = [bid for bid in seen if bid not in pks]
     if missing:
         raise StoreError(f"could not create bucket rows for {', '.join(missing[:5])}")
     return pks
+
+
+def _committed(entries: Sequence[_Known], changed: Sequence[int]) -> None:
+    _cache.put(entries)
+    for pk in changed:
+        _meta_by_pk.pop(pk, None)  # this process's readers see the change at once
 
 
 def _span(meta: RowMeta) -> tuple[bytes, bytes]:
@@ -473,10 +502,41 @@ def save_node_columns(series: int, slot_ms_and_columns: Sequence[tuple[int, Node
         )
 
 
+# Readers' view of bucket metadata by pk: another process (the collector) may change a
+# label or route list, so entries are re-read after META_TTL_S; pks are never reused.
+META_TTL_S = 60.0
+_meta_by_pk: OrderedDict[int, tuple[RowMeta, str, float]] = OrderedDict()
+
+
 def _metas(pks: Sequence[int]) -> tuple[dict[int, RowMeta], dict[int, str]]:
-    """RowMeta and divergence text per pk, read fresh (another process may have changed it)."""
-    loaded, divergence = _load_buckets(pks=pks)
-    return {k.pk: k.meta for k in loaded}, divergence
+    """RowMeta and divergence text per pk (absent: no such bucket)."""
+    now = time.monotonic()
+    metas: dict[int, RowMeta] = {}
+    divergence: dict[int, str] = {}
+    stale: list[int] = []
+    for pk in pks:
+        hit = _meta_by_pk.get(pk)
+        if hit is None or now - hit[2] > META_TTL_S:
+            stale.append(pk)
+            continue
+        metas[pk] = hit[0]
+        if hit[1]:
+            divergence[pk] = hit[1]
+    if stale:
+        loaded, fresh_divergence = _load_buckets(pks=stale)
+        divergence.update(fresh_divergence)
+        entries = [(k.pk, k.meta, fresh_divergence.get(k.pk, "")) for k in loaded]
+        metas.update((pk, meta) for pk, meta, _ in entries)
+        transaction.on_commit(lambda: _remember_metas(entries, now))
+    return metas, divergence
+
+
+def _remember_metas(entries: Sequence[tuple[int, RowMeta, str]], now: float) -> None:
+    for pk, meta, text in entries:
+        _meta_by_pk[pk] = (meta, text, now)
+        _meta_by_pk.move_to_end(pk)
+    while len(_meta_by_pk) > BUCKET_CACHE_LIMIT:
+        _meta_by_pk.popitem(last=False)
 
 
 def _key_order(metas: Mapping[int, RowMeta]) -> list[int]:
@@ -666,14 +726,14 @@ class StoredMatrix:
 
 
 def _check_meta(
-    contributors: Any, missing: Any, where: str
+    contributors: Any, missing: Any, where: Callable[[], str]
 ) -> tuple[dict[str, int], tuple[str, ...]]:
     if not isinstance(contributors, dict) or not all(
         isinstance(v, int) for v in contributors.values()
     ):
-        raise StoreError(f"stored {where} is corrupt: contributors is not a node -> time map")
+        raise StoreError(f"stored {where()} is corrupt: contributors is not a node -> time map")
     if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
-        raise StoreError(f"stored {where} is corrupt: missing is not a list of nodes")
+        raise StoreError(f"stored {where()} is corrupt: missing is not a list of nodes")
     return contributors, tuple(missing)
 
 
@@ -713,39 +773,24 @@ def read_matrix(
     n_cols = len(stored)
     times = np.fromiter((r[0] for r in stored), dtype=np.int64, count=n_cols)
     step = TIER_STEP_MS.get(tier) or (int(stored[-1][1]) if stored else DEFAULT_STEP_MS)
-    pk_parts: list[NDArray[np.uint32]] = []
-    value_parts: list[cellblob.UArray] = []
-    flagged: list[tuple[int, cellblob.UArray]] = []  # (column, flags) of columns with any
-    counts = np.zeros(n_cols, dtype=np.int64)
     contributors: list[Mapping[str, int]] = []
     missing: list[tuple[str, ...]] = []
     unknown_cols: list[int] = []
-    for j, (t, _, blob, contrib, miss, unknown_all) in enumerate(stored):
-        where = _where(tier, series, t)
-        pks, arrays = decode_cells(cellblob.MERGED_FIELDS, blob, where)
-        c, m = _check_meta(contrib, miss, where)
+    for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
+        c, m = _check_meta(contrib, miss, partial(_where, tier, series, t))
         contributors.append(c)
         missing.append(m)
         if unknown_all:
             unknown_cols.append(j)
-        n = int(pks.shape[0])
-        counts[j] = n
-        pk_parts.append(pks)
-        value_parts.append(arrays.get("value", np.zeros(n, dtype=np.uint8)))
-        if "flags" in arrays:
-            flagged.append((j, arrays["flags"]))
-    all_pks = np.concatenate(pk_parts) if pk_parts else np.zeros(0, dtype=np.uint32)
-    values_flat = (
-        np.concatenate(value_parts).astype(np.uint64, copy=False)
-        if value_parts
-        else np.zeros(0, dtype=np.uint64)
+    counts, all_pks, arrays = decode_cells_many(
+        cellblob.MERGED_FIELDS,
+        [r[2] for r in stored],
+        lambda j: _where(tier, series, stored[j][0]),
     )
+    values_flat = arrays.get("value", np.zeros(all_pks.shape[0], dtype=np.uint8))
+    values_flat = values_flat.astype(np.uint64, copy=False)
     col_idx = np.repeat(np.arange(n_cols, dtype=np.intp), counts)
-    flags_flat = np.zeros(all_pks.shape[0], dtype=np.uint8)
-    if flagged:
-        offsets = np.concatenate(([0], np.cumsum(counts)))
-        for j, f in flagged:
-            flags_flat[offsets[j] : offsets[j + 1]] = f
+    flags_flat = arrays.get("flags")
     # Distinct pks without a sort of every cell: a presence table indexed by pk.
     warnings: list[str] = []
     with reading("reading bucket metadata"):
@@ -769,15 +814,19 @@ def read_matrix(
     row_idx = lut[all_pks]
     if n_rows < distinct.shape[0]:
         ok = row_idx >= 0
-        row_idx, col_idx = row_idx[ok], col_idx[ok]
-        values_flat, flags_flat = values_flat[ok], flags_flat[ok]
+        row_idx, col_idx, values_flat = row_idx[ok], col_idx[ok], values_flat[ok]
+        flags_flat = None if flags_flat is None else flags_flat[ok]
     flat = row_idx * n_cols + col_idx
     values = np.zeros((n_rows, n_cols), dtype=np.uint64)
     values.ravel()[flat] = values_flat
-    flags = np.zeros((n_rows, n_cols), dtype=np.uint8)
-    if flagged:
+    shape = (n_rows, n_cols)
+    if flags_flat is None:  # no flag anywhere: skip three passes over the matrix
+        soft, conflict, unknown = (np.zeros(shape, dtype=np.bool_) for _ in range(3))
+    else:
+        flags = np.zeros(shape, dtype=np.uint8)
         flags.ravel()[flat] = flags_flat
-    unknown: Bools = (flags & FLAG_UNKNOWN) != 0
+        soft, conflict = (flags & FLAG_SOFT) != 0, (flags & FLAG_CONFLICT) != 0
+        unknown = (flags & FLAG_UNKNOWN) != 0
     if unknown_cols:
         unknown[:, unknown_cols] = True
     matrix = MergedMatrix(
@@ -786,9 +835,9 @@ def read_matrix(
         column_unix_ms=times,
         rows=tuple(metas[pk] for pk in ordered),
         values=values,
-        soft=(flags & FLAG_SOFT) != 0,
-        conflict=(flags & FLAG_CONFLICT) != 0,
-        degraded=np.zeros((n_rows, n_cols), dtype=np.bool_),
+        soft=soft,
+        conflict=conflict,
+        degraded=np.zeros(shape, dtype=np.bool_),
         warnings=tuple(warnings),
         unknown=unknown,
     )
@@ -872,7 +921,7 @@ def read_bucket(
     pk = found[0].pk if found else None
     for j, (t, _, blob, contrib, miss, unknown_all) in enumerate(stored):
         where = _where(tier, series, t)
-        c, m = _check_meta(contrib, miss, where)
+        c, m = _check_meta(contrib, miss, partial(str, where))
         contributors.append(c)
         missing.append(m)
         unknown[j] = unknown_all

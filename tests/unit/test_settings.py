@@ -135,7 +135,8 @@ def test_nodes_and_refresh_interval_are_read(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("raw", "seconds"), [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("7", 7.0)]
+    ("raw", "seconds"),
+    [("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), ("7d", 604800.0), ("7", 7.0)],
 )
 def test_durations_accept_units(raw, seconds):
     assert env.parse_duration(raw) == seconds

@@ -47,7 +47,7 @@ def merged(
         rows=rows,
         values=np.array([cells.get(b, 0) for b in names], dtype=np.uint64),
         flags=np.array([(flags or {}).get(b, 0) for b in names], dtype=np.uint8),
-        contributors=dict(contributors or {"n1": t - 100}),
+        contributors=dict({"n1": t - 100} if contributors is None else contributors),
         missing=tuple(missing),
         unknown_all=unknown_all,
     )

@@ -421,3 +421,86 @@ def test_failing_state_write_is_a_store_error(monkeypatch):
     _fail_writes(monkeypatch, "attempt to write a readonly database")
     with pytest.raises(store.StoreError, match="the database is read-only"):
         store.save_state("collector", {"a": 1})
+
+
+def test_cellblob_batch_decode_matches_every_blob_alone():
+    # Mixed shapes in one batch: empty, dense, sparse, hot rows (exceptions), wide values,
+    # flags on a few cells or on all, compressed and not.
+    rng = np.random.default_rng(5)
+    blobs, expected = [], []
+    for case in range(60):
+        n_rows = int(rng.integers(0, 1500))
+        keep = rng.random(n_rows) < rng.choice([0.02, 0.5, 1.0])
+        pks = np.flatnonzero(keep).astype(np.int64) + int(rng.integers(1, 70_000))
+        n = pks.shape[0]
+        top = [2, 300, 70_000, 2**40, 2**64 - 1][case % 5]
+        values = rng.integers(0, top, size=n, dtype=np.uint64, endpoint=True)
+        hot = rng.random(n) < 0.03
+        values[hot] = rng.integers(0, 2**64 - 1, size=int(hot.sum()), dtype=np.uint64)
+        flags = (rng.random(n) < rng.choice([0.0, 0.01, 1.0])).astype(np.uint8) * 9
+        blobs.append(
+            cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": values, "flags": flags})
+        )
+        expected.append((pks, values, flags))
+    assert {b[1] for b in blobs} == {0, 1}  # both raw and zlib blobs are in the batch
+    counts, all_pks, arrays = cellblob.decode_many(cellblob.MERGED_FIELDS, blobs)
+    assert counts.tolist() == [e[0].shape[0] for e in expected]
+    assert all_pks.tolist() == np.concatenate([e[0] for e in expected]).tolist()
+    assert arrays["value"].tolist() == np.concatenate([e[1] for e in expected]).tolist()
+    assert arrays["flags"].tolist() == np.concatenate([e[2] for e in expected]).tolist()
+    for blob, (want_pks, want_values, _) in zip(blobs, expected, strict=True):
+        got_pks, got = cellblob.decode(cellblob.MERGED_FIELDS, blob)
+        assert got_pks.tolist() == want_pks.tolist()
+        assert got.get("value", np.zeros(0)).tolist() == (
+            want_values.tolist() if want_values.any() else []
+        )
+
+
+def test_batch_decode_names_the_corrupt_blob():
+    good = cellblob.encode(
+        cellblob.MERGED_FIELDS, np.array([1, 2]), {"value": np.ones(2, np.uint64)}
+    )
+    with pytest.raises(cellblob.CellBlobError, match="unknown encoding version") as caught:
+        cellblob.decode_many(cellblob.MERGED_FIELDS, [good, good, b"\x07" + good[1:], good])
+    assert caught.value.index == 2
+    # An exception index past the blob's cells: n = 1, one value exception at index 5.
+    header = bytes([cellblob.BLOB_VERSION, 0]) + (1).to_bytes(4, "little")
+    bad = header + bytes([1, 1 << 3]) + (1).to_bytes(4, "little") + bytes([0]) + bytes([1, 5, 9])
+    with pytest.raises(cellblob.CellBlobError, match="exception index beyond") as caught:
+        cellblob.decode_many(cellblob.MERGED_FIELDS, [good, bad])
+    assert caught.value.index == 1
+
+
+# ---------------------------------------------------------------- committed caches
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_does_not_query_buckets_per_row_once_they_are_known():
+    from django.test.utils import CaptureQueriesContext
+
+    rows = {f"b{i:04d}": i + 1 for i in range(1000)}
+    store.save_merged([merged(T0, rows)])  # creates the buckets; committed: now cached
+    with CaptureQueriesContext(connection) as queries:
+        store.save_merged([merged(T0 + STEP, rows)])
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert not [s for s in sql if "keyviz_bucket" in s], sql
+    assert len(sql) <= 5, sql  # begin, upsert the column, mark its window, commit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_save_leaves_no_cached_bucket(monkeypatch):
+    store.save_merged([merged(T0, {"a": 1})])
+    _fail(
+        monkeypatch,
+        lambda sql: sql.startswith("INSERT") and "KEYVIZ_STOREDCOLUMN" in sql,
+        "database or disk is full",
+    )
+    with pytest.raises(store.StoreError):
+        store.save_merged([merged(T0 + STEP, {"fresh": 2})])
+    monkeypatch.undo()
+    assert not Bucket.objects.filter(bucket_id="fresh").exists()
+    # Had the cache kept the rolled-back pk, this column would point at no bucket.
+    store.save_merged([merged(T0 + STEP, {"fresh": 2})])
+    got = store.read_matrix(WRITES, T0, T0 + 2 * STEP, tier=0)
+    assert [r.bucket_id for r in got.matrix.rows] == ["a", "fresh"]
+    assert got.warnings == ()
