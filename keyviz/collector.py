@@ -68,6 +68,7 @@ T = TypeVar("T")
 
 STATE_KEY = COLLECTOR  # the CollectorState row
 STATE_EVERY_S = 1.0
+CLOSE_SAVE_S = 0.5
 COMPACT_EVERY_S = 60.0
 LEADERS_EVERY_S = 10.0
 MEMBERS_EVERY_S = 5.0
@@ -201,9 +202,12 @@ class Collector:
         was_holding = self.holding
         await self._stop_work()
         if was_holding:
+            # Bounded: a store busy with a big write must not hold the lease past a
+            # shutdown (the next holder copes with a state a second old).
             with contextlib.suppress(Exception):
-                await self._save_state(force=True)
+                await asyncio.wait_for(self._save_state(force=True), CLOSE_SAVE_S)
             await self.lease.release(COLLECTOR)
+            log.info("keyviz collector: stopped, lease released")
         with contextlib.suppress(Exception):
             await self.lease.close()
         if self._compacting is not None:
