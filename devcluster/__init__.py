@@ -19,14 +19,16 @@ In-process use (sync; safe beside asyncio tests, the servers run on their own th
 `DevCluster(nodes=3, *, groups=3, routes=8, profile="upstream", step_ms=60_000,
 history_columns=1440, token=None, token_files=None, insecure_no_auth=False,
 max_tracked_routes=10_000, workload_rate=None, seed=0, host="127.0.0.1", base_port=0,
-timers=True, events_interval_s=0.0, sample_rate=1.0, adapter_rows=False)`
+timers=True, events_interval_s=0.0, sample_rate=1.0, adapter_rows=False, flush_jitter=None,
+flush_phases=None)`
 
 - Auth: `token` (each node gets its own token file in a temporary directory), or
   `token_files` (one path for every node, or {node_id: path}), or `insecure_no_auth`.
   With none of them a node does not register Admin (every Admin call UNIMPLEMENTED), as
   a real node started with neither flag. Distribution is never token-gated.
 - `base_port=0` picks free ports; otherwise n1 listens on base_port, n2 on base_port + 1, ...
-- `timers=True`: every node flushes a column every `step_ms` on its own phase, the
+- `timers=True`: every node flushes a column every `step_ms` on its own phase (wall
+  clock: its columns are stamped phase + k * step_ms, plus that flush's lateness), the
   workload (ops/s, `workload_rate`) ticks every 100 ms, and with `events_interval_s > 0`
   a random leadership transfer, split or merge happens that often. `timers=False`: nothing
   moves unless asked (`inject`, `generate`, `flush`), for deterministic tests.
@@ -42,10 +44,19 @@ Lifecycle: `start() -> self` (well under a second; raises ClusterError if a port
 list[GroupInfo]`, `group(id)`, `auth_metadata(node_id)`, `subscriber_count(node_id)`.
 
 Control:
-- `stop_node(id)`, `start_node(id)`: a stopped node's server goes away (open streams end);
-  groups it led elect the next live node (term + 1) while a majority is up, else have no
-  leader. A restarted node keeps its port and, like a real reboot, starts with empty
-  KeyViz history and a new flush phase. Members lists still name stopped nodes.
+- `stop_node(id)`, `start_node(id, *, phase_ms=None)`, `restart_node(id,
+  new_phase_ms=None)`: a stopped node's server goes away (open streams end) and answers
+  nothing; groups it led elect the next live node (term + 1) while a majority is up, else
+  have no leader. A restarted node keeps its port and, like a real reboot, starts with
+  empty KeyViz history and a new flush phase (its boot time mod the step, or the phase
+  given). Members lists still name stopped nodes.
+- Flush timing (with timers): `set_flush_phase(id, offset_ms)` (0 <= offset < step; a
+  phase near half a step is allowed), `flush_phase(id)`, `set_flush_jitter(id, max_ms=0,
+  late_prob=0.0, late_ms=0)`: each flush is late (never early) by 0..max_ms, or with
+  probability late_prob by max_ms..late_ms. `flush_phases={id: offset_ms}` sets phases
+  from the start, `flush_jitter=FlushJitter(...)` every node's jitter; by default
+  `upstream` nodes jitter like real ones (0-280 ms, one flush in 50 up to 2 s late, both
+  capped within the step) and `design` nodes flush exactly on phase.
 - `set_fault(id, *, delay_s=0.0, error: grpc.StatusCode | None = None, malformed: bool |
   Malformation = False, oversized: int | None = None, methods: Iterable[str] | None =
   None)`, `clear_fault(id)`. Malformed breaks KeyViz shapes (matrix, route detail,
@@ -84,7 +95,7 @@ CLI: `python -m devcluster --help`. Pytest fixtures: `devcluster.pytest_plugin`.
 """
 
 from devcluster.catalog import Route
-from devcluster.cluster import DevCluster, GroupInfo, NodeInfo
+from devcluster.cluster import DevCluster, FlushJitter, GroupInfo, NodeInfo
 from devcluster.ops import Op
 from devcluster.server import Malformation
 from devcluster.simulation import ClusterError, Profile
@@ -92,6 +103,7 @@ from devcluster.simulation import ClusterError, Profile
 __all__ = [
     "ClusterError",
     "DevCluster",
+    "FlushJitter",
     "GroupInfo",
     "Malformation",
     "NodeInfo",

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from devcluster.cluster import DevCluster
+from devcluster.cluster import DevCluster, FlushJitter
 from devcluster.simulation import ClusterError, Profile
 from elastickv_admin.env import parse_duration
 
@@ -51,6 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=_duration, default=60.0, help="KeyViz step: 2s, 500ms, 1m")
     p.add_argument("--history-columns", type=int, default=1440, help="KeyViz ring size")
     p.add_argument(
+        "--flush-jitter",
+        type=_duration,
+        help="flushes are late by up to this (default: 280ms upstream, 0 design)",
+    )
+    p.add_argument(
+        "--late-flush",
+        type=_duration,
+        default=None,
+        help="a late flush is late by up to this (default: 2s upstream, 0 design)",
+    )
+    p.add_argument(
+        "--late-flush-prob",
+        type=float,
+        default=None,
+        help="share of flushes that are late flushes (default: 0.02 upstream, 0 design)",
+    )
+    p.add_argument(
+        "--flush-phase",
+        action="append",
+        default=[],
+        metavar="NODE=DURATION",
+        help="a node's flush phase within the step, e.g. n2=29.9s (repeatable)",
+    )
+    p.add_argument(
         "--profile",
         choices=[x.value for x in Profile],
         default=Profile.DESIGN.value,
@@ -73,12 +97,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _jitter(args: argparse.Namespace, step_ms: int) -> FlushJitter | None:
+    """The flags' flush jitter, over the profile's default; None: the default."""
+    given = (args.flush_jitter, args.late_flush, args.late_flush_prob)
+    if all(v is None for v in given):
+        return None
+    base = FlushJitter.upstream(step_ms) if args.profile == Profile.UPSTREAM else FlushJitter()
+    jitter = FlushJitter(
+        max_ms=base.max_ms if args.flush_jitter is None else round(args.flush_jitter * 1000),
+        late_prob=base.late_prob if args.late_flush_prob is None else args.late_flush_prob,
+        late_ms=base.late_ms if args.late_flush is None else round(args.late_flush * 1000),
+    )
+    jitter.check(step_ms)
+    return jitter
+
+
+def _phases(specs: Sequence[str]) -> dict[str, int]:
+    phases = {}
+    for spec in specs:
+        node_id, sep, raw = spec.partition("=")
+        if not sep or not node_id:
+            raise ValueError(f"--flush-phase takes NODE=DURATION, got {spec!r}")
+        phases[node_id.strip()] = round(parse_duration(raw) * 1000)
+    return phases
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     step_ms = round(args.step * 1000)
     if step_ms < 1:
         print("devcluster: --step must be at least 1ms", file=sys.stderr)
+        return 2
+    try:
+        jitter = _jitter(args, step_ms)
+        phases = _phases(args.flush_phase)
+    except ValueError as e:
+        print(f"devcluster: {e}", file=sys.stderr)
         return 2
     if args.token_file is None and not args.adminInsecureNoAuth:
         print(
@@ -105,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             events_interval_s=args.events_interval,
             sample_rate=args.sample_rate,
             adapter_rows=args.adapter_rows,
+            flush_jitter=jitter,
+            flush_phases=phases,
         ).start()
     except (ClusterError, ValueError) as e:  # a taken port, a bad token file or setting
         print(f"devcluster: {e}", file=sys.stderr)

@@ -53,6 +53,38 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class FlushJitter:
+    """How late a node's flush timer fires. Real nodes flush 0-280 ms late under load
+    and now and then later (CONTRACT.md), never early.
+
+    Each flush is late by a uniform 0..max_ms; with probability late_prob it is a late
+    flush instead, late by a uniform max_ms..late_ms.
+    """
+
+    max_ms: int = 0
+    late_prob: float = 0.0
+    late_ms: int = 0
+
+    @classmethod
+    def upstream(cls, step_ms: int) -> FlushJitter:
+        """Like today's nodes: 0-280 ms, and one flush in 50 up to 2 s late (within the step)."""
+        return cls(min(280, step_ms // 5), 0.02, min(2_000, step_ms * 4 // 10))
+
+    def check(self, step_ms: int) -> None:
+        if self.max_ms < 0 or self.late_ms < 0:
+            raise ValueError("flush jitter: max_ms and late_ms must not be negative")
+        if not 0.0 <= self.late_prob <= 1.0:
+            raise ValueError(f"flush jitter: late_prob must be within 0..1, got {self.late_prob}")
+        if max(self.max_ms, self.late_ms) >= step_ms:
+            raise ValueError(f"flush jitter must stay under the step ({step_ms} ms)")
+
+    def draw(self, rng: np.random.Generator) -> int:
+        if self.late_ms > self.max_ms and self.late_prob > 0 and rng.random() < self.late_prob:
+            return int(rng.integers(self.max_ms, self.late_ms + 1))
+        return int(rng.integers(0, self.max_ms + 1)) if self.max_ms > 0 else 0
+
+
 class DevCluster:
     """See the package docstring for the whole API."""
 
@@ -77,6 +109,8 @@ class DevCluster:
         events_interval_s: float = 0.0,
         sample_rate: float = 1.0,
         adapter_rows: bool = False,
+        flush_jitter: FlushJitter | None = None,
+        flush_phases: Mapping[str, int] | None = None,
     ) -> None:
         if token is not None and token_files is not None:
             raise ValueError("give either token or token_files, not both")
@@ -115,6 +149,18 @@ class DevCluster:
         self._addresses: dict[str, str] = {}
         self._servers: dict[str, NodeServer] = {}
         self._flush_generation: dict[str, int] = {}
+        # Each node's flush phase: its columns' timestamps are phase + k * step (+ jitter).
+        self._flush_phase: dict[str, int] = {}
+        for node_id, phase_ms in (flush_phases or {}).items():
+            self._check_phase(phase_ms)
+            self._sim.node(node_id)
+            self._flush_phase[node_id] = phase_ms
+        if flush_jitter is None:
+            upstream = self.profile is Profile.UPSTREAM
+            flush_jitter = FlushJitter.upstream(step_ms) if upstream else FlushJitter()
+        flush_jitter.check(step_ms)
+        self._flush_jitter = dict.fromkeys(self._sim.nodes, flush_jitter)
+        self._jitter_rng = np.random.default_rng(seed + 1)
         self._ticker: Ticker | None = None
         self._tmpdir: Path | None = None
         self._started = False
@@ -245,11 +291,15 @@ class DevCluster:
             self._flush_generation[node_id] = self._flush_generation.get(node_id, 0) + 1
         self._server(node_id).stop()
 
-    def start_node(self, node_id: str) -> None:
-        """Restart a stopped node on its port, with empty KeyViz history, like a real reboot."""
+    def start_node(self, node_id: str, *, phase_ms: int | None = None) -> None:
+        """Restart a stopped node on its port, with empty KeyViz history, like a real reboot.
+
+        Its flush timer starts at its boot, so its phase moves to the boot time (mod the
+        step), or to `phase_ms` when given."""
         server = self._server(node_id)
         if server.serving:
             return
+        self._check_phase(phase_ms)
         with self._lock:
             self._sim.start_node(node_id, _now_ms())
         try:
@@ -258,9 +308,47 @@ class DevCluster:
             with self._lock:
                 self._sim.stop_node(node_id, _now_ms())
             raise
+        with self._lock:
+            boot = _now_ms() % self.step_ms
+            self._flush_phase[node_id] = boot if phase_ms is None else phase_ms
         if self._ticker is not None:
-            # A real node's flush timer starts at its own boot.
-            self._start_flush_timer(node_id, time.monotonic() + self.step_ms / 1000)
+            self._start_flush_timer(node_id)
+
+    def restart_node(self, node_id: str, new_phase_ms: int | None = None) -> None:
+        """Stop and start a node: its KeyViz ring is lost and its flush phase moves (to
+        `new_phase_ms` when given, else to its boot time mod the step)."""
+        self.stop_node(node_id)
+        self.start_node(node_id, phase_ms=new_phase_ms)
+
+    def set_flush_phase(self, node_id: str, offset_ms: int) -> None:
+        """Put a node's flush timer at `offset_ms` into the step (0 <= offset < step): its
+        timed columns are stamped offset + k * step, plus its jitter. Kept across
+        start(); a running timer moves at once (the node's ring is kept)."""
+        self._check_phase(offset_ms)
+        self._sim.node(node_id)  # an unknown node is an error
+        with self._lock:
+            self._flush_phase[node_id] = offset_ms
+        if self._ticker is not None and self._server(node_id).serving:
+            self._start_flush_timer(node_id)
+
+    def flush_phase(self, node_id: str) -> int | None:
+        """The node's flush phase in ms into the step (None before its timer has one)."""
+        with self._lock:
+            return self._flush_phase.get(node_id)
+
+    def set_flush_jitter(
+        self, node_id: str, max_ms: int = 0, late_prob: float = 0.0, late_ms: int = 0
+    ) -> None:
+        """How late the node's timed flushes are (see FlushJitter); 0s: exactly on phase."""
+        jitter = FlushJitter(max_ms, late_prob, late_ms)
+        jitter.check(self.step_ms)
+        self._sim.node(node_id)
+        with self._lock:
+            self._flush_jitter[node_id] = jitter
+
+    def _check_phase(self, phase_ms: int | None) -> None:
+        if phase_ms is not None and not 0 <= phase_ms < self.step_ms:
+            raise ValueError(f"flush phase must be within 0..{self.step_ms - 1} ms, got {phase_ms}")
 
     def set_fault(
         self,
@@ -435,7 +523,9 @@ class DevCluster:
         # Nodes booted at different moments: each flush timer gets its own phase.
         phases = np.random.default_rng(self._seed).uniform(0.0, 1.0, len(self._sim.nodes))
         for node_id, phase in zip(self._sim.nodes, phases.tolist(), strict=True):
-            self._start_flush_timer(node_id, now + max(phase, 0.01) * self.step_ms / 1000)
+            with self._lock:
+                self._flush_phase.setdefault(node_id, int(phase * self.step_ms))
+            self._start_flush_timer(node_id)
         if self._generator is not None:
             generator = self._generator
             last = [now]
@@ -460,22 +550,31 @@ class DevCluster:
             ticker.every(interval, event_tick, now + interval)
         ticker.start()
 
-    def _start_flush_timer(self, node_id: str, first: float) -> None:
+    def _start_flush_timer(self, node_id: str) -> None:
+        """Flush the node at its phase every step (wall clock), each flush late by its
+        jitter and stamped with that moment; a newer timer for the node ends this one."""
         ticker = self._ticker
         assert ticker is not None
-        step = self.step_ms / 1000
+        step = self.step_ms
         with self._lock:
             generation = self._flush_generation[node_id] = (
                 self._flush_generation.get(node_id, 0) + 1
             )
+            phase = self._flush_phase[node_id]
+        wall0, mono0 = _now_ms(), time.monotonic()
 
-        def fire(due: float) -> None:
+        def schedule(due_ms: int) -> None:
+            with self._lock:
+                at_ms = due_ms + self._flush_jitter[node_id].draw(self._jitter_rng)
+            ticker.call_at(mono0 + (at_ms - wall0) / 1000, lambda: fire(due_ms, at_ms))
+
+        def fire(due_ms: int, at_ms: int) -> None:
             if self._flush_generation.get(node_id) != generation:
-                return  # the node stopped; its restart runs a new timer
-            ticker.call_at(due + step, lambda: fire(due + step))
+                return  # the node stopped or its phase moved; a new timer runs
+            schedule(due_ms + step)
             with self._lock:
                 node = self._sim.node(node_id)
                 if node.up and node.keyviz_enabled:
-                    self._sim.flush(node_id, self._next_column_ms(node_id))
+                    self._sim.flush(node_id, max(at_ms, node.sampler.last_column_ms + 1))
 
-        ticker.call_at(first, lambda: fire(first))
+        schedule(wall0 - (wall0 - phase) % step + step)  # the first tick after now

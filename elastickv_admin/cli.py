@@ -29,6 +29,7 @@ FLAG_ENV = {
     "nodeTLSCACertFile": "ELASTICKV_ADMIN_NODE_TLS_CA_CERT_FILE",
     "nodeTLSServerName": "ELASTICKV_ADMIN_NODE_TLS_SERVER_NAME",
     "dataDir": "ELASTICKV_ADMIN_DATA_DIR",
+    "keyvizStep": "ELASTICKV_ADMIN_KEYVIZ_STEP",
 }
 BOOL_FLAG_ENV = {
     "adminInsecureNoAuth": "ELASTICKV_ADMIN_INSECURE_NO_AUTH",
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use TLS to nodes but do not verify certificates",
     )
+    serve.add_argument(
+        "--keyvizStep",
+        help="the nodes' --keyvizStep (default 60s), or auto to infer it from their columns",
+    )
     _add_serve_flags(serve)
 
     demo = sub.add_parser("demo", help="run a local 3-node devcluster and the portal wired to it")
@@ -89,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="first gRPC port of the devcluster (default: free ports)",
     )
-    demo.add_argument("--step", default="2s", help="devcluster KeyViz step (default 2s)")
+    demo.add_argument(
+        "--step", default="2s", help="devcluster KeyViz step, also the portal's (default 2s)"
+    )
     demo.add_argument("--profile", choices=("design", "upstream"), default="design")
     return parser
 
@@ -290,10 +297,23 @@ def serve(args: argparse.Namespace) -> None:
     run_daphne(args.bindAddr, proxy_headers=args.proxyHeaders)
 
 
+def demo_step_ms(text: str) -> int:
+    """The demo's --step: a duration (the devcluster needs a real step, not auto)."""
+    from keyviz.align import parse_step
+
+    try:
+        step_ms = parse_step(text)
+    except ValueError as exc:
+        raise SystemExit(f"--step: {exc}") from None
+    if step_ms is None:
+        raise SystemExit("--step: the devcluster needs a duration like 2s, not auto")
+    return step_ms
+
+
 def demo(args: argparse.Namespace) -> None:
     from devcluster import DevCluster
-    from elastickv_admin.env import parse_duration
 
+    step_ms = demo_step_ms(args.step)
     data_dir = Path(args.dataDir or Path.cwd() / "var" / "demo").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     token_file = data_dir / "node-token"
@@ -305,7 +325,7 @@ def demo(args: argparse.Namespace) -> None:
     cluster = DevCluster(
         nodes=args.clusterNodes,
         profile=args.profile,
-        step_ms=int(parse_duration(args.step) * 1000),
+        step_ms=step_ms,
         token=token,
         base_port=args.clusterBasePort,
         timers=True,
@@ -316,6 +336,8 @@ def demo(args: argparse.Namespace) -> None:
     os.environ["ELASTICKV_ADMIN_DATA_DIR"] = str(data_dir)
     os.environ["ELASTICKV_ADMIN_NODES"] = ",".join(node.address for node in cluster.nodes)
     os.environ["ELASTICKV_ADMIN_NODE_TOKEN_FILE"] = str(token_file)
+    # The portal's KeyViz step is the devcluster's, as --keyvizStep matches the nodes'.
+    os.environ["ELASTICKV_ADMIN_KEYVIZ_STEP"] = f"{step_ms}ms"
     for node in cluster.nodes:
         print(f"devcluster node {node.node_id} {node.address}", flush=True)
     try:

@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 
 DEFAULT_RPC_TIMEOUT_S = 5.0
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
-WRITES_MERGE_POLICIES = ("design", "sum")
 # KeyViz history retention per tier (DESIGN.md "the portal is the cluster's memory").
 DEFAULT_KEYVIZ_RETENTION_FINE_MS = 24 * 3_600_000
 DEFAULT_KEYVIZ_RETENTION_15M_MS = 7 * 24 * 3_600_000
 DEFAULT_KEYVIZ_RETENTION_1H_MS = 30 * 24 * 3_600_000
+# How per-node write counts combine (DESIGN.md "Merge rules", rule 4): "sum" (the
+# default: today's nodes count each logical write once) or "dedupe" (by Raft group
+# and term, for nodes that report replicated counts); "design" is the old name of dedupe.
+WRITES_MERGE_POLICIES = ("sum", "dedupe")
+WRITES_MERGE_ALIASES = {"design": "dedupe"}
+DEFAULT_KEYVIZ_STEP = "60s"  # the nodes' own --keyvizStep default
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,9 @@ class PortalConfig:
     tls_insecure_skip_verify: bool = False
     rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
-    # How per-node write counts combine (DESIGN.md "KeyViz merge" step 4).
-    writes_merge: str = "design"
+    writes_merge: str = "sum"  # one of WRITES_MERGE_POLICIES (aliases resolved)
+    # The nodes' KeyViz step in ms (--keyvizStep); None: infer it from the columns.
+    keyviz_step_ms: int | None = 60_000
     # KeyViz history kept per tier: the nodes' step, 15 min columns, 1 h columns.
     keyviz_retention_fine_ms: int = DEFAULT_KEYVIZ_RETENTION_FINE_MS
     keyviz_retention_15m_ms: int = DEFAULT_KEYVIZ_RETENTION_15M_MS

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T")
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
@@ -64,6 +68,17 @@ def env_duration(name: str, default_seconds: float) -> float:
         return default_seconds
     try:
         return parse_duration(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
+def env_parsed(name: str, default: str, parse: Callable[[str], T]) -> T:
+    """``parse`` of the variable (or of ``default`` when unset or blank); the
+    ValueError it raises becomes a startup error naming the variable."""
+    raw = os.environ.get(name)
+    text = raw.strip() if raw is not None and raw.strip() else default
+    try:
+        return parse(text)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}: {exc}") from None
 

@@ -18,6 +18,8 @@ from elastickv_admin.config import (
     DEFAULT_KEYVIZ_RETENTION_1H_MS,
     DEFAULT_KEYVIZ_RETENTION_15M_MS,
     DEFAULT_KEYVIZ_RETENTION_FINE_MS,
+    DEFAULT_KEYVIZ_STEP,
+    WRITES_MERGE_ALIASES,
     WRITES_MERGE_POLICIES,
     PortalConfig,
 )
@@ -26,9 +28,11 @@ from elastickv_admin.env import (
     env_duration,
     env_int,
     env_list,
+    env_parsed,
     env_secret,
     env_str,
 )
+from keyviz.align import parse_step
 
 # grpc's C core logs connection chatter (GOAWAY, reconnects) at INFO to stderr;
 # node failures reach the operator through the pages and our own log instead.
@@ -282,11 +286,12 @@ def _keyviz_retention() -> tuple[int, int, int]:
 
 
 def _portal_config() -> PortalConfig:
-    writes_merge = env_str("ELASTICKV_ADMIN_WRITES_MERGE", "design")
+    raw_merge = env_str("ELASTICKV_ADMIN_WRITES_MERGE", "sum") or "sum"
+    writes_merge = WRITES_MERGE_ALIASES.get(raw_merge.lower(), raw_merge.lower())
     if writes_merge not in WRITES_MERGE_POLICIES:
         raise ImproperlyConfigured(
-            f"ELASTICKV_ADMIN_WRITES_MERGE must be one of {', '.join(WRITES_MERGE_POLICIES)}, "
-            f"got {writes_merge!r}"
+            f"ELASTICKV_ADMIN_WRITES_MERGE must be one of {', '.join(WRITES_MERGE_POLICIES)} "
+            f"(design is an alias of dedupe), got {raw_merge!r}"
         )
     retention = _keyviz_retention()
     return PortalConfig(
@@ -303,6 +308,7 @@ def _portal_config() -> PortalConfig:
             "ELASTICKV_ADMIN_MAX_RECEIVE_BYTES", 64 * 1024 * 1024, minimum=1024
         ),
         writes_merge=writes_merge,
+        keyviz_step_ms=env_parsed("ELASTICKV_ADMIN_KEYVIZ_STEP", DEFAULT_KEYVIZ_STEP, parse_step),
         keyviz_retention_fine_ms=retention[0],
         keyviz_retention_15m_ms=retention[1],
         keyviz_retention_1h_ms=retention[2],

@@ -44,6 +44,12 @@ the anchor comes from the leading columns together: the phase that makes their
 total lateness smallest, so one late first column does not set it.
 
 A merged slot s is the column whose window ENDS at s * step_ms.
+
+Limits, by design: a node's very first column, or its first after a restart,
+taken alone (live, one column per call) sets the anchor; if that flush was late
+across half a step, that node's columns sit one slot late until its next
+restart (never doubled, never skipped). A backfill (several columns in one call)
+does not have this problem.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ TOL_FRACTION = 20  # tol = step // 20 = 5%
 PHASE_MOVE_COLUMNS = 4
 # A backfill's anchor is estimated from at most this many leading columns.
 ANCHOR_LOOKAHEAD = 16
+# infer_step_ms measures the step over pairs of columns this many apart.
+SLOPE_SPAN = 8
 
 
 def round_half_up_div(t: int, step: int) -> int:
@@ -178,11 +186,12 @@ class PhaseLock:
         return NodePhase(nominal, slot, t, slot, epoch)
 
     def _earliest_phase(self, ahead: Sequence[int]) -> int:
-        """The phase (mod step) that makes the leading run's total lateness smallest.
+        """The node's phase (mod step) that best explains the leading run of columns.
 
         Only the columns up to the first gap of 2 steps or more count (after a
         gap the node may have restarted with another phase). Jitter is late only,
-        so the true phase is at (or just before) one of the observed phases.
+        so the true phase is at (or just before) one of the observed phases:
+        with no missed tick in the run, the one chosen is the earliest flush.
         """
         step = self.step_ms
         run = [ahead[0]]
@@ -190,16 +199,21 @@ class PhaseLock:
             if t - run[-1] >= 2 * step:
                 break
             run.append(t)
-        phases = [t % step for t in run]
-        # A phase that would make some column later than MAX_LATE is ruled out
-        # (no flush is that late), unless every phase is (a phase move in the run).
         max_late = step - 2 * self.tol_ms
 
-        def cost(c: int) -> tuple[bool, int, int]:
-            late = [(p - c) % step for p in phases]
-            return (max(late) > max_late, sum(late), c)
+        def cost(c: int) -> tuple[bool, int, int, int, int]:
+            # Ruled out: a column later than step - 2 tol (no flush is that
+            # late) or two columns on one tick. Then, since missed ticks and
+            # flushes late by over half a step are both rare: fewest missed
+            # ticks, fewest such late flushes, least total lateness.
+            late = [(t - c) % step for t in run]
+            ticks = [(t - x) // step for t, x in zip(run, late, strict=True)]
+            gaps = [b - a for a, b in itertools.pairwise(ticks)]
+            impossible = max(late) > max_late or any(g < 1 for g in gaps)
+            missed = sum(gaps) - len(gaps)
+            return (impossible, missed, sum(2 * x > step for x in late), sum(late), c)
 
-        return min(phases, key=cost)
+        return min((t % step for t in run), key=cost)
 
     def _lateness(self, t: int, phase: int) -> int:
         return (t - phase) % self.step_ms
@@ -270,31 +284,56 @@ def infer_step_ms(
     """The nodes' common step from many columns; None while no node has `min_columns`.
 
     Never from a few gaps: one late flush makes one gap long and the next short,
-    a missed column doubles a gap, a restart shifts the phase. Per node, the
-    step is the median of (t[i+m] - t[i]) / steps-between over growing m (each
-    round's estimate counts the steps of the next, longer span), so jitter is
-    divided by the span and outliers (late flushes, restarts) fall out of the
-    median. A whole 1000, 100 or 10 ms step is taken when it explains the
-    spans as well as the raw estimate (steps are Go durations like 60s, 500ms).
-    The nodes' estimates are combined by their median.
+    a missed column doubles a gap, a restart shifts the phase. First a coarse
+    step per node: the median of (t[i+m] - t[i]) / steps-between over growing m
+    (each round's estimate counts the steps of the next, longer span). Then
+    each node's columns are cut where the phase jumps (a restart, or a very
+    late flush), and the step is the median slope of pairs SLOPE_SPAN columns
+    apart over all nodes, so jitter is divided by long spans and outliers
+    fall out. A whole 1000, 100 or 10 ms step is taken when it lies within
+    the estimate's error (steps are Go durations: 60s, 500ms).
     """
-    estimates = [
-        step
-        for times in columns_by_node.values()
+    eligible = [
+        times
+        for times in (sorted({int(t) for t in col}) for col in columns_by_node.values())
         if len(times) >= max(2, min_columns)
-        for step in [_node_step(sorted({int(t) for t in times}))]
-        if step is not None
     ]
-    if not estimates:
+    coarse = sorted(c for c in map(_coarse_step, eligible) if c is not None)
+    if not coarse:
         return None
-    estimates.sort()
-    return estimates[(len(estimates) - 1) // 2]
+    step = coarse[(len(coarse) - 1) // 2]
+    slopes: list[float] = []
+    lateness: list[float] = []
+    for times in eligible:
+        for segment in _segments(times, step):
+            # Pairs SLOPE_SPAN columns apart: long enough to divide the jitter,
+            # short enough that a phase jump too small to cut at spoils few.
+            span = min(SLOPE_SPAN, len(segment) - 1)
+            for (ta, na), (tb, nb) in zip(segment, segment[span:], strict=False):
+                slopes.append((tb - ta) / (nb - na))
+            # How late each flush is against the earliest of its neighbours.
+            late = [t - n * step for t, n in segment]
+            for i, x in enumerate(late):
+                lo, hi = max(0, i - SLOPE_SPAN // 2), i + SLOPE_SPAN // 2 + 1
+                lateness.append(x - min(late[lo:hi]))
+    if not slopes:
+        return max(1, round(step))
+    raw = _median(slopes)
+    # A whole step within the estimate's error is the step. The error is about
+    # the jitter over the span plus the slopes' spread (both none: an exact
+    # 1234 ms step stays 1234).
+    jitter = _median(lateness)
+    spread = _median([abs(x - raw) for x in slopes])
+    tolerance = 0.5 + min(1.5 * jitter / SLOPE_SPAN + 2 * spread, raw / 50)
+    for grain in (1000, 100, 10):
+        snapped = round(raw / grain) * grain
+        if snapped >= grain and abs(snapped - raw) <= tolerance:
+            return snapped
+    return max(1, round(raw))
 
 
-def _node_step(times: list[int]) -> int | None:
+def _coarse_step(times: list[int]) -> float | None:
     n = len(times)
-    if n < 2:
-        return None
     gaps = sorted(b - a for a, b in itertools.pairwise(times))
     estimate = float(gaps[(len(gaps) - 1) // 2])
     if estimate <= 0:
@@ -303,41 +342,35 @@ def _node_step(times: list[int]) -> int | None:
     while True:
         nxt = min(m * 4, max(1, (n - 1) // 8))
         if nxt <= m:
-            break
+            return estimate
         m = nxt
-        estimate = _median(_span_steps(times, m, estimate)) or estimate
-    raw = max(1, round(estimate))
-    raw_fit = _fit(times, m, raw)
-    for grain in (1000, 100, 10):
-        snapped = round(estimate / grain) * grain
-        if snapped >= grain and _fit(times, m, snapped) <= 2 * raw_fit + 5:
-            return snapped
-    return raw
+        spans = []
+        for a, b in zip(times, times[m:], strict=False):
+            spans.append((b - a) / max(1, round((b - a) / estimate)))
+        estimate = _median(spans)
 
 
-def _span_steps(times: list[int], m: int, step: float) -> list[float]:
-    out = []
-    for a, b in zip(times, times[m:], strict=False):
-        steps = max(1, round((b - a) / step))
-        out.append((b - a) / steps)
-    return out
+def _segments(times: list[int], step: float) -> list[list[tuple[int, int]]]:
+    """Runs of (time, tick index) with no phase jump: a gap off whole steps by
+    more than the jitter explains (8 x the median gap's offset, at most 30% of a
+    step) starts a new run."""
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    offsets = [g - max(1, round(g / step)) * step for g in gaps]
+    noise = _median([abs(x) for x in offsets]) if offsets else 0.0
+    limit = min(0.3 * step, max(8 * noise, 1.0))
+    segments: list[list[tuple[int, int]]] = [[(times[0], 0)]]
+    for b, gap, offset in zip(times[1:], gaps, offsets, strict=True):
+        if round(gap / step) >= 1 and abs(offset) <= limit:
+            segments[-1].append((b, segments[-1][-1][1] + round(gap / step)))
+        else:
+            segments.append([(b, 0)])
+    return [seg for seg in segments if len(seg) >= 2]
 
 
-def _fit(times: list[int], m: int, step: int) -> float:
-    """Median distance of the m-column spans from a whole number of `step`s."""
-    residuals = []
-    for a, b in zip(times, times[m:], strict=False):
-        span = b - a
-        residuals.append(float(abs(span - max(1, round(span / step)) * step)))
-    return _median(residuals) or 0.0
-
-
-def _median(values: list[float]) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 # ------------------------------------------------------------ parsing

@@ -59,8 +59,24 @@ from keyviz.matrix import (
 )
 from proto import admin_pb2
 
-WritesMerge = Literal["design", "sum"]
-WRITES_MERGE_POLICIES: tuple[WritesMerge, ...] = ("design", "sum")
+# DESIGN.md "Merge rules", rule 4: "sum" (the portal's default) or "dedupe" (by
+# Raft group and term); "design" is the old name of "dedupe" and still accepted.
+WritesMerge = Literal["sum", "dedupe"]
+WRITES_MERGE_POLICIES: tuple[WritesMerge, ...] = ("sum", "dedupe")
+WRITES_MERGE_ALIASES: Mapping[str, WritesMerge] = {"design": "dedupe"}
+
+
+def writes_merge_policy(name: str) -> WritesMerge:
+    """A policy name (or alias) as one of WRITES_MERGE_POLICIES; ValueError otherwise."""
+    for policy in WRITES_MERGE_POLICIES:
+        if name == policy:
+            return policy
+    if name in WRITES_MERGE_ALIASES:
+        return WRITES_MERGE_ALIASES[name]
+    raise ValueError(
+        f"writes_merge must be one of {WRITES_MERGE_POLICIES} (design = dedupe), got {name!r}"
+    )
+
 
 # elastickv's --keyvizStep default, used when no node shows its step.
 DEFAULT_STEP_MS = 60_000
@@ -429,7 +445,7 @@ def _merge_write_inputs(
     term_max: int,
     value_max: int,
 ) -> tuple[U64, Bools]:
-    """The "design" rule over nodes' blocks; see merge_writes.
+    """The "dedupe" rule over nodes' blocks; see merge_writes.
 
     Per cell, four running extremes over nodes: the largest value, the
     smallest non-zero value, the largest and the smallest non-zero (group,
@@ -595,18 +611,17 @@ def _gather_cells(
 
 
 def merge_writes(
-    values: U64, groups: Ids, terms: Ids, *, policy: WritesMerge = "design"
+    values: U64, groups: Ids, terms: Ids, *, policy: WritesMerge = "dedupe"
 ) -> tuple[U64, Bools]:
     """Merge write reports stacked over axis 0 (nodes); return (values, conflict).
 
-    policy "design" (DESIGN step 4), per cell over non-zero reports: group by
+    policy "dedupe" (alias "design"; DESIGN rule 4), per cell over non-zero reports: group by
     (raft_group_id, leader_term); one group's reports are one report when
     equal, else `conflict` and the maximum; groups are summed. A report with
     group or term 0 makes the cell the maximum of all reports, with `conflict`
     when two different values meet. policy "sum": plain sum, no conflicts.
     """
-    if policy not in WRITES_MERGE_POLICIES:
-        raise ValueError(f"writes_merge must be one of {WRITES_MERGE_POLICIES}, got {policy!r}")
+    policy = writes_merge_policy(policy)
     cell_shape = values.shape[1:]
     if policy == "sum" or values.shape[0] == 0:
         return np.add.reduce(values, axis=0), np.zeros(cell_shape, dtype=np.bool_)
@@ -720,16 +735,13 @@ def align_nodes(nodes: Sequence[NodeMatrix], *, step_ms: int | None = None) -> A
 
 
 def merge_aligned_values(
-    alignment: Alignment, *, series: int, writes_merge: WritesMerge = "design"
+    alignment: Alignment, *, series: int, writes_merge: WritesMerge = "dedupe"
 ) -> tuple[U64, Bools]:
-    """Steps 3-4 on an alignment: (values, conflict)."""
-    if writes_merge not in WRITES_MERGE_POLICIES:
-        raise ValueError(
-            f"writes_merge must be one of {WRITES_MERGE_POLICIES}, got {writes_merge!r}"
-        )
+    """Steps 3-4 on an alignment: (values, conflict); conflicts only under "dedupe"."""
+    writes_merge = writes_merge_policy(writes_merge)
     shape = alignment.shape
     aligned = alignment.nodes
-    if is_write_series(series) and writes_merge == "design" and len(aligned) > 1:
+    if is_write_series(series) and writes_merge == "dedupe" and len(aligned) > 1:
         inputs = [
             _WriteInput(
                 values=a.values,
@@ -758,7 +770,7 @@ def merge_nodes(
     *,
     series: int = admin_pb2.KEYVIZ_SERIES_WRITES,
     step_ms: int | None = None,
-    writes_merge: WritesMerge = "design",
+    writes_merge: WritesMerge = "dedupe",
     failed_nodes: Collection[str] = (),
     group_leaders: Mapping[int, str] | None = None,
     bucket_groups: Mapping[str, int] | None = None,

@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from elastickv_admin.api import ApiResult, api_view
+from elastickv_admin.config import portal_config
 from elastickv_admin.errors import ApiError
 from keyviz import serialize, service
 from keyviz.budgets import DEFAULT_ROWS, MAX_ROWS
@@ -41,6 +42,8 @@ def heatmap(request: HttpRequest) -> HttpResponse:
         "bucket_url": reverse("keyviz:api-bucket", args=["BUCKET"]).removesuffix("BUCKET"),
         "routes_url": reverse("cluster:routes"),
         "raft_url": reverse("cluster:raft"),
+        # Conflict marks exist only when writes are deduplicated (DESIGN rule 4).
+        "writes_dedupe": portal_config().writes_merge == "dedupe",
     }
     return render(request, "keyviz/heatmap.html", context)
 

@@ -388,11 +388,13 @@ async def portal(
 ) -> AsyncIterator[Callable[..., Any]]:
     """`portal(seeds, **config)`: the portal's settings point at those seeds (with the
     devcluster test token) and a Django AsyncClient signed in as a viewer comes back. The
-    node client, discovery and the services' shared state are reset around each use."""
+    node client, discovery and the services' shared state are reset around each use.
+    `seeds` may be a DevCluster: its addresses, and its KeyViz step as the portal's."""
     from asgiref.sync import sync_to_async
     from django.test import AsyncClient, override_settings
 
     from cluster.client import node_client
+    from devcluster import DevCluster
     from devcluster.pytest_plugin import TEST_TOKEN
     from elastickv_admin.config import PortalConfig
 
@@ -402,7 +404,10 @@ async def portal(
     await client.aforce_login(await sync_to_async(make_user)("portal-viewer", "viewer"))
     overrides: list[Any] = []
 
-    def configure(seeds: list[str], **config: Any) -> Any:
+    def configure(seeds: list[str] | DevCluster, **config: Any) -> Any:
+        if isinstance(seeds, DevCluster):
+            config.setdefault("keyviz_step_ms", seeds.step_ms)  # as --keyvizStep matches the nodes
+            seeds = seeds.addresses
         config.setdefault("node_token_file", str(token_file))
         config.setdefault("rpc_timeout_s", 2.0)
         override = override_settings(ELASTICKV_ADMIN=PortalConfig(seeds=tuple(seeds), **config))

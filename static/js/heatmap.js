@@ -1024,7 +1024,7 @@ function renderTotalsText(totals) {
 
 function flagNames(f) {
   const out = [];
-  if (f & FLAG.conflict) out.push(["conflict", "conflict: nodes reported different counts for one group and term"]);
+  if (f & FLAG.conflict) out.push(["conflict", "conflict (writes deduplicated by group and term): nodes reported different counts; the larger is shown"]);
   if (f & FLAG.soft) out.push(["soft", "soft estimate: sampled, outside the accuracy bound"]);
   if (f & FLAG.degraded) out.push(["degraded", "degraded: a node that leads this range did not answer"]);
   return out;

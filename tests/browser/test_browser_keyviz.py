@@ -27,7 +27,12 @@ READS = b"order:7"  # where the reads go
 def serve(portal_factory, cluster: DevCluster, tmp_path: Path):
     token = tmp_path / "node-token"
     token.write_text(TEST_TOKEN)
-    return portal_factory(["--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token)])
+    return portal_factory(
+        [
+            *("--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token)),
+            *("--keyvizStep", f"{cluster.step_ms}ms"),  # the nodes' --keyvizStep
+        ]
+    )
 
 
 def bucket(cluster: DevCluster, key: bytes) -> str:

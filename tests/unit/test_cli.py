@@ -24,6 +24,8 @@ def test_serve_flags_become_environment_variables(monkeypatch):
             "--maxDiscoveredNodes",
             "64",
             "--nodeTLSInsecureSkipVerify",
+            "--keyvizStep",
+            "1m30s",
             "--bindAddr",
             "0.0.0.0:9000",
         ]
@@ -34,6 +36,7 @@ def test_serve_flags_become_environment_variables(monkeypatch):
     assert os.environ["ELASTICKV_ADMIN_NODES_REFRESH_INTERVAL"] == "30s"
     assert os.environ["ELASTICKV_ADMIN_MAX_DISCOVERED_NODES"] == "64"
     assert os.environ["ELASTICKV_ADMIN_NODE_TLS_INSECURE_SKIP_VERIFY"] == "true"
+    assert os.environ["ELASTICKV_ADMIN_KEYVIZ_STEP"] == "1m30s"
     assert "ELASTICKV_ADMIN_INSECURE_NO_AUTH" not in os.environ
     assert args.bindAddr == "0.0.0.0:9000"
 
@@ -70,3 +73,11 @@ def test_serve_keeps_startup_objects_out_of_full_collections():
         assert gc.get_freeze_count() > 10_000  # Django, gRPC, numpy and the app
     finally:
         gc.unfreeze()
+
+
+def test_demo_step_is_the_devclusters_and_must_be_a_duration():
+    assert cli.demo_step_ms("2s") == 2_000
+    with pytest.raises(SystemExit, match="--step: the devcluster needs a duration"):
+        cli.demo_step_ms("auto")
+    with pytest.raises(SystemExit, match="--step: step 'soon' is not a duration"):
+        cli.demo_step_ms("soon")

@@ -25,6 +25,8 @@ print(json.dumps({
     "debug": settings.DEBUG, "secret_len": len(settings.SECRET_KEY),
     "seeds": list(settings.ELASTICKV_ADMIN.seeds),
     "refresh": settings.ELASTICKV_ADMIN.refresh_interval_s,
+    "keyviz_step_ms": settings.ELASTICKV_ADMIN.keyviz_step_ms,
+    "writes_merge": settings.ELASTICKV_ADMIN.writes_merge,
 }))
 """
 
@@ -132,6 +134,47 @@ def test_nodes_and_refresh_interval_are_read(tmp_path):
     got = json.loads(result.stdout)
     assert got["seeds"] == ["10.0.0.1:50051", "10.0.0.2:50051"]
     assert got["refresh"] == 30.0
+
+
+def test_keyviz_step_defaults_to_the_nodes_60s_and_writes_sum_by_default(tmp_path):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40)
+    got = json.loads(result.stdout)
+    assert got["keyviz_step_ms"] == 60_000
+    assert got["writes_merge"] == "sum"
+
+
+@pytest.mark.parametrize(("raw", "ms"), [("1m30s", 90_000), ("500ms", 500), ("auto", None)])
+def test_keyviz_step_takes_go_durations_and_auto(tmp_path, raw, ms):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40, ELASTICKV_ADMIN_KEYVIZ_STEP=raw)
+    assert json.loads(result.stdout)["keyviz_step_ms"] == ms
+
+
+def test_bad_keyviz_step_is_a_startup_error_naming_the_variable(tmp_path):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40, ELASTICKV_ADMIN_KEYVIZ_STEP="60")
+    assert result.returncode != 0
+    assert "ELASTICKV_ADMIN_KEYVIZ_STEP: step '60' has no unit" in result.stderr
+
+
+@pytest.mark.parametrize(("raw", "policy"), [("dedupe", "dedupe"), ("design", "dedupe")])
+def test_writes_merge_dedupe_and_its_old_name_design(tmp_path, raw, policy):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40, ELASTICKV_ADMIN_WRITES_MERGE=raw)
+    assert json.loads(result.stdout)["writes_merge"] == policy
+
+
+def test_bad_writes_merge_is_a_startup_error_naming_the_variable(tmp_path):
+    result = load_settings(tmp_path, SECRET_KEY="k" * 40, ELASTICKV_ADMIN_WRITES_MERGE="max")
+    assert result.returncode != 0
+    assert "ELASTICKV_ADMIN_WRITES_MERGE must be one of sum, dedupe" in result.stderr
+
+
+def test_env_parsed_names_the_variable_and_falls_back_to_the_default(monkeypatch):
+    monkeypatch.delenv("X_TEST_STEP", raising=False)
+    assert env.env_parsed("X_TEST_STEP", "7", int) == 7
+    monkeypatch.setenv("X_TEST_STEP", "  ")
+    assert env.env_parsed("X_TEST_STEP", "7", int) == 7
+    monkeypatch.setenv("X_TEST_STEP", "seven")
+    with pytest.raises(ImproperlyConfigured, match=r"^X_TEST_STEP: invalid literal"):
+        env.env_parsed("X_TEST_STEP", "7", int)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from devcluster import ClusterError, DevCluster
+from devcluster import ClusterError, DevCluster, FlushJitter
 from devcluster.pytest_plugin import StubsFactory, matrix
 from proto import admin_pb2, admin_pb2_grpc
 
@@ -54,7 +54,10 @@ def test_three_nodes_start_fast_and_leave_no_thread_or_port_behind():
 
 def test_timers_flush_every_step_on_each_nodes_own_phase(devcluster_factory, devcluster_stubs):
     step = 200
-    cluster = devcluster_factory(timers=True, step_ms=step, workload_rate=1_000, seed=0)
+    # No jitter: the first columns show the phases themselves.
+    cluster = devcluster_factory(
+        timers=True, step_ms=step, workload_rate=1_000, seed=0, flush_jitter=FlushJitter()
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         columns = {n.node_id: _columns(cluster, devcluster_stubs, n.node_id) for n in cluster.nodes}

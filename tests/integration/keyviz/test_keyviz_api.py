@@ -26,7 +26,7 @@ KEY = b"user:42"
 @pytest.fixture
 def api(portal: Callable[..., AsyncClient]) -> Callable[..., AsyncClient]:
     """`api(cluster, **config)`: the shared `portal` fixture, seeded with every node."""
-    return lambda cluster, **config: portal(cluster.addresses, **config)
+    return lambda cluster, **config: portal(cluster, **config)
 
 
 def minute(offset: int = 0) -> int:
@@ -45,7 +45,7 @@ def flush_staggered(cluster: DevCluster, at: int) -> None:
         cluster.flush(node.node_id, at_ms=at + 1_500 * i)
 
 
-async def test_writes_reported_by_two_entry_nodes_for_one_group_and_term_conflict_and_take_the_max(
+async def test_dedupe_writes_reported_by_two_entry_nodes_for_one_group_and_term_conflict_and_take_the_max(
     devcluster, api
 ):
     # Upstream profile: writes are counted on the node the client hit.
@@ -54,7 +54,9 @@ async def test_writes_reported_by_two_entry_nodes_for_one_group_and_term_conflic
         [Op("n1", "write", KEY, size=10, count=5), Op("n2", "write", KEY, size=10, count=3)]
     )
     flush_staggered(devcluster, minute())
-    resp = await api(devcluster).get("/api/keyviz/matrix", {"series": "writes"})
+    resp = await api(devcluster, writes_merge="dedupe").get(
+        "/api/keyviz/matrix", {"series": "writes"}
+    )
     assert resp.status_code == 200
     doc = resp.json()
     assert doc["column_unix_ms"] == [minute()]
@@ -63,13 +65,22 @@ async def test_writes_reported_by_two_entry_nodes_for_one_group_and_term_conflic
     assert [n["ok"] for n in doc["nodes"]] == [True, True, True]
 
 
-async def test_sum_policy_adds_the_entry_nodes_writes(devcluster, api):
+async def test_writes_sum_by_default_adding_the_entry_nodes_writes(devcluster, api):
     bucket = f"route:{devcluster.route_for_key(KEY).route_id}"
     devcluster.inject([Op("n1", "write", KEY, count=5), Op("n2", "write", KEY, count=3)])
     flush_staggered(devcluster, minute())
-    doc = (await api(devcluster, writes_merge="sum").get("/api/keyviz/matrix")).json()
+    doc = (await api(devcluster).get("/api/keyviz/matrix")).json()
     assert row(doc, bucket)["values"] == [8]
     assert row(doc, bucket)["conflict"] == []
+
+
+@pytest.mark.parametrize(("policy", "shown"), [("sum", False), ("dedupe", True)])
+async def test_page_legend_shows_conflict_only_when_writes_are_deduplicated(
+    devcluster, api, policy, shown
+):
+    page = await api(devcluster, writes_merge=policy).get("/keyviz/")
+    assert page.status_code == 200
+    assert ('class="kv-mark conflict"' in page.content.decode()) is shown
 
 
 async def test_reads_from_leader_and_follower_are_summed_across_nodes(devcluster, api):
@@ -194,7 +205,9 @@ async def test_bucket_detail_lists_each_nodes_contribution_with_group_and_term(d
     group = devcluster.group(route.group_id)
     devcluster.inject([Op("n1", "write", KEY, count=5), Op("n2", "write", KEY, count=3)])
     flush_staggered(devcluster, minute())
-    resp = await api(devcluster).get(f"/api/keyviz/buckets/route:{route.route_id}")
+    resp = await api(devcluster, writes_merge="dedupe").get(
+        f"/api/keyviz/buckets/route:{route.route_id}"
+    )
     assert resp.status_code == 200
     doc = resp.json()
     assert doc["bucket"]["values"] == [5]

@@ -98,6 +98,7 @@ async def stream(tmp_path: Path, viewer_token: str) -> AsyncIterator[Callable[..
         return viewer
 
     def configure(cluster: DevCluster, **config: Any) -> Callable[..., Any]:
+        config.setdefault("keyviz_step_ms", cluster.step_ms)  # the nodes' --keyvizStep
         override = override_settings(
             ELASTICKV_ADMIN=PortalConfig(
                 seeds=tuple(cluster.addresses), node_token_file=str(token_file), **config

@@ -22,7 +22,7 @@ STEP = 60_000
 @pytest.fixture
 def api(portal: Callable[..., AsyncClient]) -> Callable[[DevCluster], AsyncClient]:
     """`api(cluster)`: the shared signed-in `portal` fixture, seeded with every node."""
-    return lambda cluster: portal(cluster.addresses)
+    return lambda cluster: portal(cluster)
 
 
 def b64(key: bytes) -> str:

@@ -47,7 +47,7 @@ def cluster(draw: st.DrawFn) -> list[NodeMatrix]:
     return [draw(node_matrix(f"n{i}")) for i in range(n)]
 
 
-policies = st.sampled_from(["design", "sum"])
+policies = st.sampled_from(["dedupe", "sum"])
 
 
 def _same(a: MergedMatrix, b: MergedMatrix) -> None:

@@ -20,7 +20,7 @@ from tests.unit.keyviz.keyviz_testkit import (
 )
 
 
-def _merge_cell(*reports: tuple[int, int, int], policy: str = "design") -> tuple[int, bool]:
+def _merge_cell(*reports: tuple[int, int, int], policy: str = "dedupe") -> tuple[int, bool]:
     """Merge one cell from (value, group, term) reports, one per node."""
     v = np.array([[r[0]] for r in reports], dtype=np.uint64)
     g = np.array([[r[1]] for r in reports], dtype=np.uint64)
@@ -90,6 +90,20 @@ def test_sum_policy_adds_write_reports() -> None:
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="writes_merge must be one of"):
         _merge_cell((1, 1, 1), policy="avg")
+
+
+def test_design_is_an_alias_of_dedupe() -> None:
+    reports = ((5, 1, 3), (7, 1, 3), (2, 2, 1))
+    assert _merge_cell(*reports, policy="design") == _merge_cell(*reports, policy="dedupe")
+    assert _merge_cell(*reports, policy="dedupe") == (9, True)
+
+
+def test_conflict_marks_exist_only_in_dedupe_mode() -> None:
+    a = node("n1", cols(1), row("route:1", [5], groups=[1], terms=[3]))
+    b = node("n2", cols(1), row("route:1", [7], groups=[1], terms=[3]))
+    assert merge_nodes([a, b], series=WRITES, writes_merge="dedupe").conflict.tolist() == [[True]]
+    summed = merge_nodes([a, b], series=WRITES, writes_merge="sum")
+    assert (summed.values.tolist(), summed.conflict.tolist()) == ([[12]], [[False]])
 
 
 def test_sum_policy_through_merge_nodes() -> None:
