@@ -49,14 +49,20 @@ class History:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
     async def call(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
-        """`fn(*args)` on the store thread; a failure is recorded and gives None."""
+        """`fn(*args)` on the store thread; a failure is recorded and gives None. A write
+        that succeeds again clears the error."""
         try:
-            return await self.run(fn, *args)
+            result = await self.run(fn, *args)
         except store.StoreError as exc:
             self.failed(what, str(exc))
         except Exception as exc:  # a broken database must not stop the live stream either
             log.exception("keyviz store: %s failed", what)
             self.failed(what, f"{type(exc).__name__}: {exc}")
+        else:
+            if self.last_error is not None and what.startswith("save merged"):
+                log.info("keyviz store: recording history again")
+                self.last_error = self.last_error_ms = None
+            return result
         return None
 
     def failed(self, what: str, reason: str) -> None:

@@ -379,3 +379,54 @@ async def test_live_equals_the_store_cell_for_cell_over_a_node_outage(
         assert all(cells[b] == (0, 0) for b in extra)
     assert mismatches == []
     assert saw_missing  # the outage really showed
+
+
+def _move_table(old: str, new: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+async def test_a_failing_store_is_reported_and_never_stops_the_live_columns(
+    devcluster_factory, collect, viewer_token
+):
+    cluster = devcluster_factory(timers=False, step_ms=STEP)
+    flusher = Flusher(cluster, {"n1": 0.2, "n2": 0.4, "n3": 0.6})
+    flusher.start()
+    collector = await collect(cluster)
+    await until(lambda: final_through(collector, wall_ms() - 2 * STEP))
+    comm = WebsocketCommunicator(
+        application,
+        "/api/stream",
+        headers=[*ORIGIN, (b"authorization", f"Bearer {viewer_token}".encode())],
+    )
+    assert (await comm.connect())[0]
+    await comm.receive_json_from()
+    await comm.send_json_to({"type": "subscribe", "series": "writes"})
+
+    async def columns(n: int) -> list[int]:
+        got: list[int] = []
+        while len(got) < n:
+            message = await comm.receive_json_from(10)
+            if message["type"] == "column":
+                got.append(message["column_unix_ms"])
+                await comm.send_json_to({"type": "ack", "column_unix_ms": got[-1]})
+        return got
+
+    await columns(1)
+    # The merged history cannot be written any more (a real failure of the database).
+    move = sync_to_async(_move_table, thread_sensitive=False)
+    await move("keyviz_storedcolumn", "keyviz_storedcolumn_away")
+    try:
+        during = await columns(4)
+        assert all(b - a == STEP for a, b in itertools.pairwise(during))
+        doc = await sync_to_async(store.load_state, thread_sensitive=False)("collector")
+        assert doc is not None
+        assert doc["last_error"].startswith("history not being recorded: ")
+    finally:
+        await move("keyviz_storedcolumn_away", "keyviz_storedcolumn")
+    # Writable again: the error clears with the next merged column saved.
+    await until(lambda: collector.history.last_error is None)
+    await flusher.stop()
+    await comm.disconnect()
