@@ -7,10 +7,11 @@ bucket pk, the value, the flags, ...). Layout (little-endian):
     options  u8    bit 0: the payload is zlib-compressed
     n        u32   cells
     per field:
-      desc   u8    bits 0-2: base width code, bits 3-5: exception width code
-                   (codes: 0 none, 1 uint8, 2 uint16, 3 uint32, 4 uint64)
+      desc   u8    bits 0-2: base code, bits 3-5: exception width code
+                   (codes: 0 none, 1 uint8, 2 uint16, 3 uint32, 4 uint64;
+                   base code 5: one uint64 for every cell, 8 bytes)
       k      u32   exceptions (only when the exception code is not 0)
-    payload: per field, n base items, then k indices (uint8 / uint16 / uint32,
+    payload: per field, n base items (or the constant), then k indices (uint8 / uint16 / uint32,
              the narrowest holding n - 1) and k exception values
 
 A field's value at cell i is its base item (0 when the base is absent),
@@ -20,7 +21,9 @@ mostly small with a few hot rows (one byte each plus a handful of exceptions),
 flags are mostly 0 (no base, the set ones as exceptions), a field that is 0
 everywhere costs nothing. The bucket pk is stored as deltas (the first is the
 pk itself), one byte each for a dense column. zlib is applied only when it
-saves at least ZLIB_MIN_SAVING (it costs every reader a decompression).
+saves at least ZLIB_MIN_SAVING (it costs every reader a decompression), or
+ZLIB_MIN_SAVING_COLD for columns read rarely or few at a time (raw node
+columns, 15 min and 1 h columns).
 
 Stored bytes are not trusted: decoding checks every length, code, index and
 the pk order and raises CellBlobError saying what is wrong (and which blob of
@@ -39,11 +42,15 @@ from numpy.typing import NDArray
 
 BLOB_VERSION = 1
 # zlib only when it saves at least this share: inflating costs every reader (measured
-# in benchmarks/bench_keyviz_store.py: about 40% of decoding a day of columns).
+# in benchmarks/bench_keyviz_store.py: it doubles the time to decode a day of columns).
+# Columns read in bulk (tier 0 for a day) use this; rarely read ones pass a lower bar.
 ZLIB_MIN_SAVING = 1 / 3
+ZLIB_MIN_SAVING_COLD = 1 / 8
 _ZLIB = 1
 _HEAD = struct.Struct("<BBI")
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_CONSTANT = 5  # base code: one uint64 value for every cell
 _WIDTHS = (0, 1, 2, 4, 8)  # by code
 _DTYPES: tuple[np.dtype[Any] | None, ...] = (
     None,
@@ -101,10 +108,22 @@ def _encode_field(arr: NDArray[np.uint64]) -> tuple[int, bytes, bytes]:
         size = n * _WIDTHS[code] + k * (index_width + _WIDTHS[_code_for(top)])
         if best is None or size < best[0]:
             best = (size, code, exc)
+    # A constant base (8 bytes) with the other values as exceptions: the pk deltas of a
+    # dense column are all 1, a column flagged everywhere has one flag value.
+    values, freq = np.unique(arr, return_counts=True)
+    common = int(values[int(np.argmax(freq))])
+    if common:
+        exc = arr != common
+        k = int(np.count_nonzero(exc))
+        size = 8 + k * (index_width + _WIDTHS[_code_for(top)])
+        if best is None or size < best[0]:
+            best = (size, _CONSTANT, exc)
     assert best is not None
     _, base_code, exc_mask = best
     base = b""
-    if base_code:
+    if base_code == _CONSTANT:
+        base = _U64.pack(common)
+    elif base_code:
         base_dtype = _DTYPES[base_code]
         assert base_dtype is not None
         base_arr = arr if exc_mask is None else np.where(exc_mask, 0, arr)
@@ -121,7 +140,11 @@ def _encode_field(arr: NDArray[np.uint64]) -> tuple[int, bytes, bytes]:
 
 
 def encode(
-    fields: tuple[str, ...], pks: NDArray[np.integer[Any]], arrays: dict[str, UArray]
+    fields: tuple[str, ...],
+    pks: NDArray[np.integer[Any]],
+    arrays: dict[str, UArray],
+    *,
+    min_saving: float | None = None,
 ) -> bytes:
     """Encode cells: `pks` (distinct bucket pks) and one array per other field, same length.
 
@@ -157,7 +180,8 @@ def encode(
     body = b"".join(payload)
     if len(body) >= 64:
         packed = zlib.compress(body, 6)
-        if len(packed) <= len(body) * (1 - ZLIB_MIN_SAVING):
+        saving = ZLIB_MIN_SAVING if min_saving is None else min_saving
+        if len(packed) <= len(body) * (1 - saving):
             body = packed
             head[1] = _ZLIB
     return bytes(head) + body
@@ -203,7 +227,7 @@ def decode_many(
             desc = blob[pos]
             pos += 1
             base_code, exc_code = desc & 7, desc >> 3
-            if base_code > 4 or exc_code > 4:
+            if base_code > _CONSTANT or exc_code > 4:
                 raise CellBlobError(f"unknown field type code {desc:#x}", j)
             k = 0
             if exc_code:
@@ -214,7 +238,8 @@ def decode_many(
                 if k > n:
                     raise CellBlobError(f"{k} exceptions for {n} cells", j)
             layout.append((base_code, exc_code, k))
-            expected += n * _WIDTHS[base_code] + k * (index_dtype.itemsize + _WIDTHS[exc_code])
+            base_size = 8 if base_code == _CONSTANT else n * _WIDTHS[base_code]
+            expected += base_size + k * (index_dtype.itemsize + _WIDTHS[exc_code])
         payload: bytes | memoryview = memoryview(blob)[pos:]
         if options & _ZLIB:
             try:
@@ -231,8 +256,13 @@ def decode_many(
         ns.append(n)
         offset = 0
         for f, (base_code, exc_code, k) in enumerate(layout):
-            dtype = _DTYPES[base_code]
-            if dtype is None:
+            dtype = _DTYPES[base_code] if base_code != _CONSTANT else None
+            if base_code == _CONSTANT:
+                (common,) = _U64.unpack_from(payload, offset)
+                offset += 8
+                bases[f].append(np.full(n, common, dtype=_DTYPES[_code_for(common)]))
+                any_base[f] = True
+            elif dtype is None:
                 bases[f].append(zeros_u8 if not n else np.zeros(n, dtype=np.uint8))
             else:
                 bases[f].append(np.frombuffer(payload, dtype=dtype, count=n, offset=offset))

@@ -14,14 +14,15 @@ wrote them has committed, so a rolled-back save never leaves a pk behind.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from django.db import DatabaseError, transaction
@@ -147,34 +148,53 @@ class _Known:
     divergent: bool
 
 
-class _BucketCache:
-    """bucket_id -> _Known, least recently used evicted beyond `limit`."""
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A bounded map, least recently used evicted first; safe across threads
+    (the collector calls the store from a thread pool)."""
 
     def __init__(self, limit: int = BUCKET_CACHE_LIMIT) -> None:
         self.limit = limit
-        self._by_id: OrderedDict[str, _Known] = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def get(self, bucket_id: str) -> _Known | None:
-        known = self._by_id.get(bucket_id)
-        if known is not None:
-            self._by_id.move_to_end(bucket_id)
-        return known
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
 
-    def put(self, entries: Sequence[_Known]) -> None:
-        for known in entries:
-            self._by_id[known.meta.bucket_id] = known
-            self._by_id.move_to_end(known.meta.bucket_id)
-        while len(self._by_id) > self.limit:
-            self._by_id.popitem(last=False)
+    def put(self, items: Iterable[tuple[K, V]]) -> None:
+        with self._lock:
+            for key, value in items:
+                self._items[key] = value
+                self._items.move_to_end(key)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def discard(self, keys: Iterable[K]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
 
     def clear(self) -> None:
-        self._by_id.clear()
+        with self._lock:
+            self._items.clear()
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._items)
 
 
-_cache = _BucketCache()
+# Writers' view: bucket_id -> the committed Bucket row.
+_cache: _Lru[str, _Known] = _Lru()
+# Readers' view of bucket metadata by pk: another process (the collector) may change a
+# label or route list, so entries are re-read after META_TTL_S; pks are never reused.
+META_TTL_S = 60.0
+_meta_by_pk: _Lru[int, tuple[RowMeta, str, float]] = _Lru()
 
 
 def clear_bucket_cache() -> None:
@@ -288,9 +308,13 @@ def _observe(
         s.last_ms = max(s.last_ms, t_ms)
         if group and t_ms >= s.group_ms:
             s.group, s.group_ms = group, t_ms
-        if node == s.node or row is s.meta:
-            if node == s.node and t_ms >= s.last_ms:
+        if node == s.node:
+            if t_ms >= s.last_ms:
                 s.meta = row  # the same node's newer metadata
+            continue
+        if row is s.meta:  # the very same metadata: only the better-ranked source counts
+            if _rank(node) < _rank(s.node):
+                s.node = node
             continue
         differs = (row.start, row.end) != (s.meta.start, s.meta.end)
         if _rank(node) < _rank(s.node):
@@ -398,9 +422,8 @@ def _bucket_pks(seen: dict[str, _Seen]) -> dict[str, int]:
 
 
 def _committed(entries: Sequence[_Known], changed: Sequence[int]) -> None:
-    _cache.put(entries)
-    for pk in changed:
-        _meta_by_pk.pop(pk, None)  # this process's readers see the change at once
+    _cache.put((k.meta.bucket_id, k) for k in entries)
+    _meta_by_pk.discard(changed)  # this process's readers see the change at once
 
 
 def _span(meta: RowMeta) -> tuple[bytes, bytes]:
@@ -408,6 +431,14 @@ def _span(meta: RowMeta) -> tuple[bytes, bytes]:
 
 
 def _meta_fields(meta: RowMeta) -> dict[str, Any]:
+    """Bucket columns of a row; a node's value the table cannot hold is a StoreError."""
+    if len(meta.bucket_id) > 255 or len(meta.lineage_id) > 255:
+        raise StoreError(
+            f"bucket {meta.bucket_id[:64]!r}: bucket_id and lineage_id may have at most "
+            "255 characters"
+        )
+    if not 0 <= meta.route_count < 2**63:
+        raise StoreError(f"bucket {meta.bucket_id!r}: route_count {meta.route_count} is too large")
     return {
         "start": meta.start,
         "end": meta.end,
@@ -482,6 +513,7 @@ def save_node_columns(series: int, slot_ms_and_columns: Sequence[tuple[int, Node
                     "group": c.raft_group_ids[keep],
                     "term": c.leader_terms[keep],
                 },
+                min_saving=cellblob.ZLIB_MIN_SAVING_COLD,
             )
             objs.append(
                 StoredNodeColumn(
@@ -500,12 +532,6 @@ def save_node_columns(series: int, slot_ms_and_columns: Sequence[tuple[int, Node
             update_fields=("slot_ms", "cells", "updated_ms"),
             batch_size=500,
         )
-
-
-# Readers' view of bucket metadata by pk: another process (the collector) may change a
-# label or route list, so entries are re-read after META_TTL_S; pks are never reused.
-META_TTL_S = 60.0
-_meta_by_pk: OrderedDict[int, tuple[RowMeta, str, float]] = OrderedDict()
 
 
 def _metas(pks: Sequence[int]) -> tuple[dict[int, RowMeta], dict[int, str]]:
@@ -532,11 +558,7 @@ def _metas(pks: Sequence[int]) -> tuple[dict[int, RowMeta], dict[int, str]]:
 
 
 def _remember_metas(entries: Sequence[tuple[int, RowMeta, str]], now: float) -> None:
-    for pk, meta, text in entries:
-        _meta_by_pk[pk] = (meta, text, now)
-        _meta_by_pk.move_to_end(pk)
-    while len(_meta_by_pk) > BUCKET_CACHE_LIMIT:
-        _meta_by_pk.popitem(last=False)
+    _meta_by_pk.put((pk, (meta, text, now)) for pk, meta, text in entries)
 
 
 def _key_order(metas: Mapping[int, RowMeta]) -> list[int]:
@@ -602,11 +624,14 @@ def _check_merged(c: MergedColumn) -> None:
             )
 
 
-def merged_blob(pks: NDArray[np.int64], values: U64, flags: U8) -> bytes:
-    """Cells of a merged column: only the non-zero or flagged ones."""
+def merged_blob(pks: NDArray[np.int64], values: U64, flags: U8, *, cold: bool = False) -> bytes:
+    """Cells of a merged column: only the non-zero or flagged ones (`cold`: coarse tiers)."""
     keep = (values != 0) | (flags != 0)
     return cellblob.encode(
-        cellblob.MERGED_FIELDS, pks[keep], {"value": values[keep], "flags": flags[keep]}
+        cellblob.MERGED_FIELDS,
+        pks[keep],
+        {"value": values[keep], "flags": flags[keep]},
+        min_saving=cellblob.ZLIB_MIN_SAVING_COLD if cold else None,
     )
 
 
@@ -704,6 +729,11 @@ def retention_ms(tier: int) -> int:
     }[tier]
 
 
+def history_window_ms() -> int:
+    """The longest window the history can answer: the coarsest tier's retention."""
+    return max(retention_ms(tier) for tier in (TIER_FINE, TIER_15M, TIER_1H))
+
+
 def choose_tier(from_ms: int, now_ms: int | None = None) -> int:
     """The finest tier whose retention still covers `from_ms`."""
     now = _now_ms() if now_ms is None else now_ms
@@ -725,7 +755,7 @@ class StoredMatrix:
     warnings: tuple[str, ...] = ()
 
 
-def _check_meta(
+def check_meta(
     contributors: Any, missing: Any, where: Callable[[], str]
 ) -> tuple[dict[str, int], tuple[str, ...]]:
     if not isinstance(contributors, dict) or not all(
@@ -777,7 +807,7 @@ def read_matrix(
     missing: list[tuple[str, ...]] = []
     unknown_cols: list[int] = []
     for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
-        c, m = _check_meta(contrib, miss, partial(_where, tier, series, t))
+        c, m = check_meta(contrib, miss, partial(_where, tier, series, t))
         contributors.append(c)
         missing.append(m)
         if unknown_all:
@@ -882,6 +912,19 @@ class BucketHistory:
     per_node: bool = False  # False on coarse tiers: only merged values are kept there
 
 
+def _cells_of_bucket(
+    fields: tuple[str, ...],
+    blobs: Sequence[bytes | memoryview],
+    pk: int,
+    where: Callable[[int], str],
+) -> tuple[NDArray[np.intp], dict[str, cellblob.UArray]]:
+    """(blob index of each cell of bucket `pk`, {field: those cells}), one batch decode."""
+    counts, pks, arrays = decode_cells_many(fields, blobs, where)
+    hits = np.flatnonzero(pks == pk)
+    owner = np.searchsorted(np.cumsum(counts), hits, side="right")
+    return owner, {name: arr[hits] for name, arr in arrays.items()}
+
+
 def read_bucket(
     series: int,
     bucket_id: str,
@@ -919,37 +962,50 @@ def read_bucket(
     contributors: list[Mapping[str, int]] = []
     missing: list[tuple[str, ...]] = []
     pk = found[0].pk if found else None
-    for j, (t, _, blob, contrib, miss, unknown_all) in enumerate(stored):
-        where = _where(tier, series, t)
-        c, m = _check_meta(contrib, miss, partial(str, where))
+    for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
+        c, m = check_meta(contrib, miss, partial(_where, tier, series, t))
         contributors.append(c)
         missing.append(m)
         unknown[j] = unknown_all
-        if pk is None:
-            continue
-        pks, arrays = decode_cells(cellblob.MERGED_FIELDS, blob, where)
-        i = int(np.searchsorted(pks, pk))
-        if i < pks.shape[0] and int(pks[i]) == pk:
-            values[j] = int(arrays["value"][i]) if "value" in arrays else 0
-            flags[j] = int(arrays["flags"][i]) if "flags" in arrays else 0
+    if pk is not None and stored:
+        owner, cells = _cells_of_bucket(
+            cellblob.MERGED_FIELDS,
+            [r[2] for r in stored],
+            pk,
+            lambda j: _where(tier, series, stored[j][0]),
+        )
+        if "value" in cells:
+            values[owner] = cells["value"]
+        if "flags" in cells:
+            flags[owner] = cells["flags"]
     unknown |= (flags & FLAG_UNKNOWN) != 0
     column_of = {int(t): j for j, t in enumerate(times.tolist())}
     per_node: dict[str, dict[str, Any]] = {}
-    for node, slot, node_t, blob in raw:
+    placed = []  # (node, column) of each raw column, by position in `raw`
+    for node, slot, node_t, _ in raw:
         col = column_of.get(int(slot))
-        if col is None or pk is None:
-            continue
-        where = f"node column of {node} at {node_t} (series {series}, slot {slot})"
-        pks, arrays = decode_cells(cellblob.NODE_FIELDS, blob, where)
-        d = per_node.setdefault(
-            node, {k: np.zeros(n, dtype=np.uint64) for k in ("t", "v", "s", "g", "r")}
+        placed.append((node, col))
+        if col is not None:
+            d = per_node.setdefault(
+                node, {k: np.zeros(n, dtype=np.uint64) for k in ("t", "v", "s", "g", "r")}
+            )
+            d["t"][col] = node_t
+    if pk is not None and raw:
+        owner, cells = _cells_of_bucket(
+            cellblob.NODE_FIELDS,
+            [r[3] for r in raw],
+            pk,
+            lambda j: (
+                f"node column of {raw[j][0]} at {raw[j][2]} (series {series}, slot {raw[j][1]})"
+            ),
         )
-        d["t"][col] = node_t
-        i = int(np.searchsorted(pks, pk))
-        if i < pks.shape[0] and int(pks[i]) == pk:
+        for hit, j in enumerate(owner.tolist()):
+            node, col = placed[j]
+            if col is None:
+                continue
             for key, name in (("v", "value"), ("s", "soft"), ("g", "group"), ("r", "term")):
-                if name in arrays:
-                    d[key][col] = int(arrays[name][i])
+                if name in cells:
+                    per_node[node][key][col] = int(cells[name][hit])
     nodes = tuple(
         NodeContribution(
             node=node,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from keyviz.models import TIER_1H, TIER_15M, TIER_FINE, Bucket, StoredColumn, St
 from keyviz.store import (
     LAST_SEEN_SLACK_MS,
     TIER_STEP_MS,
+    check_meta,
     clear_bucket_cache,
     decode_cells_many,
     mark_dirty,
@@ -77,8 +79,10 @@ def _build(
     contributors: dict[str, int] = {}
     missing: set[str] = set()
     unknown_all = False
-    for _, _, contrib, miss, unknown in finer:
-        for node, node_ms in dict(contrib).items():
+    for t, _, contrib, miss, unknown in finer:
+        where = f"column tier {tier - 1} series {series} at {t}"
+        contrib, miss = check_meta(contrib, miss, partial(str, where))
+        for node, node_ms in contrib.items():
             contributors[node] = max(contributors.get(node, int(node_ms)), int(node_ms))
         missing.update(miss)
         unknown_all = unknown_all or bool(unknown)
@@ -99,7 +103,7 @@ def _build(
         series=series,
         column_ms=end,
         step_ms=TIER_STEP_MS[tier],
-        cells=merged_blob(pk_sums, sums, ors),
+        cells=merged_blob(pk_sums, sums, ors, cold=True),
         contributors=dict(sorted(contributors.items())),
         missing=sorted(missing),
         unknown_all=unknown_all,

@@ -32,16 +32,14 @@ def test_keyviz_history_round_trips_on_postgresql():
         WRITES,
         [(T0 + STEP, node_column("n1", T0 + STEP - 7, {"a": big}, groups={"a": big}, metas=metas))],
     )
+    flags = {2: {"b": FLAG_SOFT | FLAG_UNKNOWN}}
     store.save_merged(
         [
-            merged(T0 + k * STEP, {"a": big if k == 1 else k, "b": 1}, metas=metas)
+            merged(
+                T0 + k * STEP, {"a": big if k == 1 else k, "b": 1}, flags=flags.get(k), metas=metas
+            )
             for k in range(1, 16)
         ]
-        + [
-            merged(
-                T0 + 2 * STEP, {"a": 2, "b": 1}, flags={"b": FLAG_SOFT | FLAG_UNKNOWN}, metas=metas
-            )
-        ][-1:]
     )
     got = store.read_matrix(WRITES, T0, T0 + 16 * STEP, tier=0)
     assert [r.bucket_id for r in got.matrix.rows] == ["a", "b"]

@@ -343,9 +343,15 @@ def test_cellblob_round_trips_every_width_and_compresses_only_when_it_pays():
         assert got_pks.tolist() == pks.tolist()
         assert arrays["value"].tolist() == values.tolist()
         assert "flags" not in arrays
-    dense_ones = cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": np.ones(1024, np.uint64)})
-    assert dense_ones[1] == 1  # zlib: the repeated deltas and values pay
-    assert len(dense_ones) < 100
+    # A repeating pattern: zlib saves far more than a third, so it is used.
+    pattern = np.tile(np.arange(1, 201, dtype=np.uint64), 6)[:1024]
+    packed = cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": pattern})
+    assert packed[1] == 1
+    assert len(packed) < 300
+    assert cellblob.decode(cellblob.MERGED_FIELDS, packed)[1]["value"].tolist() == pattern.tolist()
+    # Noise: zlib would save little, so every reader is spared the inflating.
+    noise = rng.integers(1, 2**32, size=1024, dtype=np.uint64)
+    assert cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": noise})[1] == 0
 
 
 # ---------------------------------------------------------------- failing writes
@@ -504,3 +510,58 @@ def test_rolled_back_save_leaves_no_cached_bucket(monkeypatch):
     got = store.read_matrix(WRITES, T0, T0 + 2 * STEP, tier=0)
     assert [r.bucket_id for r in got.matrix.rows] == ["a", "fresh"]
     assert got.warnings == ()
+
+
+def test_bucket_the_table_cannot_hold_is_refused_by_name_and_nothing_is_stored():
+    long_id = "route:" + "x" * 300
+    with pytest.raises(store.StoreError, match="at most 255 characters"):
+        store.save_merged([merged(T0, {"ok": 1, long_id: 2})])
+    assert not Bucket.objects.exists()
+    assert not StoredColumn.objects.exists()
+
+
+def test_history_window_is_the_coarsest_retention():
+    assert store.history_window_ms() == 30 * 24 * 3_600_000
+
+
+def test_dense_column_stores_its_pks_and_flags_as_constants():
+    n = 1024
+    pks = np.arange(500, 500 + n, dtype=np.int64)  # deltas: 500 then 1, 1, 1, ...
+    values = np.random.default_rng(1).integers(1, 2**32, size=n, dtype=np.uint64)
+    flags = np.full(n, 1, dtype=np.uint8)
+    flags[7] = 3
+    blob = cellblob.encode(cellblob.MERGED_FIELDS, pks, {"value": values, "flags": flags})
+    assert len(blob) < n * 4 + 64  # the values, and little else
+    got_pks, arrays = cellblob.decode(cellblob.MERGED_FIELDS, blob)
+    assert got_pks.tolist() == pks.tolist()
+    assert arrays["value"].tolist() == values.tolist()
+    assert arrays["flags"].tolist() == flags.tolist()
+
+
+def test_read_matrix_equals_a_dense_reference_of_the_saved_columns():
+    rng = np.random.default_rng(21)
+    names = [f"k{i:03d}" for i in range(120)]
+    reference: dict[tuple[str, int], tuple[int, int]] = {}
+    columns = []
+    for k in range(90):
+        t = T0 + k * STEP
+        cells, flags = {}, {}
+        for name in rng.choice(names, size=int(rng.integers(0, 120)), replace=False).tolist():
+            value = [0, 1, 77, 300, 70_000, 2**40, 2**64 - 1][int(rng.integers(0, 7))]
+            flag = [0, 0, 0, FLAG_SOFT, FLAG_CONFLICT, FLAG_UNKNOWN][int(rng.integers(0, 6))]
+            if value or flag:
+                cells[name], flags[name] = value, flag
+                reference[(name, k)] = (value, flag)
+        columns.append(merged(t, cells, flags=flags, unknown_all=k % 17 == 5))
+    store.save_merged(columns)
+    got = store.read_matrix(WRITES, T0, T0 + 90 * STEP, tier=0)
+    m = got.matrix
+    assert [r.bucket_id for r in m.rows] == sorted({name for name, _ in reference})
+    assert m.unknown is not None
+    for i, row in enumerate(m.rows):
+        for k in range(90):
+            value, flag = reference.get((row.bucket_id, k), (0, 0))
+            assert int(m.values[i, k]) == value
+            assert bool(m.soft[i, k]) == bool(flag & FLAG_SOFT)
+            assert bool(m.conflict[i, k]) == bool(flag & FLAG_CONFLICT)
+            assert bool(m.unknown[i, k]) == (bool(flag & FLAG_UNKNOWN) or k % 17 == 5)

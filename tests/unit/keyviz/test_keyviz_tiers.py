@@ -225,3 +225,16 @@ def test_read_bucket_on_a_coarse_tier_has_merged_values_only():
     assert got.values.tolist() == [30]
     assert not got.per_node
     assert got.nodes == ()
+
+
+def test_compaction_of_a_corrupt_column_is_a_store_error_naming_it():
+    store.save_merged([merged(T0 + k * STEP, {"a": 1}) for k in range(1, 16)])
+    StoredColumn.objects.filter(column_ms=T0 + 3 * STEP).update(cells=b"\x01\x00")
+    with pytest.raises(store.StoreError, match=f"column tier 0 series {WRITES} at {T0 + 3 * STEP}"):
+        tiers.compact(T0 + M15 + GRACE)
+    StoredColumn.objects.filter(column_ms=T0 + 3 * STEP).update(
+        cells=bytes(StoredColumn.objects.get(column_ms=T0 + 4 * STEP).cells), missing={"x": 1}
+    )
+    with pytest.raises(store.StoreError, match="is corrupt: missing is not a list"):
+        tiers.compact(T0 + M15 + GRACE)
+    assert not StoredColumn.objects.filter(tier=1).exists()
