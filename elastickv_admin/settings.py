@@ -178,7 +178,14 @@ def _channel_layers() -> dict[str, object]:
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                # A viewer waits in BZPOPMIN for up to 5 s (channels_redis' brpop_timeout);
+                # redis-py 8 reads with a 5 s socket timeout by default, so an idle viewer
+                # (no column for 5 s: a long step, a collector starting) would crash.
+                "hosts": [{"address": redis_url, "socket_timeout": 30}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
 
@@ -301,10 +308,10 @@ def _portal_config() -> PortalConfig:
             "ELASTICKV_ADMIN_MAX_RECEIVE_BYTES", 64 * 1024 * 1024, minimum=1024
         ),
         writes_merge=writes_merge,
+        keyviz_step_ms=env_parsed("ELASTICKV_ADMIN_KEYVIZ_STEP", DEFAULT_KEYVIZ_STEP, parse_step),
         keyviz_retention_fine_ms=retention[0],
         keyviz_retention_15m_ms=retention[1],
         keyviz_retention_1h_ms=retention[2],
-        keyviz_step_ms=env_parsed("ELASTICKV_ADMIN_KEYVIZ_STEP", DEFAULT_KEYVIZ_STEP, parse_step),
     )
 
 

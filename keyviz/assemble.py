@@ -26,7 +26,7 @@ import numpy as np
 
 from keyviz.columns import FLAG_CONFLICT, FLAG_SOFT, FLAG_UNKNOWN, MergedColumn, NodeColumn
 from keyviz.matrix import NodeMatrix, RowMeta, node_matrix_from_response
-from keyviz.merge import is_write_series, merge_writes
+from keyviz.merge import is_write_series, merge_writes, writes_merge_policy
 from proto import admin_pb2
 
 # Rows remembered with their Raft group (to mark a missing node's rows unknown).
@@ -58,11 +58,6 @@ def column_from_event(node: str, column: admin_pb2.KeyVizColumn) -> NodeColumn:
     response = admin_pb2.GetKeyVizMatrixResponse(column_unix_ms=[column.column_unix_ms])
     response.rows.extend(column.rows)
     return columns_of(node_matrix_from_response(node, response))[0]
-
-
-def writes_policy(setting: str) -> str:
-    """merge.merge_writes' policy for ELASTICKV_ADMIN_WRITES_MERGE (`dedupe` = `design`)."""
-    return "sum" if setting == "sum" else "design"
 
 
 class LeaderBook:
@@ -178,7 +173,7 @@ def merge_slot(
             values,
             groups,
             terms,
-            policy=writes_policy(writes_merge),  # type: ignore[arg-type]
+            policy=writes_merge_policy(writes_merge),
         )
     else:
         merged, conflict = np.add.reduce(values, axis=0), np.zeros(len(rows), dtype=np.bool_)
@@ -223,5 +218,4 @@ __all__ = [
     "column_from_event",
     "columns_of",
     "merge_slot",
-    "writes_policy",
 ]

@@ -26,7 +26,7 @@ from django.test import override_settings
 
 from cluster.client import node_client, reset_node_client
 from cluster.discovery import reset_discovery
-from devcluster import DevCluster, Op
+from devcluster import DevCluster, FlushJitter, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin.asgi import application
 from elastickv_admin.config import PortalConfig
@@ -379,3 +379,98 @@ async def test_live_equals_the_store_cell_for_cell_over_a_node_outage(
         assert all(cells[b] == (0, 0) for b in extra)
     assert mismatches == []
     assert saw_missing  # the outage really showed
+
+
+def _move_table(old: str, new: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {old} RENAME TO {new}")
+
+
+async def test_a_failing_store_is_reported_and_never_stops_the_live_columns(
+    devcluster_factory, collect, viewer_token
+):
+    cluster = devcluster_factory(timers=False, step_ms=STEP)
+    flusher = Flusher(cluster, {"n1": 0.2, "n2": 0.4, "n3": 0.6})
+    flusher.start()
+    collector = await collect(cluster)
+    await until(lambda: final_through(collector, wall_ms() - 2 * STEP))
+    comm = WebsocketCommunicator(
+        application,
+        "/api/stream",
+        headers=[*ORIGIN, (b"authorization", f"Bearer {viewer_token}".encode())],
+    )
+    assert (await comm.connect())[0]
+    await comm.receive_json_from()
+    await comm.send_json_to({"type": "subscribe", "series": "writes"})
+
+    async def columns(n: int) -> list[int]:
+        got: list[int] = []
+        while len(got) < n:
+            message = await comm.receive_json_from(10)
+            if message["type"] == "column":
+                got.append(message["column_unix_ms"])
+                await comm.send_json_to({"type": "ack", "column_unix_ms": got[-1]})
+        return got
+
+    await columns(1)
+    # The merged history cannot be written any more (a real failure of the database).
+    move = sync_to_async(_move_table, thread_sensitive=False)
+    await move("keyviz_storedcolumn", "keyviz_storedcolumn_away")
+    try:
+        during = await columns(4)
+        assert all(b - a == STEP for a, b in itertools.pairwise(during))
+        doc = await sync_to_async(store.load_state, thread_sensitive=False)("collector")
+        assert doc is not None
+        assert doc["last_error"].startswith("history not being recorded: ")
+    finally:
+        await move("keyviz_storedcolumn_away", "keyviz_storedcolumn")
+    # Writable again: the error clears with the next merged column saved.
+    await until(lambda: collector.history.last_error is None)
+    await flusher.stop()
+    await comm.disconnect()
+
+
+async def test_on_the_nodes_own_timers_jitter_and_a_restart_neither_lose_nor_double_counts(
+    devcluster_factory, collect
+):
+    # The devcluster's own flush timers: phases either side of half a step, every flush
+    # 0-30% of a step late and one in ten up to 60%; then one node restarts at a new phase.
+    cluster = devcluster_factory(
+        timers=True,
+        step_ms=STEP,
+        flush_phases={"n1": 40, "n2": STEP // 2 - 3, "n3": STEP // 2 + 3},
+        flush_jitter=FlushJitter(max_ms=int(0.3 * STEP), late_prob=0.1, late_ms=int(0.6 * STEP)),
+    )
+    collector = await collect(cluster)
+    await until(lambda: final_through(collector, wall_ms() - 2 * STEP))
+    rng = random.Random(11)
+    injected = 0
+
+    async def inject(steps: int) -> None:
+        nonlocal injected
+        for _ in range(steps):
+            for _ in range(10):
+                node = rng.choice(["n1", "n2", "n3"])
+                key = f"user:{rng.randrange(50)}".encode()
+                injected += cluster.inject([Op(node, "write", key, count=rng.randrange(1, 9))])
+            await asyncio.sleep(STEP / 1000)
+
+    await inject(6)
+    # n2 restarts at another phase: its ring is gone from the node, not from the store.
+    await asyncio.sleep(2 * STEP / 1000)  # every count flushed (nothing new meanwhile)
+    n2_before = flushed_writes(cluster, "n2")
+    cluster.restart_node("n2", new_phase_ms=STEP // 4)
+    await inject(6)
+    await asyncio.sleep(2 * STEP / 1000)
+    await until(lambda: final_through(collector, wall_ms() - STEP))
+    await asyncio.sleep(STEP / 1000)  # amendments of the last columns
+    on_nodes = sum(flushed_writes(cluster, n) for n in ("n1", "n2", "n3"))
+    assert n2_before > 0
+    assert on_nodes + n2_before == injected
+    stored = await read_matrix(WRITES, 0, wall_ms() + STEP, tier=0)
+    # Every count any node flushed, once.
+    assert int(stored.matrix.values.sum()) == injected
+    times = stored.matrix.column_unix_ms.tolist()
+    assert all(b - a == STEP for a, b in itertools.pairwise(times))
