@@ -126,6 +126,10 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     assert page.locator("h1").inner_text() == "Key Visualizer"
     rows = len(page.evaluate("window.keyviz.rowIds()"))
     assert page.get_by_test_id("kv-summary").inner_text().startswith(f"{rows} \u00d7 6 cells")
+    # The node status shown is the collector's, with how long ago it last wrote.
+    assert re.fullmatch(
+        r" · collector \d+(\.\d)? s ago", page.get_by_test_id("kv-collector-age").inner_text()
+    )
     assert bright(pixel(page, hot, columns[3]))
     assert not bright(pixel(page, hot, columns[2]))
     # The store keeps only cells with traffic: a row idle in this series is not shown.
