@@ -27,14 +27,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_keyviz_store import fresh_database, setup_django  # noqa: E402
+from benchmarks.bench_keyviz_store import fresh_database, setup_django  # noqa: E402
+
+if TYPE_CHECKING:
+    from keyviz.columns import NodeColumn
+    from keyviz.matrix import RowMeta
 
 STEP = 60_000
 BUCKETS = 1024
@@ -48,11 +52,9 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def catalog(n: int) -> list[object]:
-    from keyviz.matrix import RowMeta
-
+def catalog(n: int, row: type[RowMeta]) -> list[RowMeta]:
     return [
-        RowMeta(
+        row(
             f"route:{i}",
             start=f"user:{i:05d}".encode(),
             end=f"user:{i + 1:05d}".encode(),
@@ -64,15 +66,15 @@ def catalog(n: int) -> list[object]:
 
 
 def node_column(
-    rng: np.random.Generator, rows: list[object], node: str, at: int, active: int
-) -> object:
+    rng: np.random.Generator, rows: list[RowMeta], node: str, at: int, active: int
+) -> NodeColumn:
     from keyviz.columns import NodeColumn
 
     pick = np.sort(rng.choice(len(rows), size=active, replace=False))
     return NodeColumn(
         node=node,
         column_unix_ms=at,
-        rows=tuple(rows[i] for i in pick.tolist()),  # type: ignore[misc]
+        rows=tuple(rows[i] for i in pick.tolist()),
         values=rng.integers(1, 5_000, size=active, dtype=np.uint64),
         soft=rng.random(active) < 0.01,
         raft_group_ids=(pick % 8 + 1).astype(np.uint64),
@@ -88,11 +90,12 @@ async def run(nodes: int, active: int, steps: int, warmup: int) -> dict[str, flo
     from keyviz.collector import Collector
     from keyviz.feeds import PollSchedule
     from keyviz.finalize import SeriesLedger
-    from keyviz.intake import NodeTrack
+    from keyviz.intake import Fetched, NodeTrack
     from keyviz.lease import LocalLease
+    from keyviz.matrix import RowMeta
 
     rng = np.random.default_rng(7)
-    rows = catalog(BUCKETS)
+    rows = catalog(BUCKETS, RowMeta)
     collector = Collector(layer=InMemoryChannelLayer(), lease=LocalLease(), step_ms=STEP)
     collector.step_ms = STEP
     intake = collector.nodes
@@ -111,13 +114,13 @@ async def run(nodes: int, active: int, steps: int, warmup: int) -> dict[str, flo
     base = (time.time_ns() // 1_000_000 // STEP - steps - warmup - 2) * STEP
     take_cpu, final_cpu, wall = [], [], []
     for k in range(steps + warmup):
-        fetched = []
+        fetched: Fetched = []
         for track, phase in zip(tracks, phases.tolist(), strict=True):
             at = base + k * STEP + phase + int(rng.integers(0, 280))
             for s in SERIES:
                 fetched.append((track, s, [node_column(rng, rows, track.label, at, active)]))
         t0, c0 = time.perf_counter(), time.process_time()
-        await collector._take(fetched)  # type: ignore[arg-type]
+        await collector._take(fetched)
         c1 = time.process_time()
         await collector._finalize()
         c2, t2 = time.process_time(), time.perf_counter()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import weakref
@@ -100,6 +101,7 @@ class Collector:
         self.history = History()
         self._state_saved = 0.0
         self._closed = False
+        self._failing: frozenset[str] = frozenset()
 
     # -- lifecycle: the lease ------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ class Collector:
         await self._take(fetched, pushed)
         if tracks:
             self.nodes.polled(tracks, before)
+        self._status_notice()
         await self._send_notices()
         await self.nodes.refresh_leaders()
         await self._finalize()
@@ -297,6 +300,17 @@ class Collector:
                 self._pending[series].setdefault(slot, {})[c.node] = c
         for series, items in saves.items():
             await self.history.call("save node columns", store.save_node_columns, series, items)
+
+    def _status_notice(self) -> None:
+        """A `status` message to every series' viewers when the set of failing nodes changes."""
+        failing = frozenset(t.label for t in self.nodes.tracks.values() if not t.ok)
+        if failing == self._failing:
+            return
+        self._failing = failing
+        nodes = summary_of(self.nodes.status())
+        for name in SERIES:
+            text = json.dumps({"type": "status", "series": name, "nodes": nodes})
+            self.nodes.notices.append((name, {"type": "keyviz.notice", "json": text}))
 
     async def _send_notices(self) -> None:
         notices, self.nodes.notices = self.nodes.notices, []
