@@ -339,3 +339,19 @@ async def test_an_empty_window_has_the_collectors_step_not_a_default(api):
     doc = (await api.get("/api/keyviz/matrix")).json()
     assert doc["rows"] == []
     assert (doc["step_ms"], doc["tier_step_ms"]) == (5_000, 5_000)
+
+
+async def test_the_cell_detail_of_a_coarse_tier_has_merged_values_and_says_no_per_node(api):
+    await collector_ran()
+    hour3, _ = await fill_days_ago()
+    resp = await api.get("/api/keyviz/buckets/route:1", {"from": str(now_ms() - 7 * DAY)})
+    assert resp.status_code == 200
+    doc = resp.json()
+    assert (doc["tier"], doc["per_node"]) == (1, False)
+    assert doc["column_unix_ms"] == [hour3 - HOUR + MIN15, hour3 - HOUR + 2 * MIN15]
+    assert doc["bucket"]["values"] == [15, 15]
+    assert doc["contributions"] == []
+    unknown = (
+        await api.get("/api/keyviz/buckets/route:2", {"from": str(now_ms() - 7 * DAY)})
+    ).json()
+    assert unknown["bucket"]["unknown"] == [1]
