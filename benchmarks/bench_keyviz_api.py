@@ -1,16 +1,18 @@
-"""End-to-end time of GET /api/keyviz/matrix against a devcluster serving full matrices.
+"""The cost of fetching full KeyViz matrices from a devcluster: the collector's backfill.
 
-Sizes from issue 5: 3 nodes x 1024 rows x 1440 columns and 5 nodes x 1024 x 4096.
-Every node sees traffic on every route in every column (writes entered on every
-node, as upstream nodes count them), so each node answers a full matrix.
+Page loads and GET /api/keyviz/matrix no longer ask the nodes (they read the store:
+benchmarks/bench_keyviz_serve.py); the collector still fetches each node's ring
+when it starts, with the same node client and decoder. Sizes from issue 5:
+3 nodes x 1024 rows x 1440 columns and 5 nodes x 1024 x 4096. Every node sees
+traffic on every route in every column (writes entered on every node, as
+upstream nodes count them), so each node answers a full matrix.
 
 The nodes run in a child process (as real nodes run on other machines), so the
 portal's own work and the nodes' work do not share one interpreter lock.
-Printed per size: the raw fan-out (node-side time included), the decoding of
+Printed per size: the raw fan-out (node-side time included) and the decoding of
 the fetched bytes both ways (protobuf's ParseFromString then numpy, and
-proto/wire.py straight to numpy, which the API uses), and the whole API request
-through Django in-process (fan-out, decode, merge, budgets, JSON), as median and
-max over several requests.
+proto/wire.py straight to numpy, which the collector uses), as median and max
+over several requests.
 
     .venv/bin/python benchmarks/bench_keyviz_api.py [--quick]
 """
@@ -38,7 +40,6 @@ django.setup()
 import numpy as np  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
-from benchmarks.signed_in import viewer_client  # noqa: E402
 from cluster.client import node_client, reset_node_client  # noqa: E402
 from cluster.discovery import discovery, reset_discovery  # noqa: E402
 from cluster.fanout import fan_out  # noqa: E402
@@ -115,24 +116,9 @@ async def measure(
             for address, data in wire.items():
                 node_matrix_from_bytes(address, data)
             wire_times.append(time.perf_counter() - t)
-        client = await viewer_client()
-        query = {"series": "writes", "from": str(first), "to": str(first + columns * STEP)}
-        api_times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            resp = await client.get("/api/keyviz/matrix", query)
-            api_times.append(time.perf_counter() - t)
-            assert resp.status_code == 200, resp.content[:300]
-        doc = resp.json()
-        shown = f"{len(doc['rows'])} x {len(doc['column_unix_ms'])}"
         report(f"fan-out (raw bytes, {size_mb:.1f} MB, node-side time included)", raw_times)
         report("decode: protobuf ParseFromString + to numpy (all nodes)", protobuf_times)
-        report("decode: proto/wire.py to numpy (all nodes, API path)", wire_times)
-        report(f"GET /api/keyviz/matrix (JSON, shown {shown})", api_times)
-        print(
-            f"  API minus fan-out (decode, merge, budgets, JSON)      "
-            f"median {(statistics.median(api_times) - statistics.median(raw_times)) * 1000:8.1f} ms"
-        )
+        report("decode: proto/wire.py to numpy (all nodes, collector path)", wire_times)
         await node_client().close()
 
 

@@ -257,16 +257,16 @@ def start_exit_watchdog(deadline_s: float = SHUTDOWN_DEADLINE_S) -> None:
 def _shutdown_live(cli: Any) -> Any:
     """Before daphne cancels the applications (SIGTERM/SIGINT): close every open
     WebSocket with 1001 and a reason (daphne's websocket.close carries no reason, so
-    this goes to the protocols directly), stop the live pollers and release their
-    leases, so another portal process takes the series over at once. Returns the
-    Deferred the reactor waits for."""
+    this goes to the protocols directly), stop the KeyViz collector and release its
+    lease, so another portal process takes over at once. Returns the Deferred the
+    reactor waits for."""
     import asyncio
 
     from daphne.ws_protocol import WebSocketProtocol
     from twisted.internet import defer
 
     from cluster.client import node_client
-    from keyviz.live import close_live_hub
+    from keyviz.collector import close_collector
 
     server = getattr(cli, "server", None)
     closing = [
@@ -281,7 +281,7 @@ def _shutdown_live(cli: Any) -> Any:
             protocol.sendCloseFrame(
                 code=SHUTDOWN_CLOSE_CODE, reasonUtf8=SHUTDOWN_REASON.encode(), isReply=False
             )
-        except Exception as exc:  # one bad socket must not keep the leases held
+        except Exception as exc:  # one bad socket must not keep the lease held
             print(f"shutdown: cannot close a WebSocket: {exc}", file=sys.stderr)
 
     async def closed() -> None:
@@ -292,13 +292,24 @@ def _shutdown_live(cli: Any) -> Any:
 
     async def shutdown() -> None:
         try:
-            await asyncio.gather(closed(), close_live_hub())
+            await asyncio.gather(closed(), close_collector())
         finally:
             await node_client().close()  # this loop's channels, before the loop goes
 
     done = defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
     done.addErrback(lambda failure: print(f"live shutdown: {failure}", file=sys.stderr))
     return done
+
+
+def _start_collector() -> None:
+    """Every serve (and demo) process runs a KeyViz collector on daphne's event loop; it
+    works only while it holds the cluster's collector lease (keyviz/collector.py)."""
+    import asyncio
+
+    from keyviz.collector import start_collector
+
+    # On the loop (start_collector takes the running loop's collector).
+    asyncio.get_event_loop().call_soon(start_collector)
 
 
 def freeze_startup_objects() -> None:
@@ -328,6 +339,7 @@ def run_daphne(bind: str) -> None:
     # Registered before daphne's own trigger (which cancels the applications): run first.
     reactor.addSystemEventTrigger("before", "shutdown", start_exit_watchdog)  # type: ignore[arg-type]
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown_live, cli)  # type: ignore[arg-type]
+    reactor.callWhenRunning(_start_collector)
     cli.run(argv)
 
 

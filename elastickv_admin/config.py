@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 
 DEFAULT_RPC_TIMEOUT_S = 5.0
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# KeyViz history retention per tier (DESIGN.md "the portal is the cluster's memory").
+DEFAULT_KEYVIZ_RETENTION_FINE_MS = 24 * 3_600_000
+DEFAULT_KEYVIZ_RETENTION_15M_MS = 7 * 24 * 3_600_000
+DEFAULT_KEYVIZ_RETENTION_1H_MS = 30 * 24 * 3_600_000
 # How per-node write counts combine (DESIGN.md "Merge rules", rule 4): "sum" (the
 # default: today's nodes count each logical write once) or "dedupe" (by Raft group
 # and term, for nodes that report replicated counts); "design" is the old name of dedupe.
 WRITES_MERGE_POLICIES = ("sum", "dedupe")
 WRITES_MERGE_ALIASES = {"design": "dedupe"}
 DEFAULT_KEYVIZ_STEP = "60s"  # the nodes' own --keyvizStep default
-# KeyViz history retention per tier (DESIGN.md "the portal is the cluster's memory").
-DEFAULT_KEYVIZ_RETENTION_FINE_MS = 24 * 3_600_000
-DEFAULT_KEYVIZ_RETENTION_15M_MS = 7 * 24 * 3_600_000
-DEFAULT_KEYVIZ_RETENTION_1H_MS = 30 * 24 * 3_600_000
 
 
 @dataclass(frozen=True)

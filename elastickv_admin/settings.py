@@ -188,7 +188,14 @@ def _channel_layers() -> dict[str, object]:
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                # A viewer waits in BZPOPMIN for up to 5 s (channels_redis' brpop_timeout);
+                # redis-py 8 reads with a 5 s socket timeout by default, so an idle viewer
+                # (no column for 5 s: a long step, a collector starting) would crash.
+                "hosts": [{"address": redis_url, "socket_timeout": 30}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
 

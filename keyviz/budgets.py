@@ -1,7 +1,8 @@
 """Row and column budgets for a merged matrix (DESIGN "KeyViz merge" steps 7-8).
 
 Both only ever join ADJACENT rows (key order) or columns (time order), sum
-their values exactly in uint64 and OR their flags, so totals are preserved
+their values exactly in uint64 and OR their flags (soft, conflict, degraded and
+unknown: a joined cell with any unknown part is unknown), so totals are preserved
 and every displayed cell still maps to a range of base cells (Provenance).
 
 Row budget: while there are too many rows, join the adjacent pair whose
@@ -143,6 +144,7 @@ def apply_row_budget(m: MergedMatrix, max_rows: int = DEFAULT_ROWS) -> MergedMat
         soft=_join_rows(np.logical_or, m.soft, bounds),
         conflict=_join_rows(np.logical_or, m.conflict, bounds),
         degraded=_join_rows(np.logical_or, m.degraded, bounds),
+        unknown=None if m.unknown is None else _join_rows(np.logical_or, m.unknown, bounds),
         provenance=None if prov is None else replace(prov, row_edges=prov.row_edges[edges]),
     )
 
@@ -269,6 +271,9 @@ def apply_column_budget(m: MergedMatrix, max_cols: int = DEFAULT_COLS) -> Merged
         soft=_join_columns(np.logical_or, m.soft, starts, runs),
         conflict=_join_columns(np.logical_or, m.conflict, starts, runs),
         degraded=_join_columns(np.logical_or, m.degraded, starts, runs),
+        unknown=None
+        if m.unknown is None
+        else _join_columns(np.logical_or, m.unknown, starts, runs),
         provenance=None if prov is None else replace(prov, column_edges=prov.column_edges[edges]),
     )
 

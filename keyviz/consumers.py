@@ -2,7 +2,9 @@
 
 One consumer per browser tab. It checks every client message, joins the
 channel layer group of the series the client subscribed to, and forwards
-what the series poller (live.py) broadcasts. It never talks to nodes.
+what the cluster's one collector (collector.py) publishes there: final
+columns and amendments. What a viewer gets first (step, node status, the
+last final columns) comes from the database (live.py). It never talks to nodes.
 
 Flow control: every viewer has a bounded outbox. At most `MAX_UNACKED`
 columns are in flight until the client acknowledges them (`ack`); columns
@@ -32,7 +34,8 @@ from accounts.roles import VIEW_DASHBOARDS
 from accounts.ws import MAX_FRAME_BYTES, parse_frame
 from elastickv_admin import metrics
 from elastickv_admin.errors import ApiError, ParamError
-from keyviz.live import PROTOCOL, group_name, live_hub, render_column
+from keyviz.live import remember_rows, row_metadata, subscribed
+from keyviz.messages import PROTOCOL, group_name, render_column
 from keyviz.params import MAX_UNIX_MS, SERIES
 
 log = logging.getLogger(__name__)
@@ -336,45 +339,48 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     # -- subscriptions ------------------------------------------------------------------------
 
     async def _subscribe(self, request: Subscribe) -> None:
-        hub = live_hub()
         same = request.series == self.series
         if not same:
             await self._leave()
-        # Subscribing again to the same series (after a resync) keeps the poller running.
         self.series, self.format = request.series, request.format
         self.sent_rows = set()
         self.last_column_ms = -1
         self.outbox.restart()
         if not same:
-            # Join the group before the poller can start, so no column slips between.
+            # Join the group before reading the replay, so no column slips between.
             await self.channel_layer.group_add(group_name(request.series), self.channel_name)
-            await hub.subscribe(request.series)
+        first = await subscribed(request.series)
         self._control(
             {
                 "type": "subscribed",
                 "series": request.series,
                 "format": request.format,
                 "protocol": PROTOCOL,
-                "step_ms": hub.step_ms(request.series),
+                "step_ms": first.step_ms,
                 "max_unacked": self.outbox.max_unacked,
-                "nodes": hub.status(request.series),
+                "nodes": first.nodes,
+                "collector": first.collector,
             }
         )
-        for event in hub.recent(request.series):
+        for event in first.replay:
             self.keyviz_column_event(event)
 
     async def _leave(self) -> None:
         series, self.series = self.series, None
         if series is not None:
-            try:
-                await self.channel_layer.group_discard(group_name(series), self.channel_name)
-            finally:
-                await live_hub().unsubscribe(series)
+            await self.channel_layer.group_discard(group_name(series), self.channel_name)
 
     # -- channel layer handlers (type "keyviz.column" -> keyviz_column) -------------------------
 
     async def keyviz_column(self, event: dict[str, Any]) -> None:
+        remember_rows(event)
         self.keyviz_column_event(event)
+
+    async def keyviz_amend(self, event: dict[str, Any]) -> None:
+        """A published column changed (late data): it replaces the viewer's copy."""
+        remember_rows(event)
+        if self.series is not None and event.get("series") == self.series:
+            self.outbox.column(event)
 
     async def keyviz_notice(self, event: dict[str, Any]) -> None:
         if self.series is not None and not self.outbox.paused:
@@ -397,7 +403,6 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             asyncio.get_running_loop().create_task(self.close(code=CLOSE_OVERFLOW))
 
     async def _send_loop(self) -> None:
-        hub = live_hub()
         while True:
             item = await self.outbox.get()
             message = item.message
@@ -406,7 +411,7 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     message,
                     self.format,
                     self.sent_rows,
-                    partial(hub.row_metadata, message["series"]),
+                    partial(row_metadata, message["series"]),
                 )
                 if isinstance(frame, bytes):
                     await self.send(bytes_data=frame)

@@ -1,20 +1,20 @@
-"""Who polls a series when several portal processes share Redis: a lease per series.
+"""Which portal process runs the KeyViz collector: a lease.
 
-DESIGN.md "Live heatmap": N viewers cost one fan-out per step. With Redis as
-the channel layer every portal process delivers the broadcast of a series to
-its own viewers, so only one process needs to poll it. `RedisLease` grants a
-series to one process at a time:
+DESIGN.md "KeyViz: the portal is the cluster's memory": one collector per
+cluster, across all portal processes. Every `serve` process runs a collector
+that works only while it holds the lease `keyviz:collector`:
 
-- acquire: ``SET keyviz:poller:<series> <owner> NX PX <ttl>``;
-- renew (every `renew_s`): extend the expiry only if the value is still ours
-  (compare-and-set, a small Lua script);
-- release: delete the key only if it is still ours (compare-and-delete).
+- `RedisLease` (REDIS_URL set, several processes):
+  acquire ``SET keyviz:collector <owner> NX PX <ttl>``; renew every `renew_s`
+  by extending the expiry only if the value is still ours (compare-and-set, a
+  small Lua script); release by deleting it only if it is still ours.
+- `LocalLease` (no Redis: the in-memory channel layer is one process): always ours.
 
-The hub (live.py) renews while it polls and stops its poller when a renewal
-fails; a process with viewers but no lease asks again every `renew_s`. When
-the holder dies its key expires after `ttl_ms`, so another process takes
-over within ``ttl + renew_s`` (4 s by default); a holder that shuts down
-cleanly releases at once.
+The collector renews every second and stops collecting when a renewal fails;
+a process without the lease asks again every `renew_s`. When the holder dies
+its key expires after `ttl_ms`, so another process takes over within
+``ttl + renew_s`` (4 s by default); a holder that shuts down cleanly releases
+at once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 import secrets
 import socket
 import weakref
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 RENEW_S = 1.0
 TTL_MS = 3_000
-KEY_PREFIX = "keyviz:poller:"
+KEY_PREFIX = "keyviz:"
+COLLECTOR = "collector"  # the lease name: key keyviz:collector
 
 # KEYS[1] the lease key, ARGV[1] our owner id, ARGV[2] the new ttl in ms.
 _RENEW = """
@@ -56,11 +57,54 @@ def process_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+class Lease(Protocol):
+    """Grants a name to one holder at a time. `renew_s` None: a grant lasts until
+    released; otherwise the holder renews every `renew_s` (False: lost)."""
+
+    @property
+    def renew_s(self) -> float | None: ...
+
+    async def acquire(self, name: str) -> bool: ...
+
+    async def renew(self, name: str) -> bool: ...
+
+    async def release(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalLease:
+    """One process (the in-memory channel layer): always granted."""
+
+    renew_s: float | None = None
+
+    async def acquire(self, name: str) -> bool:
+        return True
+
+    async def renew(self, name: str) -> bool:
+        return True
+
+    async def release(self, name: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def default_lease() -> Lease:
+    """RedisLease when REDIS_URL is set (several processes may run a collector),
+    LocalLease otherwise."""
+    from django.conf import settings
+
+    url = getattr(settings, "REDIS_URL", "")
+    return RedisLease(url) if url else LocalLease()
+
+
 class RedisLease:
-    """One poller per series across the portal processes sharing a Redis (see module doc).
+    """One holder per name across the portal processes sharing a Redis (see module doc).
 
     Redis errors never propagate: acquiring or renewing then answers False
-    (this process does not poll), releasing gives up (the key expires).
+    (this process does not hold it), releasing gives up (the key expires).
     """
 
     def __init__(
@@ -84,8 +128,8 @@ class RedisLease:
             weakref.WeakKeyDictionary()
         )
 
-    def key(self, series: str) -> str:
-        return self.prefix + series
+    def key(self, name: str) -> str:
+        return self.prefix + name
 
     def _client(self) -> Redis:
         loop = asyncio.get_running_loop()
@@ -96,35 +140,35 @@ class RedisLease:
             )
         return client
 
-    async def acquire(self, series: str) -> bool:
+    async def acquire(self, name: str) -> bool:
         """Take the lease if nobody holds it (or extend it if we already do)."""
         try:
             client = self._client()
-            if await client.set(self.key(series), self.owner, nx=True, px=self.ttl_ms):
+            if await client.set(self.key(name), self.owner, nx=True, px=self.ttl_ms):
                 return True
-            return await self._eval(client, _RENEW, series, self.ttl_ms)
+            return await self._eval(client, _RENEW, name, self.ttl_ms)
         except (RedisError, OSError) as exc:
-            log.warning("poller lease %s: cannot acquire (%s)", series, exc)
+            log.warning("lease %s: cannot acquire (%s)", name, exc)
             return False
 
-    async def renew(self, series: str) -> bool:
+    async def renew(self, name: str) -> bool:
         """Extend our lease; False when it is no longer ours (expired, taken) or Redis fails."""
         try:
-            return await self._eval(self._client(), _RENEW, series, self.ttl_ms)
+            return await self._eval(self._client(), _RENEW, name, self.ttl_ms)
         except (RedisError, OSError) as exc:
-            log.warning("poller lease %s: cannot renew (%s)", series, exc)
+            log.warning("lease %s: cannot renew (%s)", name, exc)
             return False
 
-    async def release(self, series: str) -> None:
+    async def release(self, name: str) -> None:
         """Give the lease up if it is still ours, so another process takes over at once."""
         try:
-            await self._eval(self._client(), _RELEASE, series)
+            await self._eval(self._client(), _RELEASE, name)
         except (RedisError, OSError) as exc:
-            log.warning("poller lease %s: cannot release, it expires (%s)", series, exc)
+            log.warning("lease %s: cannot release, it expires (%s)", name, exc)
 
-    async def holder(self, series: str) -> str | None:
-        """The owner id holding a series, if any (status, tests)."""
-        value: Any = await self._client().get(self.key(series))
+    async def holder(self, name: str) -> str | None:
+        """The owner id holding a name, if any (status, tests)."""
+        value: Any = await self._client().get(self.key(name))
         return None if value is None else bytes(value).decode()
 
     async def close(self) -> None:
@@ -133,9 +177,19 @@ class RedisLease:
         if client is not None:
             await client.aclose()
 
-    async def _eval(self, client: Redis, script: str, series: str, *args: int) -> bool:
-        result: Any = await client.eval(script, 1, self.key(series), self.owner, *args)
+    async def _eval(self, client: Redis, script: str, name: str, *args: int) -> bool:
+        result: Any = await client.eval(script, 1, self.key(name), self.owner, *args)
         return bool(result)
 
 
-__all__ = ["KEY_PREFIX", "RENEW_S", "TTL_MS", "RedisLease", "process_owner_id"]
+__all__ = [
+    "COLLECTOR",
+    "KEY_PREFIX",
+    "RENEW_S",
+    "TTL_MS",
+    "Lease",
+    "LocalLease",
+    "RedisLease",
+    "default_lease",
+    "process_owner_id",
+]

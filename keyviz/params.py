@@ -10,11 +10,16 @@ now; given only `to`, it is the hour before `to`. The window is half-open,
 base64url, RFC 4648 section 5, padding optional) keep only the rows whose key
 range meets [start_key, end_key); empty means the smallest key / +infinity.
 The rows are restricted before the row budget, so a zoom into a key range is
-re-bucketed for real. `step_ms` is the nodes' KeyViz step when the caller
-knows it (the page passes the live stream's); otherwise the merge infers it
-from the column spacing, which a window of only a column or two per node
-cannot show. Errors are `ParamError(param, message)`; the view turns them into
-a 400 whose message names the parameter and says what to fix. Every number is checked
+re-bucketed for real. `step_ms` is accepted for older pages and ignored: the
+store knows the step of every column it holds.
+
+The window may be as long as the store keeps history (its coarsest tier's
+retention, 30 days by default); a longer one is a 400 naming `from`/`to` and
+the limit. The tier read is chosen from the window (`tier_for_window`): the
+finest tier whose retention still covers `from`, so the last 24 h come at the
+nodes' step, a week in 15 min columns and a month in 1 h columns. Errors are
+`ParamError(param, message)`; the view turns them into a 400 whose message
+names the parameter and says what to fix. Every number is checked
 against its range here (`from`/`to` 0 to MAX_UNIX_MS, `rows`, `cols`, `step_ms` from 1 to
 their cap), so nothing out of range reaches the int64 fields of a node request.
 """
@@ -44,9 +49,11 @@ Format = Literal["json", "bin"]
 
 DEFAULT_WINDOW_MS = 60 * 60 * 1000
 MAX_STEP_MS = 24 * 60 * 60 * 1000
-MAX_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 # Times are int64 on the wire; the portal takes them up to the end of year 9999 (UTC).
 MAX_UNIX_MS = 253_402_300_799_999
+HOUR_MS = 60 * 60 * 1000
+DAY_MS = 24 * HOUR_MS
+
 
 # Keys are raw bytes; a zoom boundary is one of the row boundaries the page already has.
 MAX_KEY_BYTES = 4096
@@ -66,7 +73,8 @@ class MatrixQuery:
     format: Format
     start_key: bytes = b""  # smallest key when empty
     end_key: bytes = b""  # +infinity when empty
-    step_ms: int | None = None  # the nodes' column step, when known; else inferred
+    step_ms: int | None = None  # ignored (older pages send it): the store knows the step
+    tier: int = 0  # store tier read: 0 nodes' step, 1 15 min, 2 1 h (tier_for_window)
 
     @property
     def series_name(self) -> str:
@@ -119,8 +127,51 @@ def _key(query: Mapping[str, str], name: str) -> bytes:
     return key
 
 
-def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
-    """Parse the matrix query; unknown parameters are ignored."""
+def retention_ms() -> tuple[int, int, int]:
+    """How long the store keeps each tier, in ms, from the portal's settings."""
+    from elastickv_admin.config import portal_config
+
+    config = portal_config()
+    return (
+        config.keyviz_retention_fine_ms,
+        config.keyviz_retention_15m_ms,
+        config.keyviz_retention_1h_ms,
+    )
+
+
+# A preset window ("24h", "30d") starts a request's latency before the server's now:
+# that much older than a retention is still read from the finer tier, and that much
+# longer than the longest retention is still accepted.
+TIER_SLACK_MS = 5 * 60 * 1000
+
+
+def tier_for_window(from_ms: int, now_ms: int, retention: tuple[int, int, int]) -> int:
+    """The finest tier whose retention still covers the window's start."""
+    age = now_ms - from_ms
+    for tier, keep in enumerate(retention):
+        if age <= keep + TIER_SLACK_MS:
+            return tier
+    return len(retention) - 1
+
+
+def _duration(ms: int) -> str:
+    if ms % DAY_MS == 0:
+        return f"{ms // DAY_MS} days"
+    if ms % HOUR_MS == 0:
+        return f"{ms // HOUR_MS} hours"
+    return f"{ms} ms"
+
+
+def parse_matrix_query(
+    query: Mapping[str, str],
+    *,
+    now_ms: int,
+    retention: tuple[int, int, int] | None = None,
+) -> MatrixQuery:
+    """Parse the matrix query; unknown parameters are ignored. `retention` (ms per tier)
+    defaults to the portal's settings."""
+    keep = retention if retention is not None else retention_ms()
+    longest = max(keep)
     series_name = query.get("series") or "writes"
     if series_name not in SERIES:
         raise ParamError(
@@ -135,10 +186,11 @@ def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
         start = max(0, end - DEFAULT_WINDOW_MS)
     if start >= end:
         raise ParamError("from", f"must be before to ({start} >= {end})")
-    if end - start > MAX_WINDOW_MS:
+    if end - start > longest + TIER_SLACK_MS:
         raise ParamError(
             "from",
-            f"window of {end - start} ms is longer than 7 days ({MAX_WINDOW_MS} ms); "
+            f"the window from/to of {end - start} ms is longer than the "
+            f"{_duration(longest)} ({longest} ms) of history the portal keeps; "
             "move from closer to to",
         )
     fmt = query.get("format") or "json"
@@ -159,4 +211,5 @@ def parse_matrix_query(query: Mapping[str, str], *, now_ms: int) -> MatrixQuery:
         start_key=start_key,
         end_key=end_key,
         step_ms=_bounded(query, "step_ms", 0, MAX_STEP_MS, "milliseconds") or None,
+        tier=tier_for_window(start, now_ms, keep),
     )

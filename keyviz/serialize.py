@@ -15,12 +15,17 @@ JSON (`matrix_to_json`)::
           "route_ids": [7], "route_ids_truncated": false, "route_count": 1,
           "lineage_id": "", "member_bucket_ids": [],    # filled for joined rows
           "values": [..M ints..],
-          "soft": [3, 4], "conflict": [], "degraded": []  # column indexes where set
+          "soft": [3, 4], "conflict": [], "degraded": [], # column indexes where set
+          "unknown": [5]                  # a node that would have counted it did not report
         }
       ],
       "warnings": ["..."],
-      "nodes": [...]                      # the caller's per-node status, as given
-    }
+      "nodes": [...],                     # the caller's per-node status, as given
+      ...                                 # plus the caller's extra fields (the API adds
+    }                                     # "collector", "tier", "message")
+
+An unknown cell's value is whatever the nodes that did report counted (0 when
+none did); readers show and export it as unknown, not as that number.
 
 Binary (`matrix_to_binary`), little-endian::
 
@@ -34,14 +39,19 @@ Binary (`matrix_to_binary`), little-endian::
                         of uint8, uint16, uint32 and uint64 every value fits in (a day
                         of per-minute counts is mostly uint16: a quarter of the bytes);
                         float64 on request (exact only up to 2^53)
-    then       uint8    flags[R * M], row-major: soft=1, conflict=2, degraded=4; left
-                        out when no cell has a flag (every "flag_counts" is 0)
+    then       uint8    flags[R * M], row-major: soft=1, conflict=2, degraded=4,
+                        unknown=8; left out when no cell has a flag (every
+                        "flag_counts" is 0)
 
 The header is the JSON form without "column_unix_ms" and without each row's
-"values"/"soft"/"conflict"/"degraded", plus "n_rows", "n_cols",
+"values"/"soft"/"conflict"/"degraded"/"unknown", plus "n_rows", "n_cols",
 "values_dtype", "flag_bits" and "flag_counts" (cells with each flag). Every
 array starts aligned for its element type, so the browser can view it with
 typed arrays without copying.
+
+Bit 8 "unknown" (DESIGN rule 6) came without a version bump: the layout is
+unchanged, "flag_bits" names every bit in use, and a version 2 reader that
+predates it sees a flag it does not draw (the cell's value is still right).
 """
 
 from __future__ import annotations
@@ -57,6 +67,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+# Re-exported: the flag bits of the binary form and the live stream.
+from keyviz.columns import FLAG_CONFLICT as FLAG_CONFLICT
+from keyviz.columns import FLAG_DEGRADED as FLAG_DEGRADED
+from keyviz.columns import FLAG_SOFT as FLAG_SOFT
+from keyviz.columns import FLAG_UNKNOWN as FLAG_UNKNOWN
 from keyviz.keys import key_preview
 from keyviz.matrix import MergedMatrix, RowMeta
 from keyviz.params import SERIES_NAMES
@@ -66,9 +81,6 @@ if TYPE_CHECKING:
 
 MAGIC = b"EKVZ"
 VERSION = 2
-FLAG_SOFT = 1
-FLAG_CONFLICT = 2
-FLAG_DEGRADED = 4
 _PREAMBLE = struct.Struct("<4sHHI")
 
 ValuesDtype = Literal["auto", "uint8", "uint16", "uint32", "uint64", "float64"]
@@ -119,14 +131,21 @@ def _header_json(header: dict[str, Any], rows: Sequence[RowMeta]) -> bytes:
     return ('{"rows":[' + ",".join(map(_row_json, rows)) + "]," + rest[1:]).encode("utf-8")
 
 
-def _header(m: MergedMatrix, nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _header(
+    m: MergedMatrix, nodes: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Everything but the rows and the cells."""
     return {
         "series": SERIES_NAMES.get(m.series, str(m.series)),
         "step_ms": m.step_ms,
         "warnings": list(m.warnings),
         "nodes": [dict(n) for n in nodes],
+        **(extra or {}),
     }
+
+
+def _unknown(m: MergedMatrix) -> NDArray[np.bool_]:
+    return m.unknown if m.unknown is not None else np.zeros(m.shape, dtype=np.bool_)
 
 
 def _set_columns(flags: NDArray[np.bool_]) -> list[list[int]]:
@@ -137,25 +156,36 @@ def _set_columns(flags: NDArray[np.bool_]) -> list[list[int]]:
     return out
 
 
-def matrix_to_json(m: MergedMatrix, *, nodes: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """The JSON form (see the module docstring); values are exact integers."""
-    doc = _header(m, nodes)
+def matrix_to_json(
+    m: MergedMatrix,
+    *,
+    nodes: Sequence[Mapping[str, Any]] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON form (see the module docstring); values are exact integers. `extra`:
+    more top-level fields (the API's collector status)."""
+    doc = _header(m, nodes, extra)
     doc["rows"] = [row_metadata(row) for row in m.rows]
-    soft, conflict, degraded = (_set_columns(f) for f in (m.soft, m.conflict, m.degraded))
+    soft, conflict, degraded, unknown = (
+        _set_columns(f) for f in (m.soft, m.conflict, m.degraded, _unknown(m))
+    )
     for i, (row, values) in enumerate(zip(doc["rows"], m.values.tolist(), strict=True)):
         row["values"] = values
         row["soft"] = soft[i]
         row["conflict"] = conflict[i]
         row["degraded"] = degraded[i]
+        row["unknown"] = unknown[i]
     doc["column_unix_ms"] = m.column_unix_ms.tolist()
     return doc
 
 
 def cell_flags(m: MergedMatrix) -> NDArray[np.uint8]:
-    """Per-cell flag bits: soft=1, conflict=2, degraded=4."""
+    """Per-cell flag bits: soft=1, conflict=2, degraded=4, unknown=8."""
     flags = m.soft.astype(np.uint8)
     flags |= m.conflict.astype(np.uint8) << 1
     flags |= m.degraded.astype(np.uint8) << 2
+    if m.unknown is not None:
+        flags |= m.unknown.astype(np.uint8) << 3
     return flags
 
 
@@ -164,6 +194,7 @@ def matrix_to_binary(
     *,
     nodes: Sequence[Mapping[str, Any]] = (),
     values_dtype: ValuesDtype = "auto",
+    extra: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The binary form (see the module docstring)."""
     rows, cols = m.shape
@@ -171,14 +202,24 @@ def matrix_to_binary(
         values_dtype = narrowest_dtype(int(m.values.max(initial=0)))
     counts = {
         name: int(np.count_nonzero(marks))
-        for name, marks in (("soft", m.soft), ("conflict", m.conflict), ("degraded", m.degraded))
+        for name, marks in (
+            ("soft", m.soft),
+            ("conflict", m.conflict),
+            ("degraded", m.degraded),
+        )
     }
-    header = _header(m, nodes)
+    counts["unknown"] = 0 if m.unknown is None else int(np.count_nonzero(m.unknown))
+    header = _header(m, nodes, extra)
     header.update(
         n_rows=rows,
         n_cols=cols,
         values_dtype=values_dtype,
-        flag_bits={"soft": FLAG_SOFT, "conflict": FLAG_CONFLICT, "degraded": FLAG_DEGRADED},
+        flag_bits={
+            "soft": FLAG_SOFT,
+            "conflict": FLAG_CONFLICT,
+            "degraded": FLAG_DEGRADED,
+            "unknown": FLAG_UNKNOWN,
+        },
         flag_counts=counts,
     )
     text = _header_json(header, m.rows)
@@ -240,7 +281,9 @@ def bucket_to_json(
 ) -> dict[str, Any]:
     """One row at full column resolution, every node's contribution per cell, and the
     per-adapter figures of nodes that implement GetRouteDetail."""
-    full = matrix_to_json(detail.matrix, nodes=nodes)
+    full = matrix_to_json(
+        detail.matrix, nodes=nodes, extra={"tier": detail.tier, "per_node": detail.per_node}
+    )
     row = next(r for r in full.pop("rows") if r["bucket_id"] == detail.bucket_id)
     full["bucket"] = row
     full["contributions"] = [asdict(c) for c in detail.contributions]

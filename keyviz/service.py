@@ -1,7 +1,16 @@
-"""Fetch the cluster-wide KeyViz matrix: fan out, decode, merge, fit to the display.
+"""Serve the cluster-wide KeyViz matrix from the store; fetch node matrices for the collector.
 
-No Django request here: the API views, the live poller and the tests call the
-same functions. Decoding and merging are CPU work, so they run in a worker
+Page loads and the API read the tiered store the collector fills
+(keyviz/store.py): no node is asked for KeyViz data when a page loads. The
+per-node status served with a matrix is the collector's (its CollectorState),
+with the collector's age, holder, step and last error. No state yet means no
+collector has ever run: the answer is an empty matrix with `collector: null`
+and a message, not an error; only a store that cannot be read is a 503.
+
+The node-facing half (`fetch_node_matrices`, `current_leaders`) is what the
+collector and the cell detail's leader lookup use. No Django request here:
+the API views, the collector and the tests call the same functions. The ORM is
+synchronous, so the store is read through sync_to_async; budgets run in a worker
 thread and the event loop keeps serving other requests meanwhile.
 """
 
@@ -9,17 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 
 from cluster.client import NodeError, node_client
 from cluster.discovery import discovery
-from cluster.fanout import Node, NodeStatus, NodeStatusSummary, call_node, fan_out
+from cluster.fanout import Node, NodeStatus, call_node, fan_out
 from elastickv_admin import metrics
-from elastickv_admin.config import portal_config
+from keyviz import store
 from keyviz.budgets import MAX_ROWS, fit_to_display
+from keyviz.columns import FLAG_CONFLICT, FLAG_SOFT
+from keyviz.lease import COLLECTOR
 from keyviz.matrix import (
     Index,
     MalformedMatrixError,
@@ -28,7 +42,7 @@ from keyviz.matrix import (
     RowMeta,
     node_matrix_from_bytes,
 )
-from keyviz.merge import Contribution, cell_contributions, merge_nodes
+from keyviz.merge import Contribution
 from keyviz.params import MatrixQuery
 from proto import admin_pb2
 from proto.wire import WireDecodeError
@@ -51,10 +65,26 @@ class Stopwatch:
         return ", ".join(f"{name};dur={ms:.1f}" for name, ms in self.phases.items())
 
 
+# The CollectorState key the collector writes its state under (keyviz/collector.py).
+COLLECTOR_STATE_KEY = COLLECTOR
+NO_COLLECTOR_MESSAGE = (
+    "the collector has not run yet; history starts when the portal first reaches the nodes"
+)
+
+
+class StoreUnavailable(Exception):
+    """The KeyViz store could not be read (the API answers 503 with the reason)."""
+
+
 @dataclass
-class MatrixResult(NodeStatusSummary):
+class MatrixResult:
     matrix: MergedMatrix  # budgets applied
-    statuses: list[NodeStatus]
+    nodes: list[dict[str, Any]]  # the collector's per-node status
+    collector: dict[str, Any] | None  # None: no collector has run yet
+    tier: int
+    tier_step_ms: int  # step of the stored columns read (before the column budget)
+    missing_nodes: dict[str, list[str]] = field(default_factory=dict)  # see missing_by_column
+    message: str | None = None  # for the page, e.g. NO_COLLECTOR_MESSAGE
 
 
 @dataclass
@@ -63,7 +93,9 @@ class BucketDetail:
     bucket_id: str
     contributions: list[Contribution]
     per_adapter: dict[str, list[admin_pb2.AdapterSummary]] = field(default_factory=dict)
-    statuses: list[NodeStatus] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # the collector's node status
+    tier: int = 0
+    per_node: bool = True  # False on coarse tiers: only merged values are kept there
 
 
 def matrix_request(query: MatrixQuery) -> admin_pb2.GetKeyVizMatrixRequest:
@@ -122,33 +154,6 @@ async def fetch_node_matrices(
     )
     metrics.FANOUT_SECONDS.labels("GetKeyVizMatrix").observe(time.perf_counter() - started)
     return answers
-
-
-async def _merged(query: MatrixQuery, clock: Stopwatch) -> tuple[MergedMatrix, list[NodeStatus]]:
-    nodes = await discovery().nodes()
-    answers = await fetch_node_matrices(nodes, [matrix_request(query)] * len(nodes))
-    matrices = [m for m, _ in answers if m is not None]
-    statuses = [status for _, status in answers]
-    failed = [s.node for s in statuses if not s.ok]
-    # Degraded rows name the leader of their group, from a node that answered.
-    answered = [n for n, s in zip(nodes, statuses, strict=True) if s.ok]
-    leaders = (
-        {g: leader for g, (leader, _) in (await current_leaders(answered)).items()}
-        if failed
-        else {}
-    )
-    clock.lap("nodes")
-    merged = await asyncio.to_thread(
-        merge_nodes,
-        matrices,
-        series=query.series,
-        step_ms=query.step_ms,  # None: inferred from the columns
-        writes_merge=portal_config().writes_merge,  # type: ignore[arg-type]
-        failed_nodes=failed,
-        group_leaders=leaders,
-    )
-    clock.lap("merge")
-    return merged, statuses
 
 
 def rows_in_key_range(rows: Sequence[RowMeta], start_key: bytes, end_key: bytes) -> Index:
@@ -210,40 +215,215 @@ def restrict_to_key_range(m: MergedMatrix, start_key: bytes, end_key: bytes) -> 
         soft=m.soft[keep],
         conflict=m.conflict[keep],
         degraded=m.degraded[keep],
+        unknown=None if m.unknown is None else m.unknown[keep],
         provenance=prov,
     )
 
 
-async def fetch_matrix(query: MatrixQuery, clock: Stopwatch | None = None) -> MatrixResult:
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _node_status(node: str, raw: object) -> dict[str, Any]:
+    """One node's status from the collector's state, in the shape NodeStatus.to_dict has
+    (the page's banner reads node, address, ok, error, code); other plain fields pass."""
+    doc = raw if isinstance(raw, Mapping) else {}
+    out: dict[str, Any] = {
+        k: v
+        for k, v in doc.items()
+        if isinstance(k, str) and (v is None or isinstance(v, str | int | float | bool))
+    }
+    out["node"] = _text(doc.get("node")) or node
+    out["address"] = _text(doc.get("address")) or out["node"]
+    out["ok"] = doc.get("ok") is True
+    out["error"] = _text(doc.get("error"))
+    out["code"] = _text(doc.get("code"))
+    return out
+
+
+def collector_status(
+    state: Mapping[str, Any] | None, now_ms: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(per-node status, collector summary) from the collector's persisted state.
+
+    Reads `status` (the list of node statuses), `holder`, `step_ms`,
+    `heartbeat_ms`, `last_error` and `started_ms`; anything missing or of the
+    wrong type is left out rather than trusted. None state: no collector has run.
+    """
+    if state is None:
+        return [], None
+    raw_nodes = state.get("status")
+    nodes = [_node_status("", v) for v in raw_nodes] if isinstance(raw_nodes, list) else []
+    nodes = [n for n in nodes if n["node"]]
+    heartbeat = _int(state.get("heartbeat_ms"))
+    return nodes, {
+        "age_ms": None if heartbeat is None else max(0, now_ms - heartbeat),
+        "holder": _text(state.get("holder")),
+        "step_ms": _int(state.get("step_ms")),
+        "last_error": _text(state.get("last_error")),
+        "started_unix_ms": _int(state.get("started_ms")),
+    }
+
+
+def missing_by_column(
+    base_times: Sequence[int], missing: Sequence[Sequence[str]], shown_times: Sequence[int]
+) -> dict[str, list[str]]:
+    """{"<shown column ms>": nodes} for the displayed columns some node did not report.
+
+    `missing` is per stored column (aligned with `base_times`); a displayed column
+    built by the column budget covers the stored columns after the previous displayed
+    one up to its own time, and lists every node any of them lacked.
+    """
+    shown = np.asarray(shown_times, dtype=np.int64)
+    out: dict[str, set[str]] = {}
+    for t, nodes in zip(base_times, missing, strict=True):
+        if not nodes:
+            continue
+        i = int(np.searchsorted(shown, t, side="left"))
+        if i < shown.shape[0]:
+            out.setdefault(str(int(shown[i])), set()).update(str(n) for n in nodes)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@dataclass
+class _Read:
+    matrix: MergedMatrix
+    tier: int
+    tier_step_ms: int
+    missing: Sequence[Sequence[str]]
+    state: Mapping[str, Any] | None
+
+
+def _read_store(query: MatrixQuery) -> _Read:
+    """The window's matrix and the collector's state from the store, in one DB visit."""
+    stored = store.read_matrix(query.series, query.from_unix_ms, query.to_unix_ms, tier=query.tier)
+    state = store.load_state(COLLECTOR_STATE_KEY)
+    return _Read(stored.matrix, stored.tier, stored.step_ms, stored.missing, state)
+
+
+async def fetch_matrix(
+    query: MatrixQuery, clock: Stopwatch | None = None, *, now_ms: int | None = None
+) -> MatrixResult:
+    """The matrix of a window from the store (no node is asked), cut to the key range and
+    fitted to the display. StoreUnavailable when the store cannot be read."""
     clock = clock or Stopwatch()
-    merged, statuses = await _merged(query, clock)
+    try:
+        read = await sync_to_async(_read_store)(query)
+    except (store.StoreError, DatabaseError) as exc:
+        raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+    clock.lap("store")
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    nodes, collector = collector_status(read.state, now)
+    matrix = read.matrix
+    tier_step = read.tier_step_ms
+    if not matrix.shape[1] and read.tier == 0 and collector and collector["step_ms"]:
+        # Nothing stored in the window: the nodes' step is the collector's, not a default.
+        tier_step = collector["step_ms"]
+        matrix = replace(matrix, step_ms=tier_step)
     if query.key_range:
         # Before the budgets: a zoom into a key range is re-bucketed, not magnified.
-        merged = restrict_to_key_range(merged, query.start_key, query.end_key)
+        matrix = restrict_to_key_range(matrix, query.start_key, query.end_key)
     shown = await asyncio.to_thread(
-        fit_to_display, merged, max_rows=query.rows, max_cols=query.cols
+        fit_to_display, matrix, max_rows=query.rows, max_cols=query.cols
+    )
+    missing = missing_by_column(
+        matrix.column_unix_ms.tolist(), read.missing, shown.column_unix_ms.tolist()
     )
     clock.lap("fit")
-    return MatrixResult(shown, statuses)
+    return MatrixResult(
+        matrix=shown,
+        nodes=nodes,
+        collector=collector,
+        tier=read.tier,
+        tier_step_ms=tier_step,
+        missing_nodes=missing,
+        message=None if read.state is not None else NO_COLLECTOR_MESSAGE,
+    )
+
+
+def bucket_detail_from_history(
+    history: store.BucketHistory,
+) -> tuple[MergedMatrix, list[Contribution]]:
+    """The stored history of one bucket as a one-row matrix plus each node's non-zero
+    cells (raw node columns, fine tier only). KeyError: no such row in the window."""
+    if history.row is None or not (history.values.any() or history.flags.any()):
+        raise KeyError(history.bucket_id)
+    flags = history.flags
+    one = (1, int(history.column_unix_ms.shape[0]))
+    matrix = MergedMatrix(
+        series=history.series,
+        step_ms=history.step_ms,
+        column_unix_ms=history.column_unix_ms,
+        rows=(history.row,),
+        values=history.values.reshape(one),
+        soft=((flags & FLAG_SOFT) != 0).reshape(one),
+        conflict=((flags & FLAG_CONFLICT) != 0).reshape(one),
+        degraded=np.zeros(one, dtype=np.bool_),
+        unknown=history.unknown.reshape(one),
+    )
+    times = history.column_unix_ms.tolist()
+    contributions = [
+        Contribution(
+            node=n.node,
+            bucket_id=history.bucket_id,
+            column_unix_ms=int(times[j]),
+            node_column_unix_ms=int(n.node_column_ms[j]),
+            value=int(n.values[j]),
+            raft_group_id=int(n.raft_group_ids[j]),
+            leader_term=int(n.leader_terms[j]),
+            soft=bool(n.soft[j]),
+        )
+        for n in history.nodes
+        for j in np.flatnonzero(n.values).tolist()
+    ]
+    contributions.sort(key=lambda c: (c.column_unix_ms, c.node))
+    return matrix, contributions
+
+
+def _read_bucket(
+    query: MatrixQuery, bucket_id: str
+) -> tuple[store.BucketHistory, Mapping[str, Any] | None]:
+    history = store.read_bucket(
+        query.series, bucket_id, query.from_unix_ms, query.to_unix_ms, tier=query.tier
+    )
+    return history, store.load_state(COLLECTOR_STATE_KEY)
 
 
 async def fetch_bucket(query: MatrixQuery, bucket_id: str) -> BucketDetail:
-    """One row at full column resolution with each node's contribution per cell, plus the
-    per-adapter figures of nodes that implement GetRouteDetail."""
-    merged, statuses = await _merged(query, Stopwatch())
-    contributions = cell_contributions(merged, bucket_id)  # KeyError: unknown bucket
+    """One row at full column resolution from the store with each node's contribution per
+    cell (raw node columns, kept for the fine tier), plus the per-adapter figures of
+    nodes that implement GetRouteDetail (route detail, not KeyViz data: asked on a cell
+    click only). KeyError: no such row in the window."""
+    try:
+        history, state = await sync_to_async(_read_bucket)(query, bucket_id)
+    except (store.StoreError, DatabaseError) as exc:
+        raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+    matrix, contributions = bucket_detail_from_history(history)
+    nodes, _ = collector_status(state, int(time.time() * 1000))
     client = node_client()
-    nodes = await discovery().nodes()
+    known = await discovery().nodes()
     request = admin_pb2.GetRouteDetailRequest(
         bucket_id=bucket_id, from_unix_ms=query.from_unix_ms, to_unix_ms=query.to_unix_ms
     )
-    details = await fan_out(client, nodes, "GetRouteDetail", request)
+    details = await fan_out(client, known, "GetRouteDetail", request)
     per_adapter = {
         n.label: list(details.results[n.address].per_adapter)
-        for n in nodes
+        for n in known
         if n.address in details.results
     }
-    return BucketDetail(merged, bucket_id, contributions, per_adapter, statuses)
+    return BucketDetail(
+        matrix,
+        bucket_id,
+        contributions,
+        per_adapter,
+        nodes,
+        tier=history.tier,
+        per_node=history.per_node,
+    )
 
 
 async def current_leaders(nodes: Sequence[Node] | None = None) -> dict[int, tuple[str, int]]:
@@ -260,10 +440,14 @@ async def current_leaders(nodes: Sequence[Node] | None = None) -> dict[int, tupl
 
 
 __all__ = [
+    "COLLECTOR_STATE_KEY",
+    "NO_COLLECTOR_MESSAGE",
     "BucketDetail",
     "MatrixResult",
     "NodeError",
     "Stopwatch",
+    "StoreUnavailable",
+    "collector_status",
     "current_leaders",
     "decode_node_matrix",
     "fetch_bucket",

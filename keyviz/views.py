@@ -22,7 +22,15 @@ SERIES_CHOICES = (
     ("write_bytes", "Write bytes"),
     ("read_bytes", "Read bytes"),
 )
-WINDOW_PRESETS = (("15m", "15 m"), ("1h", "1 h"), ("6h", "6 h"), ("24h", "24 h"))
+# static/js/keyviz-state.js RANGES holds the same presets, in ms.
+WINDOW_PRESETS = (
+    ("15m", "15 m"),
+    ("1h", "1 h"),
+    ("6h", "6 h"),
+    ("24h", "24 h"),
+    ("7d", "7 d"),
+    ("30d", "30 d"),
+)
 ROW_BUDGETS = (64, 128, DEFAULT_ROWS, 512, MAX_ROWS)
 
 
@@ -48,25 +56,35 @@ def heatmap(request: HttpRequest) -> HttpResponse:
     return render(request, "keyviz/heatmap.html", context)
 
 
-def _no_node_answered(statuses: list[dict[str, Any]]) -> ApiError:
-    reasons = "; ".join(f"{s['node']}: {s['error']}" for s in statuses) or "no nodes known"
-    return ApiError(503, f"no node answered GetKeyVizMatrix ({reasons})")
+def _store_unavailable(exc: service.StoreUnavailable) -> ApiError:
+    return ApiError(503, f"the KeyViz history could not be read from the portal database: {exc}")
 
 
 @api_view
 async def api_matrix(request: HttpRequest) -> ApiResult:
+    """The matrix of a window, from the store. No collector yet: 200, an empty matrix,
+    `collector: null` and a `message` the page shows; an unreadable store: 503."""
     query = parse_matrix_query(request.GET, now_ms=int(time.time() * 1000))
     clock = service.Stopwatch()
-    result = await service.fetch_matrix(query, clock)
-    nodes = [s.to_dict() for s in result.statuses]
-    if not result.responded:
-        raise _no_node_answered(nodes)
+    try:
+        result = await service.fetch_matrix(query, clock)
+    except service.StoreUnavailable as exc:
+        raise _store_unavailable(exc) from None
+    extra: dict[str, Any] = {
+        "collector": result.collector,
+        "tier": result.tier,
+        "tier_step_ms": result.tier_step_ms,
+        "missing_nodes": result.missing_nodes,
+        "message": result.message,
+    }
     response: HttpResponse
     if query.format == "bin":
-        body = serialize.matrix_to_binary(result.matrix, nodes=nodes)
+        body = serialize.matrix_to_binary(result.matrix, nodes=result.nodes, extra=extra)
         response = HttpResponse(body, content_type="application/octet-stream")
     else:
-        response = JsonResponse(serialize.matrix_to_json(result.matrix, nodes=nodes))
+        response = JsonResponse(
+            serialize.matrix_to_json(result.matrix, nodes=result.nodes, extra=extra)
+        )
     clock.lap("encode")
     response["Server-Timing"] = clock.server_timing()
     return response
@@ -77,15 +95,15 @@ async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
     query = parse_matrix_query(request.GET, now_ms=int(time.time() * 1000))
     try:
         detail = await service.fetch_bucket(query, bucket_id)
+    except service.StoreUnavailable as exc:
+        raise _store_unavailable(exc) from None
     except KeyError:
         raise ApiError(
             404, f"no row with bucket id {bucket_id!r} in this window; widen from/to"
         ) from None
-    nodes = [s.to_dict() for s in detail.statuses]
-    if not any(s["ok"] for s in nodes):
-        raise _no_node_answered(nodes)
-    doc = serialize.bucket_to_json(detail, nodes=nodes)
-    # The Raft groups behind the row and who leads them now (for the cell detail).
+    doc = serialize.bucket_to_json(detail, nodes=detail.nodes)
+    # The Raft groups behind the row and who leads them now (cluster data, for the cell
+    # detail; not KeyViz data).
     groups = sorted({c.raft_group_id for c in detail.contributions if c.raft_group_id})
     leaders = await service.current_leaders() if groups else {}
     doc["groups"] = [

@@ -83,3 +83,13 @@ def portal_login(portal: Any, password: str, forwarded_for: str) -> int:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+def stream_group_members(series: str) -> int:
+    """Sockets of this process subscribed to a series: members of the in-memory channel
+    layer's group `keyviz.<series>` (what the consumer joins and must leave on every exit)."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    groups: dict[str, dict[str, float]] = getattr(layer, "groups", {})
+    return len(groups.get(f"keyviz.{series}", {}))

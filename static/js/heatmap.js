@@ -60,7 +60,7 @@ const el = {
 
 // View state <-> URL and the request sent from <head> (static/js/keyviz-state.js).
 const { SERIES, RANGES, MAX_ROWS, MAX_COLS, COLS_KEY, readState, stateQuery, sameMatrix } = window.KeyvizState;
-const FLAG = { soft: 1, conflict: 2, degraded: 4 };
+const FLAG = { soft: 1, conflict: 2, degraded: 4, unknown: 8 };
 
 // Layout of the main canvas, in CSS pixels.
 const PAD = { left: 208, right: 74, top: 26, colBars: 34, axis: 24 };
@@ -123,6 +123,24 @@ function buildLut() {
   return { lut, grey };
 }
 const { lut: LUT, grey: GREY } = buildLut();
+
+/** An "#rrggbb" CSS variable of the page as [r, g, b], or the fallback. */
+function cssRgb(name, fallback) {
+  const text = getComputedStyle(root).getPropertyValue(name).trim();
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(text);
+  return m ? [1, 2, 3].map((i) => parseInt(m[i], 16)) : fallback;
+}
+// Unknown cells (a node that would have counted them did not report, DESIGN rule 6):
+// their own colour and hatch, never the idle background, so a gap is not read as "no
+// traffic". A cell the reporting nodes did count something in keeps its colour, hatched.
+const UNKNOWN_RGB = cssRgb("--kv-unknown", [31, 104, 124]);
+const UNKNOWN_PX = pack(...UNKNOWN_RGB);
+
+/** The pixel of one cell: unknown-and-idle, degraded (grey) or the palette. */
+function cellPixel(flag, byte) {
+  if (flag & FLAG.unknown && byte === 0) return UNKNOWN_PX;
+  return flag & FLAG.degraded ? GREY[byte] : LUT[byte];
+}
 
 // ---------------------------------------------------------------- small helpers
 
@@ -420,8 +438,13 @@ const K = {
   pinned: null,
   cursor: null, // keyboard cell
   drag: null,
-  marks: { conflict: 0, soft: 0 }, // flagged cells
-  masks: { conflict: document.createElement("canvas"), soft: document.createElement("canvas") },
+  marks: { conflict: 0, soft: 0, unknown: 0 }, // flagged cells
+  masks: {
+    conflict: document.createElement("canvas"),
+    soft: document.createElement("canvas"),
+    unknown: document.createElement("canvas"),
+  },
+  missing: new Map(), // column time -> nodes that did not report it (unknown cells)
   markLayer: document.createElement("canvas"),
   totals: { key: "", rows: null, cols: null, r0: 0, c0: 0 },
   loading: null, // AbortController of the matrix fetch
@@ -430,6 +453,12 @@ const K = {
   drawQueued: false,
   liveQueue: [],
   filling: false,
+  loadAttempt: 0, // failed loads in a row (retry backoff)
+  loadRetry: 0,
+  lastLiveAt: 0, // when the live stream last said something about this series
+  collector: null, // the collector's status from the matrix API
+  storeMessage: "",
+  amended: 0,
   pushed: 0, // history entries this page pushed (for Back)
   prof: {}, // timestamps of the last load (window.keyviz.timing)
   liveDraws: [],
@@ -471,8 +500,8 @@ function paintAll() {
   const image = ctx.createImageData(C, R);
   const px = new Uint32Array(image.data.buffer);
   const { bytes, flags } = g;
-  if (g.flagBits & FLAG.degraded) {
-    for (let i = 0; i < px.length; i++) px[i] = flags[i] & FLAG.degraded ? GREY[bytes[i]] : LUT[bytes[i]];
+  if (g.flagBits & (FLAG.degraded | FLAG.unknown)) {
+    for (let i = 0; i < px.length; i++) px[i] = cellPixel(flags[i], bytes[i]);
   } else {
     for (let i = 0; i < px.length; i++) px[i] = LUT[bytes[i]];
   }
@@ -498,7 +527,7 @@ function paintColumn(c) {
   const px = new Uint32Array(image.data.buffer);
   for (let r = 0; r < R; r++) {
     const i = r * C + c;
-    px[r] = g.flags[i] & FLAG.degraded ? GREY[g.bytes[i]] : LUT[g.bytes[i]];
+    px[r] = cellPixel(g.flags[i], g.bytes[i]);
   }
   ctx.putImageData(image, c, 0);
 }
@@ -511,8 +540,8 @@ function paintColumn(c) {
 function computeMarks() {
   const g = K.grid;
   const { R, C, flags } = g;
-  K.marks = { conflict: 0, soft: 0 };
-  for (const name of ["conflict", "soft"]) {
+  K.marks = { conflict: 0, soft: 0, unknown: 0 };
+  for (const name of ["conflict", "soft", "unknown"]) {
     const bit = FLAG[name];
     if (!(g.flagBits & bit)) continue; // no cell has it: no mask, no pass
     const mask = K.masks[name];
@@ -535,9 +564,21 @@ function computeMarks() {
 
 function makePattern(kind) {
   const tile = document.createElement("canvas");
-  tile.width = tile.height = kind === "conflict" ? 6 : 4;
+  tile.width = tile.height = kind === "soft" ? 4 : 6;
   const t = tile.getContext("2d");
-  if (kind === "conflict") {
+  if (kind === "unknown") {
+    // Stripes the other way round from conflict, in a light shade of the unknown colour.
+    t.strokeStyle = `rgba(${UNKNOWN_RGB.map((v) => Math.min(255, v + 110)).join(",")},0.8)`;
+    t.lineWidth = 1.5;
+    t.beginPath();
+    t.moveTo(0, 0);
+    t.lineTo(6, 6);
+    t.moveTo(-1, 5);
+    t.lineTo(1, 7);
+    t.moveTo(5, -1);
+    t.lineTo(7, 1);
+    t.stroke();
+  } else if (kind === "conflict") {
     t.strokeStyle = "rgba(255,255,255,0.55)";
     t.lineWidth = 1;
     t.beginPath();
@@ -554,7 +595,7 @@ function makePattern(kind) {
   }
   return el.canvas.getContext("2d").createPattern(tile, "repeat");
 }
-const PATTERNS = { conflict: makePattern("conflict"), soft: makePattern("soft") };
+const PATTERNS = { conflict: makePattern("conflict"), soft: makePattern("soft"), unknown: makePattern("unknown") };
 
 function drawScale() {
   const ctx = el.scale.getContext("2d");
@@ -704,7 +745,7 @@ function draw() {
   ctx.lineWidth = 1;
   ctx.strokeRect(p.x - 0.5, p.y - 0.5, p.w + 1, p.h + 1);
   drawOverlay();
-  showMessage(g.R ? "" : "No traffic in this window and key range yet.");
+  showMessage(g.R ? "" : K.storeMessage ? `No data: ${K.storeMessage}.` : "No traffic in this window and key range yet.");
   el.canvas.dataset.state = "ready";
   el.canvas.dataset.rows = String(g.R);
   el.canvas.dataset.cols = String(g.C);
@@ -730,7 +771,7 @@ function drawMarks(ctx) {
   const layer = K.markLayer;
   const w = Math.round(p.w * dpr);
   const hgt = Math.round(p.h * dpr);
-  for (const kind of ["soft", "conflict"]) {
+  for (const kind of ["soft", "conflict", "unknown"]) {
     if (!K.marks[kind]) continue;
     if (layer.width !== w || layer.height !== hgt) {
       layer.width = w;
@@ -1022,16 +1063,23 @@ function renderTotalsText(totals) {
 
 // ---------------------------------------------------------------- tooltip
 
-function flagNames(f) {
+/** Who did not report column c (unknown cells), as text. */
+function missingText(c) {
+  const nodes = c === undefined || !K.grid ? [] : K.missing.get(K.grid.times[c]) || [];
+  return nodes.length ? nodes.join(", ") : "a node";
+}
+
+function flagNames(f, c) {
   const out = [];
+  if (f & FLAG.unknown) out.push(["unknown", `unknown: ${missingText(c)} did not report this column`]);
   if (f & FLAG.conflict) out.push(["conflict", "conflict (writes deduplicated by group and term): nodes reported different counts; the larger is shown"]);
   if (f & FLAG.soft) out.push(["soft", "soft estimate: sampled, outside the accuracy bound"]);
   if (f & FLAG.degraded) out.push(["degraded", "degraded: a node that leads this range did not answer"]);
   return out;
 }
 
-function flagPills(flags) {
-  return flagNames(flags).map(([name, title]) => h("span", { class: `kv-flag ${name}`, title, text: name }));
+function flagPills(flags, c) {
+  return flagNames(flags, c).map(([name, title]) => h("span", { class: `kv-flag ${name}`, title, text: name }));
 }
 
 function keyRange(row) {
@@ -1074,10 +1122,16 @@ function showTooltip(cell, anchor) {
     h("div", { class: "kv-tt-bucket mono" }, s.row.bucket_id,
       s.row.label ? h("span", { class: "kv-tag", text: s.row.label }) : null,
       members.length ? h("span", { class: "dim", text: ` · ${members.length} rows joined` }) : null),
-    h("div", { class: "kv-tt-value" }, h("strong", { text: fmtValue(series, s.value) }), ` ${isBytes(series) ? "" : UNITS[series]}`,
-      h("span", { class: "dim", text: ` · ${fmtRate(series, rate)}/s` })),
-    flagNames(s.flags).length
-      ? h("div", { class: "kv-tt-flags" }, flagPills(s.flags))
+    s.flags & FLAG.unknown
+      ? h("div", { class: "kv-tt-value" }, h("strong", { text: "unknown" }),
+        h("span", { class: "dim", text: s.value ? ` · at least ${fmtValue(series, s.value)} ${isBytes(series) ? "" : UNITS[series]}` : "" }))
+      : h("div", { class: "kv-tt-value" }, h("strong", { text: fmtValue(series, s.value) }), ` ${isBytes(series) ? "" : UNITS[series]}`,
+        h("span", { class: "dim", text: ` · ${fmtRate(series, rate)}/s` })),
+    s.flags & FLAG.unknown
+      ? h("div", { class: "kv-tt-unknown", text: `unknown: ${missingText(cell.c)} did not report this column` })
+      : null,
+    flagNames(s.flags, cell.c).length
+      ? h("div", { class: "kv-tt-flags" }, flagPills(s.flags, cell.c))
       : null,
     h("div", { class: "kv-tt-hint", text: K.pinned ? "pinned · Esc to release" : "click for node detail" }),
   );
@@ -1085,6 +1139,7 @@ function showTooltip(cell, anchor) {
   el.tooltip.dataset.bucket = s.row.bucket_id;
   el.tooltip.dataset.column = String(K.grid.times[cell.c]);
   el.tooltip.dataset.value = String(s.value);
+  el.tooltip.dataset.unknown = String(Boolean(s.flags & FLAG.unknown));
   // Keep it inside the stage, on the side away from the pointer.
   const box = el.tooltip.getBoundingClientRect();
   const W = K.css.width;
@@ -1321,7 +1376,7 @@ function openDrawer(cell) {
       facts([
         ["Window", `${fmtDateTime(s.start, seconds)} → ${fmtClock(s.end, seconds)} (${fmtDuration(g.step)})`],
         ["Value", h("span", {}, h("strong", { text: fmtValue(series, s.value) }), ` ${isBytes(series) ? "" : UNITS[series]}`)],
-        ["Flags", s.flags ? h("span", {}, flagPills(s.flags)) : "none"],
+        ["Flags", s.flags ? h("span", {}, flagPills(s.flags, cell.c)) : "none"],
         ["Key range", keyRange(row)],
         ["Adapter", row.label || "—"],
       ])),
@@ -1359,7 +1414,7 @@ function rowSeries(r) {
 async function loadBucket(bucketId, cell) {
   const g = K.grid;
   const detail = $("kv-bucket-detail");
-  detail.replaceChildren(h("p", { class: "kv-loading", text: `Loading ${bucketId} from every node…` }));
+  detail.replaceChildren(h("p", { class: "kv-loading", text: `Loading ${bucketId} from the history…` }));
   if (drawerRequest) drawerRequest.abort();
   drawerRequest = new AbortController();
   const q = new URLSearchParams({
@@ -1407,7 +1462,12 @@ async function loadBucket(bucketId, cell) {
             h("td", { class: "num", text: c.raft_group_id ? String(c.raft_group_id) : "—" }),
             h("td", { class: "num", text: c.leader_term ? String(c.leader_term) : "—" }),
             h("td", { text: fmtClock(c.node_column_unix_ms, true) })))))
-        : h("p", { class: "caption", text: "No node reported anything for this cell." })),
+        : h("p", {
+          class: "caption",
+          text: doc.per_node === false
+            ? "Each node's figures are kept at the nodes' step only (the finest tier); this window shows merged values."
+            : "No node reported anything for this cell.",
+        })),
     section("This row over the window", sparkline({ times: doc.column_unix_ms, values: doc.bucket.values }, null, end)),
     Object.keys(doc.per_adapter || {}).length
       ? section("Per adapter (nodes that serve GetRouteDetail)", h("table", { class: "data" },
@@ -1419,7 +1479,7 @@ async function loadBucket(bucketId, cell) {
     failed.length
       ? h("p", {
         class: "banner bad compact",
-        text: `${doc.nodes.length - failed.length} of ${doc.nodes.length} nodes responded: ` +
+        text: `The collector reaches ${doc.nodes.length - failed.length} of ${doc.nodes.length} nodes: ` +
           failed.map((n) => `${n.node}: ${n.error}`).join("; "),
       })
       : null,
@@ -1481,7 +1541,7 @@ function renderBanner(nodes, warnings = []) {
   if (failed.length) {
     parts.push(h("div", { class: "kv-banner-bad", dataset: { testid: "kv-node-banner" } },
       h("strong", { text: `${nodes.length - failed.length} of ${nodes.length} nodes responded.` }),
-      " Rows of the Raft groups the missing nodes led are greyed.",
+      " Cells they would have counted are marked unknown.",
       h("ul", {}, failed.map((n) => h("li", { dataset: { node: n.node } }, h("strong", { text: n.node }),
         n.address && n.address !== n.node ? h("code", { text: ` ${n.address}` }) : null,
         `: ${n.error || "no answer"}`, n.code ? h("span", { class: "code", text: n.code }) : null)))));
@@ -1489,6 +1549,20 @@ function renderBanner(nodes, warnings = []) {
   for (const w of warnings) parts.push(h("div", { class: "kv-banner-warn", text: w }));
   el.banner.replaceChildren(...parts);
   el.banner.hidden = parts.length === 0;
+}
+
+/** What the page should say about the collector (the store's writer), from the API. */
+function collectorWarnings() {
+  const c = K.collector;
+  if (!K.grid) return [];
+  if (!c) return K.storeMessage ? [`History: ${K.storeMessage}.`] : [];
+  const out = [];
+  const step = c.step_ms || K.grid.step;
+  if (c.age_ms !== null && c.age_ms > Math.max(3 * step, 30e3)) {
+    out.push(`The collector last wrote ${fmtDuration(c.age_ms)} ago${c.holder ? ` (${c.holder})` : ""}: recent history may be missing.`);
+  }
+  if (c.last_error) out.push(`Collector: ${c.last_error}`);
+  return out;
 }
 
 /** Live node status -> the banner's shape (node statuses). */
@@ -1514,7 +1588,12 @@ function renderSummary() {
   el.summary.replaceChildren(
     h("strong", { text: `${g.R} × ${g.C}` }), ` cells · ${fmtDuration(g.step)} columns`,
     g.C ? ` · ${fmtDateTime(first, seconds)} → ${fmtClock(last, seconds)}` : "",
-    h("span", { class: nodes.length && ok < nodes.length ? "kv-bad" : "kv-ok", text: ` · ${ok} of ${nodes.length} nodes` }),
+    !nodes.length && !K.collector && K.storeMessage
+      ? h("span", { class: "kv-bad", text: " · no collector yet" })
+      : h("span", { class: nodes.length && ok < nodes.length ? "kv-bad" : "kv-ok", text: ` · ${ok} of ${nodes.length} nodes` }),
+    K.collector && K.collector.age_ms !== null
+      ? h("span", { dataset: { testid: "kv-collector-age" }, text: ` · collector ${fmtDuration(Math.max(1000, Math.round((K.collector.age_ms + Date.now() - K.collectorAt) / 1000) * 1000))} ago` })
+      : "",
   );
   const zoom = [];
   if (s.range === "custom") zoom.push("fixed window");
@@ -1592,21 +1671,37 @@ async function load() {
     decoded = await fetchMatrix(matrixParams(s), controller.signal);
   } catch (err) {
     if (err.name === "AbortError") return;
+    if (controller === K.loading) K.loading = null;
     el.canvas.dataset.state = "error";
     el.canvas.removeAttribute("aria-busy");
     showMessage(`The matrix could not be loaded: ${err.message}`);
     el.summary.textContent = "No data";
     renderBanner([]);
-    if (liveWanted(s)) live.start(s.series);
+    if (liveWanted(s)) {
+      // Keep trying by itself (the portal restarting, the database back): never green
+      // on "No data".
+      const delay = Math.min(15000, 1000 * 2 ** K.loadAttempt++) * (0.8 + 0.4 * Math.random());
+      setLivePill("down", `no data · retrying in ${Math.ceil(delay / 1000)} s`);
+      clearTimeout(K.loadRetry);
+      K.loadRetry = setTimeout(() => { if (!K.loading) load(); }, delay);
+      live.start(s.series);
+    }
     return;
   }
   if (controller !== K.loading) return;
   K.loading = null;
+  K.loadAttempt = 0;
+  clearTimeout(K.loadRetry);
   const fetched = performance.now();
   setGrid(new Grid(decoded, s.range === "custom" ? null : RANGES[s.range]));
   K.nodes = decoded.header.nodes;
-  renderBanner(K.nodes, K.grid.warnings);
+  K.missing = missingMap(decoded.header.missing_nodes);
+  K.collector = decoded.header.collector;
+  K.storeMessage = decoded.header.message || "";
+  K.collectorAt = Date.now();
+  renderBanner(K.nodes, [...K.grid.warnings, ...collectorWarnings()]);
   renderSummary();
+  if (K.grid.C === 0) requestDraw(); // the store's message, if any
   el.canvas.removeAttribute("aria-busy");
   const p = K.prof;
   K.timing = {
@@ -1619,9 +1714,17 @@ async function load() {
     early: p.early, // the request keyviz-state.js sent from <head>
   };
   // Columns that arrived while the matrix was on its way.
-  for (const msg of K.liveQueue.splice(0)) applyLiveColumn(msg);
+  for (const msg of K.liveQueue.splice(0)) applyLive(msg);
+  // A coarse tier (7 d, 30 d) ends at its last compacted column: bring in the newer
+  // minutes at the nodes' step, so live continues from now rather than leaving a hole.
+  if (liveWanted(s) && decoded.header.tier > 0 && K.grid.C) fillGap();
   if (liveWanted(s)) live.start(s.series);
   else live.stop(s.range === "custom" ? "live off (fixed window)" : "live off");
+}
+
+/** {"<column ms>": [nodes]} of the matrix API -> Map. */
+function missingMap(doc) {
+  return new Map(Object.entries(doc || {}).map(([t, nodes]) => [Number(t), nodes]));
 }
 
 function setGrid(grid) {
@@ -1767,7 +1870,9 @@ $("kv-export-csv").addEventListener("click", () => {
   if (!g) return;
   const lines = [["bucket_id", "start", "end", "label", ...g.times.map((t) => new Date(t).toISOString())].join(",")];
   g.rows.forEach((row, r) => {
-    const cells = Array.from(g.values.subarray(r * g.C, (r + 1) * g.C), String);
+    // An unknown cell is empty, not 0 (and not the part the reporting nodes counted).
+    const cells = Array.from(g.values.subarray(r * g.C, (r + 1) * g.C), (v, c) =>
+      g.flags[r * g.C + c] & FLAG.unknown ? "" : String(v));
     lines.push([csvCell(row.bucket_id), csvCell(row.start_text), csvCell(row.end_text), csvCell(row.label || ""), ...cells].join(","));
   });
   download(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }), exportName("csv"));
@@ -1790,14 +1895,19 @@ $("kv-export-json").addEventListener("click", () => {
       const { _start, live: _live, ...meta } = row;
       return {
         ...meta,
-        values: Array.from(g.values.subarray(r * g.C, (r + 1) * g.C)),
+        // Unknown cells are null here (the API sends the reporting nodes' part and lists
+        // them in "unknown"): an export must not read as zero traffic.
+        values: Array.from(g.values.subarray(r * g.C, (r + 1) * g.C), (v, c) =>
+          g.flags[r * g.C + c] & FLAG.unknown ? null : v),
         soft: setColumns(r, FLAG.soft),
         conflict: setColumns(r, FLAG.conflict),
         degraded: setColumns(r, FLAG.degraded),
+        unknown: setColumns(r, FLAG.unknown),
       };
     }),
     warnings: g.warnings,
     nodes: K.nodes || [],
+    missing_nodes: Object.fromEntries(K.missing),
   };
   download(new Blob([JSON.stringify(doc)], { type: "application/json" }), exportName("json"));
 });
@@ -1863,7 +1973,13 @@ class LiveStream {
 
   /** Connected: after a reconnect, fill the gap from the matrix API first. */
   async onReady(reconnected) {
-    if (reconnected && K.grid && K.grid.C) await fillGap();
+    if (reconnected && !K.grid) {
+      // No matrix yet (the portal was down when the page loaded): load() subscribes.
+      clearTimeout(K.loadRetry);
+      if (!K.loading) load();
+      return;
+    }
+    if (reconnected && K.grid.C) await fillGap();
     if (this.series) this.subscribe(this.series);
   }
 
@@ -1897,13 +2013,21 @@ function onLiveMessage(msg) {
           return;
         }
       }
-      setLivePill("live", `live${msg.step_ms ? ` · ${fmtDuration(msg.step_ms)} steps` : ""}`);
+      K.lastLiveAt = Date.now();
       if (msg.nodes) K.liveStatus = msg.nodes;
+      if (!K.grid) {
+        // Subscribed, but the matrix could not be loaded: not live until it is.
+        setLivePill("connecting", "live · waiting for data"); // load()'s retry timer runs
+        return;
+      }
+      setLivePill("live", `live${msg.step_ms ? ` · ${fmtDuration(msg.step_ms)} steps` : ""}`);
       break;
     case "column":
+    case "amend":
       if (msg.series !== K.state.series || !live.subscribed) return;
+      K.lastLiveAt = Date.now();
       if (K.loading || K.filling) K.liveQueue.push(msg);
-      else applyLiveColumn(msg);
+      else applyLive(msg);
       break;
     case "status":
       if (msg.series === K.state.series) {
@@ -1934,6 +2058,131 @@ async function resync() {
   if (live.series) live.subscribe(live.series);
 }
 
+/** Live, as the pill says it: green only while columns arrive and there is a matrix. */
+function livePillNow() {
+  if (!live.subscribed) return;
+  if (!K.grid) {
+    setLivePill("connecting", "live · waiting for data");
+    return;
+  }
+  const step = K.liveStep || K.grid.step;
+  const quiet = Date.now() - K.lastLiveAt;
+  if (K.lastLiveAt && quiet > Math.max(10 * step, 60e3) && live.ws) {
+    // A socket that says nothing for this long may be half-dead (a proxy or the network
+    // dropped it silently): reconnect, which refetches the gap and subscribes again.
+    K.lastLiveAt = Date.now();
+    live.ws.close();
+  } else if (K.lastLiveAt && quiet > Math.max(3 * step, 20e3)) {
+    setLivePill("connecting", `live · no column for ${fmtDuration(Math.round(quiet / 1000) * 1000)}`);
+  } else if (el.livePill.dataset.state !== "live") {
+    setLivePill("live", `live${K.liveStep ? ` · ${fmtDuration(K.liveStep)} steps` : ""}`);
+  }
+}
+setInterval(livePillNow, 2000);
+
+/** A queued or arriving live message: a new column, or an amendment of one. */
+function applyLive(msg, filled = false) {
+  if (msg.type === "amend") applyAmend(msg);
+  else applyLiveColumn(msg, filled);
+  livePillNow();
+}
+
+/** Remember who did not report a column (the tooltip names them on unknown cells). */
+function noteMissing(t, nodes) {
+  if (nodes && nodes.length) K.missing.set(t, nodes.slice());
+  else K.missing.delete(t);
+}
+
+/** The nodes a live message says did not report its column. */
+function liveMissing(msg) {
+  if (Array.isArray(msg.missing)) return msg.missing;
+  const failed = (msg.nodes && msg.nodes.failed) || [];
+  return failed.map((f) => f.node);
+}
+
+/** Add the rows a message names that the page lacks (key order); false: no metadata. */
+function insertLiveRows(g, msg) {
+  const meta = new Map((msg.new_rows || []).map((r) => [r.bucket_id, r]));
+  let inserted = 0;
+  for (const cell of msg.rows) {
+    if (g.index.has(cell.bucket_id)) continue;
+    const m = meta.get(cell.bucket_id);
+    if (!m) return -1;
+    g.insertRow(m);
+    inserted++;
+  }
+  return inserted;
+}
+
+/**
+ * An amendment (late node data, a node back with its columns): it replaces the column of
+ * the same time. A column made of several steps (a long window) is refetched from the
+ * matrix API, since the page cannot take the old part of one step out of it.
+ */
+function applyAmend(msg) {
+  const g = K.grid;
+  if (!g) return;
+  const t = msg.column_unix_ms;
+  const c = g.times.indexOf(t);
+  const wide = K.liveStep && g.step > K.liveStep;
+  if (wide) {
+    refetchTail();
+    return;
+  }
+  if (c < 0) {
+    // Newer than the page's newest column: it is simply the next column.
+    if (!g.C || t > g.times[g.C - 1]) applyLiveColumn({ ...msg, type: "column" });
+    return;
+  }
+  const wasFull = !magnified();
+  const inserted = insertLiveRows(g, msg);
+  if (inserted < 0) {
+    load();
+    return;
+  }
+  const vals = new Float64Array(g.R);
+  const flgs = new Uint8Array(g.R);
+  for (const cell of msg.rows) {
+    const r = g.index.get(cell.bucket_id);
+    vals[r] += cell.value;
+    flgs[r] |= cell.flags || 0;
+  }
+  g.hold(vals);
+  const C = g.C;
+  let colMax = 0;
+  for (let r = 0; r < g.R; r++) {
+    g.values[r * C + c] = vals[r];
+    g.flags[r * C + c] = flgs[r];
+    g.flagBits |= flgs[r];
+    colMax = Math.max(colMax, vals[r]);
+  }
+  g.version++;
+  noteMissing(t, liveMissing(msg));
+  if (inserted || colMax > K.vmax) {
+    K.vmax = g.maxValue();
+    remapAll();
+  } else {
+    mapBytes(g, c, g.values.length, C);
+    paintColumn(c);
+    computeMarks();
+  }
+  K.view = wasFull ? fullView() : clampView(K.view);
+  K.totals.key = "";
+  renderSummary();
+  K.amended = (K.amended || 0) + 1;
+  K.pendingAck = g.times[C - 1];
+  requestDraw();
+}
+
+/** Refetch the newest columns of a view whose columns span several steps (amendments). */
+let refetchTimer = 0;
+function refetchTail() {
+  clearTimeout(refetchTimer);
+  refetchTimer = setTimeout(() => {
+    if (!K.loading) load();
+  }, 2000);
+}
+
 /**
  * Fold one column message into the grid: rows it names that the page does not
  * have are inserted in key order with the metadata the server sent. `filled`:
@@ -1952,20 +2201,16 @@ function applyLiveColumn(msg, filled = false) {
     fillGap();
     return;
   }
+  // An empty matrix (nothing stored yet) has no step of its own: take the live one.
+  if (!g.C && K.liveStep) g.step = K.liveStep;
   const wasFull = !magnified();
-  const meta = new Map((msg.new_rows || []).map((r) => [r.bucket_id, r]));
-  let inserted = 0;
-  for (const cell of msg.rows) {
-    if (g.index.has(cell.bucket_id)) continue;
-    const m = meta.get(cell.bucket_id);
-    if (!m) {
-      // A row the page has no metadata for: the view is stale; start over.
-      load();
-      return;
-    }
-    g.insertRow(m);
-    inserted++;
+  const inserted = insertLiveRows(g, msg);
+  if (inserted < 0) {
+    // A row the page has no metadata for: the view is stale; start over.
+    load();
+    return;
   }
+  noteMissing(t, liveMissing(msg));
   const vals = new Float64Array(g.R);
   const flgs = new Uint8Array(g.R);
   for (const cell of msg.rows) {
@@ -2021,9 +2266,8 @@ async function fillGap() {
     const last = g.times[g.C - 1];
     const step = K.liveStep || g.step;
     const wasFull = !magnified();
-    // Ask from a few steps back: the API infers the step from the columns it is given,
-    // and a window holding one column per node would be merged on an assumed 60 s grid.
-    // Columns the page already has are skipped (or replaced by the same data).
+    // Ask from a few steps back, in case the newest columns were amended meanwhile.
+    // Columns the page already has are skipped (or replaced by the store's copy).
     const params = matrixParams(K.state, {
       from: Math.max(0, last - 4 * step),
       to: null,
@@ -2058,6 +2302,7 @@ async function fillGap() {
       const row = gap.header.rows[i];
       target[i] = g.index.get(row.bucket_id) ?? g.index.get(row.member_bucket_ids?.[0]);
     }
+    for (const [t, nodes] of missingMap(gap.header.missing_nodes)) K.missing.set(t, nodes);
     let change = "none";
     for (let c = 0; c < C; c++) {
       const vals = new Float64Array(g.R);
@@ -2067,8 +2312,10 @@ async function fillGap() {
         flgs[target[i]] |= gap.flags[i * C + c];
       }
       const t = gap.times[c];
-      if (gap.header.step_ms !== step || t > Date.now() + step) continue; // not on this grid
-      const did = g.addColumn(t, vals, flgs, K.liveStep || gap.header.step_ms);
+      // Columns of the nodes' step fold into a coarser grid (a 7 d view's 15 min columns).
+      const gapStep = gap.header.step_ms;
+      if (g.step % gapStep !== 0 || t > Date.now() + gapStep) continue; // not on this grid
+      const did = g.addColumn(t, vals, flgs, K.liveStep || gapStep);
       if (did !== "none") change = change === "none" && did !== "grow" ? did : "grow";
     }
     if (change !== "none") {
@@ -2080,7 +2327,7 @@ async function fillGap() {
   } finally {
     K.filling = false;
     const queued = K.liveQueue.splice(0);
-    for (const msg of queued) applyLiveColumn(msg, true);
+    for (const msg of queued) applyLive(msg, true);
   }
 }
 
@@ -2093,6 +2340,7 @@ window.keyviz = {
   get firstPaintMs() { return K.firstPaintMs; },
   get timing() { return K.timing; },
   get liveDraws() { return K.liveDraws.slice(); },
+  get amended() { return K.amended; }, // amendments applied (live)
   rowIds: () => (K.grid ? K.grid.rows.map((r) => r.bucket_id) : []),
   columns: () => (K.grid ? K.grid.times.slice() : []),
   value: (bucketId, t) => {

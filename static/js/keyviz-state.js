@@ -7,7 +7,12 @@
 (() => {
   const me = document.currentScript.dataset;
   const SERIES = ["writes", "reads", "write_bytes", "read_bytes"];
-  const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "6h": 6 * 3600e3, "24h": 24 * 3600e3 };
+  // The presets of keyviz/views.py WINDOW_PRESETS; 7 d and 30 d read the store's 15 min
+  // and 1 h tiers.
+  const RANGES = {
+    "15m": 15 * 60e3, "1h": 3600e3, "6h": 6 * 3600e3, "24h": 24 * 3600e3,
+    "7d": 7 * 24 * 3600e3, "30d": 30 * 24 * 3600e3,
+  };
   const MAX_ROWS = 1024;
   const MAX_COLS = 10000;
   const DEFAULT_ROWS = Number(me.defaultRows) || 256;

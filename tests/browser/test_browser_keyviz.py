@@ -6,8 +6,11 @@ state land in test-artifacts/screenshots/ (keyviz-*.png).
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,11 @@ import pytest
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from keyviz.keys import key_preview
+from tests.browser.keyviz_store_fill import fill_portal_store, store_doc
 
 pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
 
 MINUTE = 60_000
 HOT = b"user:42"  # the write hotspot
@@ -88,12 +94,30 @@ def history(cluster: DevCluster) -> list[int]:
     return columns
 
 
+def wait_collected(portal, newest: int, series: tuple[str, ...] = ("writes", "reads")) -> None:
+    """Wait until the portal's collector has stored every series up to `newest` (it
+    backfills what the nodes hold when it starts)."""
+    code = (
+        "from keyviz import store; from keyviz.params import SERIES; "
+        f"print(min(store.latest_column_ms(SERIES[s]) or 0 for s in {list(series)!r}))"
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if int(portal.manage("shell", "-c", code).split()[-1]) >= newest:
+            return
+        time.sleep(0.5)
+    raise AssertionError(
+        f"the collector did not store the history:\n{portal.log.read_text()[-3000:]}"
+    )
+
+
 def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
 ):
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
+    wait_collected(portal, columns[-1])
     portal.login(page)
     hot, reads = bucket(cluster, HOT), bucket(cluster, READS)
 
@@ -102,9 +126,14 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     assert page.locator("h1").inner_text() == "Key Visualizer"
     rows = len(page.evaluate("window.keyviz.rowIds()"))
     assert page.get_by_test_id("kv-summary").inner_text().startswith(f"{rows} \u00d7 6 cells")
+    # The node status shown is the collector's, with how long ago it last wrote.
+    assert re.fullmatch(
+        r" · collector \d+(\.\d)? s ago", page.get_by_test_id("kv-collector-age").inner_text()
+    )
     assert bright(pixel(page, hot, columns[3]))
     assert not bright(pixel(page, hot, columns[2]))
-    assert dark(pixel(page, reads, columns[1]))
+    # The store keeps only cells with traffic: a row idle in this series is not shown.
+    assert reads not in page.evaluate("window.keyviz.rowIds()")
     assert page.evaluate("([b, t]) => window.keyviz.value(b, t)", [hot, columns[3]]) == 500
     page.screenshot(path=str(artifacts_dir / "keyviz-heatmap.png"))
 
@@ -166,7 +195,8 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     page.wait_for_url(re.compile(r"series=reads"))
     ready(page, "reads")
     assert bright(pixel(page, reads, columns[1]))
-    assert dark(pixel(page, hot, columns[3]))
+    assert dark(pixel(page, reads, columns[2]))
+    assert hot not in page.evaluate("window.keyviz.rowIds()")
     page.screenshot(path=str(artifacts_dir / "keyviz-reads.png"))
     page.locator("#kv-series label", has_text="Writes").click()
     ready(page, "writes")
@@ -219,6 +249,7 @@ def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     cluster = devcluster_factory(routes=24)
     columns = history(cluster)
     portal = serve(portal_factory, cluster, tmp_path)
+    wait_collected(portal, columns[-1])
     portal.login(page)
     hot = bucket(cluster, HOT)
     asked: list[str] = []
@@ -332,7 +363,7 @@ def test_live_columns_arrive_within_two_steps_and_a_split_adds_its_row(
     assert page.bad_resources == []
 
 
-def test_a_stopped_node_shows_the_banner_and_greyed_cells(
+def test_a_stopped_node_shows_the_banner_and_its_cells_as_unknown(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
 ):
     step = 1_000
@@ -358,21 +389,292 @@ def test_a_stopped_node_shows_the_banner_and_greyed_cells(
     assert "2 of 3 nodes responded." in banner.inner_text()
     failed = banner.locator(f"li[data-node='{leader}']")
     assert "UNAVAILABLE" in failed.inner_text()
-    # Traffic through a live node after the stop: its cells are drawn grey, not in colour.
+    # Traffic through a live node after the stop: the row of the group the stopped node
+    # led is unknown (it may have counted more), drawn hatched, and the tooltip says who.
     for _ in range(3):
         cluster.inject([Op(other, "write", HOT, count=50)])
         time.sleep(step / 1000)
     until(
         page,
-        f"""(() => {{
-            const k = window.keyviz;
-            const t = k.columns().findLast((t) => k.value('{hot}', t) > 0 && k.flags('{hot}', t) & 4);
-            if (t === undefined) return false;
-            const [r, g, b] = k.pixel('{hot}', t);
-            return r > 40 && Math.abs(r - g) < 8 && Math.abs(b - g) < 12;
-        }})()""",
+        f"window.keyviz.columns().some((t) => window.keyviz.flags('{hot}', t) & 8)",
         timeout=10_000,
     )
+    t = page.evaluate(
+        f"window.keyviz.columns().findLast((t) => window.keyviz.flags('{hot}', t) & 8)"
+    )
+    at = page.evaluate(f"window.keyviz.cellCenter('{hot}', {t})")
+    page.mouse.move(at["x"], at["y"])
+    tooltip = page.locator("#kv-tooltip")
+    tooltip.wait_for(state="visible")
+    assert f"unknown: {leader} did not report this column" in tooltip.inner_text()
     assert page.locator("#kv-summary .kv-bad").inner_text().strip().startswith("· 2 of 3 nodes")
-    page.screenshot(path=str(artifacts_dir / "keyviz-degraded.png"))
+    page.screenshot(path=str(artifacts_dir / "keyviz-unknown-live.png"))
+    assert page.console_errors == []
+
+
+def three_routes(cluster: DevCluster) -> dict[str, tuple[bytes, bytes]]:
+    return {f"route:{r.route_id}": (r.start, r.end) for r in cluster.routes()[:3]}
+
+
+def test_unknown_cells_look_different_from_idle_and_name_who_did_not_report(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(routes=8)
+    portal = serve(portal_factory, cluster, tmp_path)
+    rows = three_routes(cluster)
+    busy, gap, _ = list(rows)
+    now = int(time.time() * 1000) // MINUTE * MINUTE
+    columns = [now - (8 - i) * MINUTE for i in range(6)]
+    stored = []
+    for i, t in enumerate(columns):
+        cells = [[busy, 40 + i, 0]]
+        if i == 1:
+            cells.append([gap, 5, 0])  # the gap row has traffic once: it has a row
+        if i == 3:
+            # n2 led the gap row's group and did not report this column: unknown, not 0.
+            cells.append([gap, 0, 8])
+        stored.append({"t": t, "step": MINUTE, "cells": cells, "missing": ["n2"] if i == 3 else []})
+    fill_portal_store(portal, store_doc(rows, stored))
+    portal.login(page)
+    page.goto(portal.url + "/keyviz/?live=0")
+    ready(page, "writes")
+    assert page.evaluate(f"window.keyviz.flags('{gap}', {columns[3]})") == 8
+    idle, unknown = pixel(page, gap, columns[2]), pixel(page, gap, columns[3])
+    assert dark(idle)
+    assert not dark(unknown)
+    assert max(abs(a - b) for a, b in zip(idle, unknown, strict=True)) > 30
+    # Not grey: the unknown colour has a hue (it is --kv-unknown, a teal).
+    assert max(unknown) - min(unknown) > 20
+    page.screenshot(path=str(artifacts_dir / "keyviz-unknown.png"))
+    at = page.evaluate(f"window.keyviz.cellCenter('{gap}', {columns[3]})")
+    page.mouse.move(at["x"], at["y"])
+    tooltip = page.locator("#kv-tooltip")
+    tooltip.wait_for(state="visible")
+    assert tooltip.get_attribute("data-unknown") == "true"
+    assert "unknown: n2 did not report this column" in tooltip.inner_text()
+    page.mouse.move(5, 5)
+    # Exports write the unknown cell as empty (CSV) / null (JSON), not as 0.
+    with page.expect_download() as download:
+        page.locator("#kv-export-csv").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    [line] = [x for x in lines if x.startswith(f"{gap},")]
+    assert line.split(",")[-6:] == ["0", "5", "0", "", "0", "0"]
+    with page.expect_download() as download:
+        page.locator("#kv-export-json").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    [row] = [r for r in exported["rows"] if r["bucket_id"] == gap]
+    assert row["values"] == [0, 5, 0, None, 0, 0]
+    assert row["unknown"] == [3]
+    assert page.console_errors == []
+
+
+def test_a_7_day_window_draws_from_the_15_minute_tier(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster = devcluster_factory(routes=8)
+    portal = serve(portal_factory, cluster, tmp_path)
+    rows = three_routes(cluster)
+    hot, cold, _ = list(rows)
+    now = int(time.time() * 1000)
+    day3 = (now // 3_600_000 - 72) * 3_600_000  # an hour boundary three days back
+    stored = [
+        {
+            "t": day3 + k * MINUTE,
+            "step": MINUTE,
+            "cells": [[hot, 1000 if k <= 15 else 1, 0], [cold, 1, 0]],
+        }
+        for k in range(1, 31)
+    ]
+    fill_portal_store(portal, store_doc(rows, stored, compact_at_ms=now))
+    portal.login(page)
+    page.goto(portal.url + "/keyviz/?range=7d&live=0")
+    ready(page, "writes")
+    assert page.locator("#kv-range input[value='7d']").is_checked()
+    assert (
+        page.get_by_test_id("kv-summary")
+        .inner_text()
+        .startswith("2 \u00d7 2 cells · 15 min columns")
+    )
+    first, second = page.evaluate("window.keyviz.columns()")
+    assert (first, second) == (day3 + 15 * MINUTE, day3 + 30 * MINUTE)
+    assert page.evaluate(f"window.keyviz.value('{hot}', {first})") == 15_000
+    assert bright(pixel(page, hot, first))
+    assert not bright(pixel(page, hot, second))
+    page.screenshot(path=str(artifacts_dir / "keyviz-7d.png"))
+    assert page.console_errors == []
+
+
+def start_again(portal) -> None:
+    """Start a stopped portal again on the same address and database (a deploy, a crash
+    and restart): the page must come back by itself."""
+    with portal.log.open("ab") as log:
+        portal.proc = subprocess.Popen(
+            portal.proc.args, cwd=ROOT, env=portal.env, stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(portal.url + "/static/css/portal.css", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the portal did not come back:\n{portal.log.read_text()[-2000:]}")
+
+
+PILL = "document.getElementById('kv-live-status').dataset.state"
+
+
+def outage_free(errors: list[str]) -> list[str]:
+    """Console errors other than Chromium's log of each failed reconnection attempt."""
+    return [e for e in errors if not e.startswith("WebSocket connection to ")]
+
+
+def test_live_resumes_by_itself_after_the_nodes_and_then_the_portal_go_away(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    time.sleep(2.5 * step / 1000)
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    until(page, f"{PILL} === 'live'")
+    page.evaluate("window.__sameDocument = true")
+    cluster.inject([Op(leader, "write", HOT, count=30)])
+    wait_columns(page, 2, 6)
+
+    # Every node goes away: no column arrives, and the pill stops saying "live".
+    for node in cluster.nodes:
+        cluster.stop_node(node.node_id)
+    until(page, f"{PILL} !== 'live'", timeout=30_000)
+    assert "no column" in page.locator("#kv-live-status").inner_text()
+    page.screenshot(path=str(artifacts_dir / "keyviz-nodes-down.png"))
+    for node in cluster.nodes:
+        cluster.start_node(node.node_id)
+    drawn = len(page.evaluate("window.keyviz.liveDraws"))
+    wait_columns(page, drawn + 2, 30)
+    until(page, f"{PILL} === 'live'", timeout=10_000)
+
+    # The portal itself goes away and comes back: the socket reconnects with backoff, the
+    # gap is refetched from the matrix API and live resumes, without a reload.
+    portal.stop()
+    until(page, f"{PILL} !== 'live'", timeout=10_000)
+    start_again(portal)
+    restarted = int(time.time() * 1000)
+    until(page, f"{PILL} === 'live'", timeout=45_000)
+    leader = cluster.group(route.group_id).leader
+    cluster.inject([Op(leader, "write", HOT, count=30)])
+    until(page, f"window.keyviz.columns().some((t) => t > {restarted})", timeout=15_000)
+    assert page.evaluate("window.__sameDocument") is True
+    columns = page.evaluate("window.keyviz.columns()")
+    assert columns == sorted(set(columns))
+    page.screenshot(path=str(artifacts_dir / "keyviz-resumed.png"))
+    assert outage_free(page.console_errors) == []
+
+
+def test_a_page_opened_while_the_portal_is_down_loads_by_itself_and_is_never_green_on_no_data(
+    portal_factory, page, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    portal.stop()
+    # The matrix cannot be fetched: "No data", and the pill is not green.
+    page.evaluate("window.__sameDocument = true")
+    page.locator("#kv-range label", has_text="6 h").click()
+    until(page, "document.getElementById('kv-summary').textContent === 'No data'", 15_000)
+    assert page.evaluate(PILL) != "live"
+    start_again(portal)
+    until(page, f"{PILL} === 'live'", timeout=45_000)
+    until(page, "document.getElementById('kv-summary').textContent !== 'No data'")
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.evaluate("window.keyviz.state.range") == "6h"
+    assert outage_free(page.console_errors) == []
+
+
+def test_a_late_nodes_column_is_amended_in_place_on_the_live_page(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    portal.login(page)
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    hot = bucket(cluster, HOT)
+    time.sleep(3.5 * step / 1000)
+    page.goto(portal.url + "/keyviz/")
+    ready(page)
+    until(page, f"{PILL} === 'live'")
+    page.evaluate("window.__sameDocument = true")
+    other = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+    cluster.inject([Op(other, "write", HOT, count=5), Op(leader, "write", HOT, count=40)])
+    until(page, f"window.keyviz.rowIds().includes('{hot}')")
+    # The leader answers late: its columns miss their finalisation and arrive after it.
+    cluster.set_fault(leader, delay_s=2.5 * step / 1000, methods=["GetKeyVizMatrix"])
+    for _ in range(4):
+        cluster.inject([Op(other, "write", HOT, count=5), Op(leader, "write", HOT, count=40)])
+        time.sleep(step / 1000)
+    # Each column was published without the leader's cells (it was late) and amended
+    # when they came: the page replaced those columns in place, so it shows what the
+    # matrix API (the store) holds for them, the leader's 40 writes included.
+    until(page, "window.keyviz.amended >= 2", timeout=15_000)
+    cluster.clear_fault(leader)
+    time.sleep(2 * step / 1000)
+    shown = page.evaluate(
+        f"window.keyviz.columns().map((t) => [t, window.keyviz.value('{hot}', t)])"
+    )
+    stored = page.request.get(
+        f"{portal.url}/api/keyviz/matrix?from={shown[0][0] - step + 1}&to={shown[-1][0] + 1}"
+    ).json()
+    [row] = [r for r in stored["rows"] if r["bucket_id"] == hot]
+    by_time = dict(zip(stored["column_unix_ms"], row["values"], strict=True))
+    settled = [(t, v) for t, v in shown if v and t <= shown[-1][0] - 3 * step]
+    assert settled == [(t, by_time[t]) for t, _ in settled]
+    assert sum(1 for _, v in settled if v >= 40) >= 2
+    assert page.evaluate("window.__sameDocument") is True
+    columns = page.evaluate("window.keyviz.columns()")
+    assert columns == sorted(set(columns))
+    page.screenshot(path=str(artifacts_dir / "keyviz-amended.png"))
+    assert page.console_errors == []
+
+
+def test_a_live_7_day_view_folds_the_newest_steps_into_its_15_minute_column(
+    portal_factory, page, devcluster_factory, tmp_path
+):
+    step = 1_000
+    cluster = devcluster_factory(timers=True, step_ms=step)
+    portal = serve(portal_factory, cluster, tmp_path)
+    rows = three_routes(cluster)
+    old = next(iter(rows))
+    now = int(time.time() * 1000)
+    day3 = (now // 3_600_000 - 72) * 3_600_000
+    stored = [{"t": day3 + MINUTE, "step": MINUTE, "cells": [[old, 7, 0]]}]
+    fill_portal_store(portal, store_doc(rows, stored, compact_at_ms=now))
+    portal.login(page)
+    route = cluster.route_for_key(HOT)
+    leader = cluster.group(route.group_id).leader
+    hot = bucket(cluster, HOT)
+    page.goto(portal.url + "/keyviz/?range=7d")
+    ready(page)
+    until(page, f"{PILL} === 'live'")
+    assert page.evaluate("window.keyviz.columns()")[0] == day3 + 15 * MINUTE
+    for _ in range(3):
+        cluster.inject([Op(leader, "write", HOT, count=10)])
+        time.sleep(step / 1000)
+    # The nodes' 1 s columns are summed into the current 15 min column, after the old one.
+    until(
+        page,
+        f"""(() => {{
+            const k = window.keyviz, cols = k.columns();
+            return cols.length === 2 && k.value('{hot}', cols[1]) >= 30;
+        }})()""",
+        timeout=15_000,
+    )
     assert page.console_errors == []

@@ -10,8 +10,8 @@ import pytest
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
-from keyviz.live import RowCatalog, column_event, group_name, render_column, unpack_frame
 from keyviz.matrix import RowMeta
+from keyviz.messages import RowCatalog, column_event, group_name, render_column, unpack_frame
 from keyviz.serialize import FLAG_DEGRADED
 from tests.helpers import require
 

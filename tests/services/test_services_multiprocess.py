@@ -4,9 +4,9 @@ One devcluster (1 s columns on its own timers, a steady workload) and two
 `elastickv-admin serve` processes sharing a fresh database and a Redis
 database. Checked: sign-ins through both processes form one valid audit
 chain; a viewer on each process receives the same columns while the nodes see
-one fan-out per step (the poller lease: one process polls); SIGKILL of the
-process holding the lease hands the series to the other within seconds, and
-its viewer keeps receiving new columns.
+one fan-out per step (the collector lease: one process collects); SIGKILL of
+the process holding the lease hands collecting to the other within seconds,
+and its viewer keeps receiving new columns.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from redis import Redis
 
 from devcluster import DevCluster, FlushJitter
 from devcluster.pytest_plugin import TEST_TOKEN
-from keyviz.lease import KEY_PREFIX, RENEW_S, TTL_MS
+from keyviz.lease import COLLECTOR, KEY_PREFIX, RENEW_S, TTL_MS
 from proto import admin_pb2, admin_pb2_grpc
 from tests.conftest import PortalProcess
 from tests.helpers import require
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.services
 
 STEP_MS = 1_000
 SIGN_INS = 3  # per process
-LEASE_KEY = KEY_PREFIX + "writes"
+LEASE_KEY = KEY_PREFIX + COLLECTOR
 
 
 # ---------------------------------------------------------------- backends
@@ -218,9 +218,9 @@ def flushed_columns(cluster: DevCluster, node_id: str, since_ms: int, until_ms: 
 
 
 def holder_pid(redis: Redis) -> int:
-    """The pid of the process polling writes (the lease value is host:pid:random)."""
+    """The pid of the process collecting (the lease value is host:pid:random)."""
     value = redis.get(LEASE_KEY)
-    assert value is not None, "nobody holds the writes lease"
+    assert value is not None, "nobody holds the collector lease"
     text = value.decode() if isinstance(value, bytes) else str(value)
     return int(text.split(":")[1])
 
@@ -228,7 +228,7 @@ def holder_pid(redis: Redis) -> int:
 # ---------------------------------------------------------------- the test
 
 
-def test_two_portal_processes_share_one_poller_one_audit_chain_and_fail_over(
+def test_two_portal_processes_share_one_collector_one_audit_chain_and_fail_over(
     devcluster_factory: Callable[..., DevCluster],
     portal_factory: Callable[..., PortalProcess],
     database_url: str,
@@ -244,7 +244,11 @@ def test_two_portal_processes_share_one_poller_one_audit_chain_and_fail_over(
     args = ["--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token_file)]
     args += ["--keyvizStep", f"{STEP_MS}ms"]  # the nodes' step
     # Same database, same Redis, same keys (the audit chain and token hashes are shared).
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "ELASTICKV_ADMIN_KEYVIZ_STEP": "1s",
+    }
     first = portal_factory(args, env)
     second = portal_factory(args, env, create_admin=False)  # migrations again: a no-op
     second.admin_password = first.admin_password
@@ -268,7 +272,7 @@ async def _live(
 ) -> None:
     first, second = portals.values()
     viewers = {first.proc.pid: await StreamViewer.connect(first, token)}
-    await viewers[first.proc.pid].column_after(0, 15)
+    await viewers[first.proc.pid].column_after(0, 60)  # (a step set, or inferred: 32 columns)
     viewers[second.proc.pid] = await StreamViewer.connect(second, token)
     await viewers[second.proc.pid].column_after(0, 10)
 
@@ -287,8 +291,9 @@ async def _live(
     for node in cluster.nodes:
         flushed = flushed_columns(cluster, node.node_id, since, until)
         calls = counts[node.node_id].get("GetKeyVizMatrix", 0)
-        # One call per node per flushed column although two processes have viewers.
-        assert abs(calls - flushed) <= 1, (node.node_id, calls, flushed, counts)
+        # One call per series per node per flushed column although two processes have
+        # viewers (+-1 flush on the edges, a round asked again after a late flush).
+        assert 4 * (flushed - 1) <= calls <= 4 * (flushed + 2), (node.node_id, calls, flushed)
 
     # Kill the lease holder: the other process takes over.
     redis = Redis.from_url(redis_url)
@@ -301,8 +306,8 @@ async def _live(
     killed_at = time.monotonic()
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(timeout=10)
-    # The lease expires (ttl), the survivor's keeper takes it (one renew later), its poller
-    # bootstraps and sends the next final column (up to a step and a half).
+    # The lease expires (ttl), the survivor's collector takes it (one renew later), continues
+    # from the saved state and sends the next final column (up to a step and a half).
     bound = TTL_MS / 1000 + RENEW_S + 2.5 * STEP_MS / 1000 + 2
     taken = await survivor_viewer.column_after(last, bound)
     took = time.monotonic() - killed_at

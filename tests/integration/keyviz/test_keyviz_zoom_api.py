@@ -1,5 +1,6 @@
 """The heatmap page and the API additions it uses: key-range zoom and the group leaders
-in the cell detail, against a real-gRPC devcluster."""
+in the cell detail, against a real-gRPC devcluster. KeyViz cells come from the store
+(filled here as the collector fills it); the group leaders from the nodes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from devcluster import DevCluster, Op
+from devcluster import DevCluster
+from keyviz import store
+from keyviz.columns import MergedColumn, NodeColumn
+from keyviz.matrix import RowMeta
+from proto import admin_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +36,33 @@ def b64(key: bytes) -> str:
     return base64.urlsafe_b64encode(key).decode().rstrip("=")
 
 
-def traffic(cluster: DevCluster) -> list[Any]:
-    """Writes on every route, one column, a few minutes back."""
-    routes = cluster.routes()
-    ops = [
-        Op("n1", "write", (r.start or b"\x00") + b"k", count=i + 1) for i, r in enumerate(routes)
-    ]
-    cluster.inject(ops)
-    cluster.flush(at_ms=(int(time.time() * 1000) // STEP - 3) * STEP)
-    return list(routes)
+def store_traffic(cluster: DevCluster) -> list[Any]:
+    """One stored column a few minutes back with writes on every route (route i: i + 1), as
+    the collector would have stored them from the nodes."""
+    routes = list(cluster.routes())
+    rows = tuple(
+        RowMeta(f"route:{r.route_id}", start=r.start, end=r.end, route_ids=(r.route_id,))
+        for r in routes
+    )
+    store.clear_bucket_cache()
+    store.save_merged(
+        [
+            MergedColumn(
+                series=admin_pb2.KEYVIZ_SERIES_WRITES,
+                column_unix_ms=(int(time.time() * 1000) // STEP - 3) * STEP,
+                step_ms=STEP,
+                rows=rows,
+                values=np.arange(1, len(rows) + 1, dtype=np.uint64),
+                flags=np.zeros(len(rows), dtype=np.uint8),
+                contributors={n.node_id: 0 for n in cluster.nodes},
+            )
+        ]
+    )
+    return routes
 
 
 async def test_a_key_range_keeps_only_the_rows_that_meet_it(devcluster, api):
-    routes = traffic(devcluster)
+    routes = await sync_to_async(store_traffic)(devcluster)
     client = api(devcluster)
     middle = routes[3:5]
     query = {"start_key": b64(middle[0].start), "end_key": b64(middle[-1].end)}
@@ -70,18 +91,60 @@ async def test_a_bad_key_is_a_400_that_names_the_parameter(devcluster, api):
     }
 
 
+def store_node_writes(cluster: DevCluster, key: bytes, counts: dict[str, int]) -> None:
+    """Raw node columns (as the collector stores them) of writes on `key`'s route,
+    stamped with its group and term."""
+    route = cluster.route_for_key(key)
+    group = cluster.group(route.group_id)
+    meta = RowMeta(f"route:{route.route_id}", start=route.start, end=route.end)
+    slot = (int(time.time() * 1000) // STEP - 2) * STEP
+    store.clear_bucket_cache()
+    store.save_node_columns(
+        admin_pb2.KEYVIZ_SERIES_WRITES,
+        [
+            (
+                slot,
+                NodeColumn(
+                    node=node,
+                    column_unix_ms=slot - 200,
+                    rows=(meta,),
+                    values=np.array([count], dtype=np.uint64),
+                    soft=np.zeros(1, dtype=np.bool_),
+                    raft_group_ids=np.array([group.group_id], dtype=np.uint64),
+                    leader_terms=np.array([group.term], dtype=np.uint64),
+                ),
+            )
+            for node, count in counts.items()
+        ],
+    )
+    store.save_merged(
+        [
+            MergedColumn(
+                series=admin_pb2.KEYVIZ_SERIES_WRITES,
+                column_unix_ms=slot,
+                step_ms=STEP,
+                rows=(meta,),
+                values=np.array([sum(counts.values())], dtype=np.uint64),
+                flags=np.zeros(1, dtype=np.uint8),
+                contributors=dict.fromkeys(counts, slot - 200),
+            )
+        ]
+    )
+
+
 async def test_the_cell_detail_names_the_rows_group_and_its_current_leader(devcluster, api):
     key = b"user:42"
     route = devcluster.route_for_key(key)
     devcluster.transfer_leadership(route.group_id, "n3")
-    devcluster.inject([Op("n1", "write", key, count=2), Op("n2", "write", key, count=2)])
-    devcluster.flush(at_ms=(int(time.time() * 1000) // STEP - 2) * STEP)
+    await sync_to_async(store_node_writes)(devcluster, key, {"n1": 2, "n2": 2})
     doc = (await api(devcluster).get(f"/api/keyviz/buckets/route:{route.route_id}")).json()
     group = devcluster.group(route.group_id)
+    # The leader now comes from the cluster (GetClusterOverview), the cells from the store.
     assert doc["groups"] == [
         {"raft_group_id": group.group_id, "leader_node_id": "n3", "leader_term": group.term}
     ]
     assert {c["raft_group_id"] for c in doc["contributions"]} == {group.group_id}
+    assert doc["bucket"]["values"] == [4]
 
 
 async def test_the_heatmap_page_is_served_with_its_module_and_no_inline_script(devcluster, api):
@@ -96,20 +159,5 @@ async def test_the_heatmap_page_is_served_with_its_module_and_no_inline_script(d
     assert inline == [' id="kv-reserved" type="application/json"']
     for series in ("writes", "reads", "write_bytes", "read_bytes"):
         assert f'value="{series}"' in html
-    for preset in ("15m", "1h", "6h", "24h", "custom"):
+    for preset in ("15m", "1h", "6h", "24h", "7d", "30d", "custom"):
         assert f'value="{preset}"' in html
-
-
-async def test_a_step_hint_merges_a_short_window_on_the_nodes_grid(devcluster, api):
-    # One column per node: the merge cannot see the step and would assume 60 s.
-    at = int(time.time() * 1000) // 1000 * 1000 - 5_300
-    devcluster.inject([Op("n1", "write", b"user:42", count=3)])
-    for i, node in enumerate(devcluster.nodes):
-        devcluster.flush(node.node_id, at_ms=at + 100 * i)
-    client = api(devcluster)
-    query = {"from": str(at - 2_000), "to": str(at + 2_000)}
-    guessed = (await client.get("/api/keyviz/matrix", query)).json()
-    assert guessed["step_ms"] == 60_000
-    hinted = (await client.get("/api/keyviz/matrix", {**query, "step_ms": "1000"})).json()
-    assert hinted["step_ms"] == 1_000
-    assert hinted["column_unix_ms"] == [(at + 500) // 1000 * 1000]

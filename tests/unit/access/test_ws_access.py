@@ -18,7 +18,7 @@ from accounts.actions import do_end_sessions, do_revoke_api_token, do_set_roles
 from accounts.models import ApiToken
 from audit.models import AuditEvent
 from elastickv_admin.asgi import application
-from keyviz.live import close_live_hub, live_hub
+from tests.helpers import stream_group_members
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -110,14 +110,12 @@ async def test_a_socket_closed_by_the_recheck_releases_its_subscription(make_use
     user, communicator = await viewer_socket(make_user)
     await communicator.send_json_to({"type": "subscribe", "series": "writes"})
     assert (await communicator.receive_json_from())["type"] == "subscribed"
-    hub = live_hub()
-    assert hub.subscribers["writes"] == 1
+    assert stream_group_members("writes") == 1
     await sync_to_async(do_end_sessions)(user)
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
     await communicator.wait(timeout=5)
     assert viewers_gauge() == before
-    assert hub.subscribers["writes"] == 0
-    await close_live_hub()
+    assert stream_group_members("writes") == 0
 
 
 @override_settings(WS_RECHECK_INTERVAL_S=0.1)
@@ -181,8 +179,7 @@ async def test_a_subscribe_that_cannot_be_audited_closes_with_4503_and_cleans_up
     _, communicator = await viewer_socket(make_user)
     await communicator.send_json_to({"type": "subscribe", "series": "writes"})
     assert (await communicator.receive_json_from())["type"] == "subscribed"
-    hub = live_hub()
-    assert hub.subscribers["writes"] == 1
+    assert stream_group_members("writes") == 1
     assert viewers_gauge() == before + 1
 
     await sync_to_async(refuse_audit_writes)()
@@ -196,10 +193,9 @@ async def test_a_subscribe_that_cannot_be_audited_closes_with_4503_and_cleans_up
         await sync_to_async(lambda: connection.cursor().execute("DROP TRIGGER audit_disk_full"))()
     # The consumer cleaned up: no viewer counted, nobody subscribed to either series.
     assert viewers_gauge() == before
-    assert hub.subscribers["writes"] == 0
-    assert hub.subscribers["reads"] == 0
+    assert stream_group_members("writes") == 0
+    assert stream_group_members("reads") == 0
     assert not await AuditEvent.objects.filter(target="/api/stream:reads").aexists()
-    await close_live_hub()
 
 
 # --- the Origin: scheme, host and port, exactly -------------------------------------------------
@@ -308,7 +304,6 @@ async def test_a_thousand_resubscribes_write_one_audit_row_and_the_rest_are_told
     assert (await communicator.receive_json_from())["type"] == "subscribed"
     assert await AuditEvent.objects.filter(action="websocket.subscribe").acount() == 2
     await communicator.disconnect()
-    await close_live_hub()
 
 
 async def test_cycling_through_every_series_audits_at_most_the_burst(make_user, monkeypatch):
@@ -322,7 +317,6 @@ async def test_cycling_through_every_series_audits_at_most_the_burst(make_user, 
     # Five subscribes got through; the fifth repeats the first series and is folded.
     assert sorted(rows) == sorted(f"/api/stream:{s}" for s in series)
     await communicator.disconnect()
-    await close_live_hub()
 
 
 async def test_a_consumer_can_check_has_perm_in_async_code_without_a_query(make_user):

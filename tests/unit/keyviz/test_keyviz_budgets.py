@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -114,6 +116,23 @@ def test_row_budget_ors_flags() -> None:
     assert out.soft.tolist() == [[True, False], [False, False]]
     assert out.conflict.tolist() == [[False, True], [False, False]]
     assert out.degraded.tolist() == [[True, True], [False, False]]
+
+
+def test_row_budget_ors_unknown_a_joined_row_with_an_unknown_part_is_unknown() -> None:
+    m = matrix([[1, 1], [1, 1], [9, 9]])
+    unknown = np.zeros(m.shape, dtype=np.bool_)
+    unknown[1, 0] = True
+    out = apply_row_budget(replace(m, unknown=unknown), 2)
+    assert out.values.tolist() == [[2, 2], [9, 9]]
+    assert out.unknown is not None
+    assert out.unknown.tolist() == [[True, False], [False, False]]
+
+
+def test_budgets_keep_no_unknown_array_when_no_cell_is_unknown() -> None:
+    out = fit_to_display(
+        matrix([[1, 1, 1, 1]] * 3, columns=cols(4, first=T0 + STEP)), max_rows=1, max_cols=2
+    )
+    assert out.unknown is None
 
 
 @pytest.mark.parametrize("budget", [0, 1025])
@@ -275,6 +294,15 @@ def test_column_budget_ors_flags() -> None:
     assert out.soft.tolist() == [[True, False]]
     assert out.degraded.tolist() == [[False, True]]
     assert out.conflict.tolist() == [[False, False]]
+
+
+def test_column_budget_ors_unknown() -> None:
+    m = matrix([[1, 1, 1, 1]], columns=cols(4, first=T0 + STEP))
+    unknown = np.array([[False, False, True, False]])
+    out = apply_column_budget(replace(m, unknown=unknown), 2)
+    assert out.values.tolist() == [[2, 2]]
+    assert out.unknown is not None
+    assert out.unknown.tolist() == [[False, True]]
 
 
 @pytest.mark.parametrize("budget", [0, 10_001])

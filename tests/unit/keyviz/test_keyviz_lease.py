@@ -1,7 +1,8 @@
-"""The poller lease: one portal process polls a series, the others take over when it goes.
+"""The collector lease: one portal process collects, another takes over when it goes.
 
 Against a real redis-server started on a free port for this module (skipped when
-/usr/bin/redis-server is missing); pollers are stubs, so no node is involved.
+/usr/bin/redis-server is missing); the collecting itself is a stub here, so no
+node or database is involved (tests/services covers the whole thing).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import Any
 
 import pytest
 
-import keyviz.live
-from keyviz.lease import RedisLease
-from keyviz.live import LiveHub, LocalLease
+from keyviz.collector import Collector
+from keyviz.lease import COLLECTOR, Lease, LocalLease, RedisLease
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 FAST = {"renew_s": 0.05, "ttl_ms": 200}
@@ -77,26 +77,23 @@ async def leases(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterato
         await lease.close()
 
 
-class StubPoller:
-    """Stands in for SeriesPoller: counts what runs."""
+class StubCollector(Collector):
+    """Collects nothing: counts who is collecting."""
 
-    running: list[StubPoller] = []
+    working: list[StubCollector] = []
 
-    def __init__(self, hub: LiveHub, series: str) -> None:
-        self.hub, self.series = hub, series
-
-    def start(self) -> None:
-        StubPoller.running.append(self)
-
-    async def stop(self) -> None:
-        StubPoller.running.remove(self)
+    async def _collect_forever(self) -> None:
+        StubCollector.working.append(self)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            StubCollector.working.remove(self)
 
 
 @pytest.fixture
-def stub_pollers(monkeypatch: pytest.MonkeyPatch) -> list[StubPoller]:
-    StubPoller.running = []
-    monkeypatch.setattr(keyviz.live, "SeriesPoller", StubPoller)
-    return StubPoller.running
+def working() -> list[StubCollector]:
+    StubCollector.working = []
+    return StubCollector.working
 
 
 async def wait_for(check: Any, within: float = 2.0) -> None:
@@ -106,25 +103,25 @@ async def wait_for(check: Any, within: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def hub(lease: Any) -> LiveHub:
-    h = LiveHub(layer=object(), lease=lease)
-    h.linger_s = 0
-    return h
+def collector(lease: Lease) -> StubCollector:
+    c = StubCollector(layer=object(), lease=lease)
+    c.start()
+    return c
 
 
 async def test_one_owner_at_a_time_and_only_the_owner_renews_or_releases(leases):
     a, b = leases
-    assert await a.acquire("writes")
-    assert not await b.acquire("writes")
-    assert await a.acquire("writes")  # ours already: extended
-    assert await a.renew("writes")
-    assert not await b.renew("writes")
-    await b.release("writes")  # not b's: no effect
-    assert await a.holder("writes") == "p0"
-    await a.release("writes")
-    assert await a.holder("writes") is None
-    assert await b.acquire("writes")
-    assert not await a.renew("writes")
+    assert await a.acquire("collector")
+    assert not await b.acquire("collector")
+    assert await a.acquire("collector")  # ours already: extended
+    assert await a.renew("collector")
+    assert not await b.renew("collector")
+    await b.release("collector")  # not b's: no effect
+    assert await a.holder("collector") == "p0"
+    await a.release("collector")
+    assert await a.holder("collector") is None
+    assert await b.acquire("collector")
+    assert not await a.renew("collector")
 
 
 async def test_a_lease_nobody_renews_expires_after_its_ttl(leases):
@@ -142,9 +139,9 @@ async def test_a_lease_nobody_renews_expires_after_its_ttl(leases):
 
 async def test_an_unreachable_redis_grants_nothing_and_does_not_raise():
     lease = RedisLease(f"redis://127.0.0.1:{_free_port()}/0", renew_s=0.2, ttl_ms=600)
-    assert not await lease.acquire("writes")
-    assert not await lease.renew("writes")
-    await lease.release("writes")
+    assert not await lease.acquire("collector")
+    assert not await lease.renew("collector")
+    await lease.release("collector")
     await lease.close()
 
 
@@ -153,71 +150,53 @@ def test_ttl_must_outlast_the_renew_interval():
         RedisLease("redis://127.0.0.1:1/0", renew_s=1.0, ttl_ms=1000)
 
 
-async def test_one_of_two_hubs_polls_and_the_other_takes_over_on_release(leases, stub_pollers):
-    first, second = hub(leases[0]), hub(leases[1])
-    await first.subscribe("writes")
-    await second.subscribe("writes")
-    assert [p.hub for p in stub_pollers] == [first]
+async def test_one_of_two_collectors_works_and_the_other_takes_over_on_release(leases, working):
+    first = collector(leases[0])
+    await wait_for(lambda: working == [first])
+    second = collector(leases[1])
     await asyncio.sleep(4 * FAST["renew_s"])  # renewals keep it with the first
-    assert [p.hub for p in stub_pollers] == [first]
+    assert working == [first]
+    assert await leases[0].holder(COLLECTOR) == "p0"
     started = time.monotonic()
     await first.close()  # a clean shutdown releases: the second takes over within a renew
-    await wait_for(lambda: [p.hub for p in stub_pollers] == [second])
+    await wait_for(lambda: working == [second])
     assert time.monotonic() - started < 3 * FAST["renew_s"]
     await second.close()
-    assert stub_pollers == []
-    assert await leases[0].holder("writes") is None
+    assert working == []
+    assert await leases[0].holder(COLLECTOR) is None
 
 
-async def test_when_the_holder_dies_another_hub_takes_over_after_the_ttl(leases, stub_pollers):
-    first, second = hub(leases[0]), hub(leases[1])
-    await first.subscribe("writes")
-    await second.subscribe("writes")
-    # Death: the first stops renewing without releasing.
-    for keeper in first._keepers.values():
-        keeper.cancel()
+async def test_when_the_holder_dies_another_collector_takes_over_after_the_ttl(leases, working):
+    first = collector(leases[0])
+    await wait_for(lambda: working == [first])
+    second = collector(leases[1])
+    # Death: the first stops renewing without releasing (its work goes on, as in a hung
+    # process; the key expires all the same).
+    assert first._task is not None
+    first._task.cancel()
     started = time.monotonic()
-    await wait_for(lambda: any(p.hub is second for p in stub_pollers))
+    await wait_for(lambda: second in working)
     assert time.monotonic() - started >= FAST["ttl_ms"] / 1000 - FAST["renew_s"]
     await second.close()
-    first._keepers.clear()
     await first.close()
 
 
-async def test_a_holder_that_cannot_renew_stops_its_poller_and_retries(leases, stub_pollers):
-    first = hub(leases[0])
-    await first.subscribe("writes")
-    assert len(stub_pollers) == 1
+async def test_a_holder_that_cannot_renew_stops_collecting_and_retries(leases, working):
+    first = collector(leases[0])
+    await wait_for(lambda: working == [first])
     # Someone else holds it now (as after an expiry during a pause).
     client = leases[1]._client()
-    await client.set(leases[0].key("writes"), "intruder", px=300)
-    await wait_for(lambda: stub_pollers == [])
-    assert first.lost_leases == 1
-    # Once the intruder's key expires, the hub (still with a viewer) polls again.
-    await wait_for(lambda: len(stub_pollers) == 1)
+    await client.set(leases[0].key(COLLECTOR), "intruder", px=300)
+    await wait_for(lambda: working == [])
+    assert not first.holding
+    # Once the intruder's key expires, it collects again.
+    await wait_for(lambda: working == [first])
     await first.close()
 
 
-async def test_the_last_viewer_leaving_releases_and_stops_retrying(leases, stub_pollers):
-    first, second = hub(leases[0]), hub(leases[1])
-    await first.subscribe("writes")
-    await second.subscribe("writes")
-    await second.unsubscribe("writes")
-    assert second._keepers == {}
-    await first.unsubscribe("writes")
-    assert stub_pollers == []
-    assert await leases[0].holder("writes") is None
-    await asyncio.sleep(3 * FAST["renew_s"])
-    assert stub_pollers == []  # nobody has viewers: nobody polls
-    await first.close()
-    await second.close()
-
-
-async def test_a_local_lease_has_no_keeper(stub_pollers):
-    local = hub(LocalLease())
-    await local.subscribe("writes")
-    assert len(stub_pollers) == 1
-    assert local._keepers == {}
+async def test_a_local_lease_collects_at_once_and_closing_stops_it(working):
+    local = collector(LocalLease())
+    await wait_for(lambda: working == [local])
     await local.close()
-    await local.subscribe("writes")  # closed: nothing starts again
-    assert stub_pollers == []
+    assert working == []
+    assert not local.holding

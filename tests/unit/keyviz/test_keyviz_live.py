@@ -1,4 +1,5 @@
-"""The live poller's pure parts: column completion, poll timing, degraded groups, messages."""
+"""The live stream's pure parts: poll timing, degraded groups, node columns, messages.
+(Column completion: test_keyviz_collector.py.)"""
 
 from __future__ import annotations
 
@@ -7,125 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from keyviz.live import (
-    ColumnAssembler,
-    LeaderBook,
-    NodeColumn,
-    PollSchedule,
-    RowCatalog,
-    column_cells,
-    column_event,
-    column_from_event,
-    columns_of,
-    common_step,
-    node_matrix_of,
-    render_column,
-    unpack_frame,
-)
+from keyviz.assemble import LeaderBook, column_from_event, columns_of
+from keyviz.columns import FLAG_CONFLICT, FLAG_UNKNOWN
+from keyviz.feeds import PollSchedule
 from keyviz.matrix import NodeMatrix, RowMeta
-from keyviz.merge import merge_nodes
-from keyviz.serialize import FLAG_CONFLICT
+from keyviz.messages import RowCatalog, column_event, render_column, unpack_frame
 from proto import admin_pb2
 
 S = 60_000  # step
 B = 100 * S  # a boundary
-
-
-def col(node: str, t: int, *cells: tuple[str, int], group: int = 0, term: int = 0) -> NodeColumn:
-    rows = tuple(RowMeta(b, start=b.encode(), route_count=1) for b, _ in cells)
-    n = len(cells)
-    return NodeColumn(
-        node=node,
-        column_unix_ms=t,
-        rows=rows,
-        values=np.array([v for _, v in cells], dtype=np.uint64),
-        soft=np.zeros(n, dtype=np.bool_),
-        raft_group_ids=np.full(n, group, dtype=np.uint64),
-        leader_terms=np.full(n, term, dtype=np.uint64),
-    )
-
-
-# ---------------------------------------------------------------- column completion
-
-
-def test_a_column_is_final_once_every_answering_node_reported_it_with_offset_timers():
-    a = ColumnAssembler(S, B - S)
-    # Timers offset by less than half a step land on the same boundary.
-    a.add(col("n1", B - 20_000, ("route:1", 3)))
-    a.add(col("n2", B + 5_000, ("route:1", 4)))
-    assert a.ready(["n1", "n2", "n3"], now_ms=B + 6_000) == []
-    a.add(col("n3", B + 29_999))
-    [final] = a.ready(["n1", "n2", "n3"], now_ms=B + 30_000)
-    assert final.column_unix_ms == B
-    assert sorted(final.columns) == ["n1", "n2", "n3"]
-    assert final.late == ()
-    assert a.last_final_ms == B
-
-
-def test_halves_round_up_so_a_column_half_a_step_late_belongs_to_the_next_boundary():
-    a = ColumnAssembler(S, B - S)
-    a.add(col("n1", B + S // 2))
-    assert a.latest_ms("n1") == B + S
-    a.add(col("n2", B - S // 2))
-    assert a.latest_ms("n2") == B
-
-
-def test_a_missing_node_is_waited_for_until_a_step_after_the_boundary_then_listed_late():
-    a = ColumnAssembler(S, B - S)
-    a.add(col("n1", B, ("route:1", 1)))
-    a.add(col("n2", B + 1_000))
-    assert a.ready(["n1", "n2", "n3"], now_ms=B + S - 1) == []
-    [final] = a.ready(["n1", "n2", "n3"], now_ms=B + S)
-    assert final.late == ("n3",)
-    # Its column, arriving later, is dropped (the boundary is final) and counted.
-    assert a.add(col("n3", B + 2_000)) is False
-    assert a.dropped_late == 1
-
-
-def test_a_failed_node_is_not_waited_for():
-    a = ColumnAssembler(S, B - S)
-    a.add(col("n1", B))
-    a.add(col("n2", B))
-    [final] = a.ready(["n1", "n2"], now_ms=B + 1)  # n3 failed: not among the live nodes
-    assert final.column_unix_ms == B
-    assert final.late == ()
-
-
-def test_nothing_is_final_while_no_node_reported_past_the_last_final_column():
-    a = ColumnAssembler(S, B)
-    assert a.ready(["n1"], now_ms=B + 10 * S) == []
-    assert a.next_deadline_ms(["n1"]) is None
-    a.add(col("n1", B + S))
-    assert a.next_deadline_ms(["n1", "n2"]) == B + 2 * S
-
-
-def test_boundaries_go_final_in_order_and_empty_ones_too():
-    a = ColumnAssembler(S, B - S)
-    a.add(col("n1", B, ("route:1", 1)))
-    a.add(col("n1", B + S))
-    a.add(col("n1", B + 2 * S, ("route:2", 2)))
-    finals = a.ready(["n1"], now_ms=B + 2 * S)
-    assert [f.column_unix_ms for f in finals] == [B, B + S, B + 2 * S]
-    assert [len(f.columns["n1"][0].rows) for f in finals] == [1, 0, 1]
-
-
-def test_a_long_gap_is_skipped_rather_than_sent_column_by_column():
-    a = ColumnAssembler(S, B)
-    a.add(col("n1", B + 500 * S))
-    finals = a.ready(["n1"], now_ms=B + 500 * S)
-    assert [f.column_unix_ms for f in finals] == [B + 500 * S]
-
-
-def test_finalize_through_declares_history_final_as_it_stands():
-    a = ColumnAssembler(S, B - 3 * S)
-    a.add(col("n1", B - S, ("route:1", 1)))
-    a.add(col("n1", B, ("route:1", 2)))
-    a.add(col("n1", B + S, ("route:1", 3)))
-    finals = a.finalize_through(B // S)
-    assert [f.column_unix_ms for f in finals] == [B - 2 * S, B - S, B]
-    assert a.last_final_ms == B
-    [pending] = a.ready(["n1"], now_ms=B + S)
-    assert pending.column_unix_ms == B + S
 
 
 # ---------------------------------------------------------------- poll timing
@@ -177,13 +68,6 @@ def test_a_failing_node_is_asked_once_a_step_and_a_clock_behind_ours_never_spins
     assert schedule.due(7_000, ["n1", "n2", "n3"]) == ["n1", "n2", "n3"]
 
 
-def test_steps_are_inferred_from_a_few_columns_despite_one_late_flush():
-    # One flush 40 ms late: 460 and 540 ms gaps; a 500 ms step all the same.
-    assert common_step([[1_000, 1_540, 2_000, 2_500]]) == 500
-    assert common_step([[0, 60_000, 120_000], [5_000, 65_000]]) == 60_000
-    assert common_step([[0, 60_000]]) is None  # one gap is not enough
-
-
 # ---------------------------------------------------------------- degraded groups
 
 
@@ -229,9 +113,8 @@ def test_a_matrix_splits_into_columns_and_back():
     first, second = columns_of(m)
     assert [r.bucket_id for r in first.rows] == ["route:1"]
     assert second.values.tolist() == [7]
-    back = node_matrix_of([first, second])
-    assert back.values.tolist() == [[5, 0], [0, 7]]
-    assert back.raft_group_ids.tolist() == [[1, 0], [0, 2]]
+    assert second.raft_group_ids.tolist() == [2]
+    assert second.leader_terms.tolist() == [4]
 
 
 def test_a_pushed_column_is_validated_like_a_matrix():
@@ -251,20 +134,10 @@ def test_a_pushed_column_is_validated_like_a_matrix():
         column_from_event("n1", bad)
 
 
-def test_a_final_column_merges_writes_like_the_matrix_api():
-    # Two nodes report the same key for one group and term with different counts.
-    n1 = node_matrix_of([col("n1", B - 1_000, ("route:1", 5), group=1, term=3)])
-    n2 = node_matrix_of([col("n2", B + 2_000, ("route:1", 8), group=1, term=3)])
-    merged = merge_nodes([n1, n2], series=admin_pb2.KEYVIZ_SERIES_WRITES, step_ms=S)
-    [(row, value, flags)] = column_cells(merged, B)
-    assert (row.bucket_id, value) == ("route:1", 8)
-    assert flags & FLAG_CONFLICT
-
-
 # ---------------------------------------------------------------- messages
 
 
-def test_rows_carry_their_metadata_the_first_time_a_poller_sends_them():
+def test_rows_carry_their_metadata_the_first_time_the_collector_sends_them():
     catalog = RowCatalog()
     a = RowMeta("route:1", start=b"user:1", end=b"user:5", route_ids=(1,), route_count=1)
     b = RowMeta("route:2", start=b"user:5", route_ids=(2,), route_count=1)
@@ -359,3 +232,37 @@ def test_binary_column_frames_round_trip():
     assert flags == [0, 4]
     assert [r["bucket_id"] for r in header["new_rows"]] == ["route:1", "route:2"]
     assert header["series"] == "reads"
+
+
+def test_an_amendment_has_the_column_fields_and_replaces_it():
+    catalog = RowCatalog()
+    a = RowMeta("route:1", start=b"a")
+    nodes = {"responded": 2, "total": 2, "failed": [], "late": [], "streaming": []}
+    column = column_event(
+        series="writes",
+        step_ms=S,
+        column_unix_ms=B,
+        cells=[(a, 1, FLAG_UNKNOWN)],
+        catalog=catalog,
+        nodes=nodes,
+        emitted_unix_ms=1,
+    )
+    amend = column_event(
+        series="writes",
+        step_ms=S,
+        column_unix_ms=B,
+        cells=[(a, 4, 0)],
+        catalog=catalog,
+        nodes=nodes,
+        emitted_unix_ms=2,
+        kind="amend",
+    )
+    assert (column["type"], amend["type"]) == ("keyviz.column", "keyviz.amend")
+    first, second = json.loads(column["json"]), json.loads(amend["json"])
+    assert second["type"] == "amend"
+    assert set(first) == set(second)
+    assert second["column_unix_ms"] == first["column_unix_ms"]
+    assert second["rows"] == [{"bucket_id": "route:1", "value": 4}]
+    header, values, flags = unpack_frame(render_column(amend, "bin", set(), catalog.meta.get))  # type: ignore[arg-type]
+    assert (header["type"], values, flags) == ("amend", [4], [0])
+    assert header["flag_bits"]["unknown"] == FLAG_UNKNOWN

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from elastickv_admin.errors import ParamError
-from keyviz.params import MAX_UNIX_MS, MatrixQuery, parse_matrix_query
+from keyviz.params import MAX_UNIX_MS, TIER_SLACK_MS, MatrixQuery, parse_matrix_query
 from proto import admin_pb2
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
-WEEK = 7 * 24 * HOUR
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+MONTH = 30 * DAY
 
 
 def parse(**query: str) -> MatrixQuery:
@@ -84,13 +86,50 @@ def test_from_not_before_to_is_rejected(start: int) -> None:
     assert e.message == f"must be before to ({start} >= {NOW})"
 
 
-def test_window_over_seven_days_is_rejected_and_seven_days_is_fine() -> None:
-    assert parse(**{"from": str(NOW - WEEK), "to": str(NOW)}).from_unix_ms == NOW - WEEK
-    e = error(**{"from": str(NOW - WEEK - 1), "to": str(NOW)})
+def test_a_window_beyond_the_stores_longest_retention_is_a_400_naming_from_to_and_the_limit() -> (
+    None
+):
+    assert parse(**{"from": str(NOW - MONTH), "to": str(NOW)}).from_unix_ms == NOW - MONTH
+    # The 30 d preset, sent a moment before the server's now, is still accepted.
+    late = MONTH + TIER_SLACK_MS
+    assert parse(**{"from": str(NOW - late), "to": str(NOW)}).tier == 2
+    e = error(**{"from": str(NOW - late - 1), "to": str(NOW)})
     assert e.param == "from"
     assert e.message == (
-        f"window of {WEEK + 1} ms is longer than 7 days ({WEEK} ms); move from closer to to"
+        f"the window from/to of {late + 1} ms is longer than the 30 days ({MONTH} ms) "
+        "of history the portal keeps; move from closer to to"
     )
+
+
+def test_the_window_limit_follows_the_configured_retention() -> None:
+    keep = (DAY, 7 * DAY, 60 * DAY)
+    q = parse_matrix_query({"from": str(NOW - 45 * DAY)}, now_ms=NOW, retention=keep)
+    assert q.tier == 2
+    with pytest.raises(ParamError, match="longer than the 60 days"):
+        parse_matrix_query({"from": str(NOW - 61 * DAY)}, now_ms=NOW, retention=keep)
+
+
+@pytest.mark.parametrize(
+    ("start", "tier"),
+    [
+        (NOW - HOUR, 0),
+        (NOW - DAY, 0),  # the 24 h preset, sent a moment before the server's now
+        (NOW - DAY - 60_000, 0),
+        (NOW - DAY - HOUR, 1),
+        (NOW - WEEK, 1),
+        (NOW - WEEK - HOUR, 2),
+        (NOW - MONTH, 2),
+    ],
+)
+def test_the_tier_is_the_finest_whose_retention_covers_the_windows_start(
+    start: int, tier: int
+) -> None:
+    assert parse(**{"from": str(start)}).tier == tier
+
+
+def test_an_old_short_window_reads_the_tier_that_still_holds_it() -> None:
+    q = parse(**{"from": str(NOW - 3 * DAY), "to": str(NOW - 3 * DAY + HOUR)})
+    assert q.tier == 1
 
 
 def test_negative_from_is_rejected() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -64,6 +65,7 @@ def test_json_form_has_series_step_columns_rows_warnings_and_nodes() -> None:
         "soft": [],
         "conflict": [0],
         "degraded": [0, 1, 2],
+        "unknown": [],
     }
 
 
@@ -84,8 +86,8 @@ def test_binary_form_round_trips_values_flags_and_header() -> None:
     assert out.header["n_rows"] == 2
     assert out.header["n_cols"] == 3
     assert out.header["values_dtype"] == "uint8"  # every value fits in a byte
-    assert out.header["flag_bits"] == {"soft": 1, "conflict": 2, "degraded": 4}
-    assert out.header["flag_counts"] == {"soft": 1, "conflict": 1, "degraded": 3}
+    assert out.header["flag_bits"] == {"soft": 1, "conflict": 2, "degraded": 4, "unknown": 8}
+    assert out.header["flag_counts"] == {"soft": 1, "conflict": 1, "degraded": 3, "unknown": 0}
     assert out.header["nodes"] == NODES
     assert out.header["series"] == "writes"
     assert [r["bucket_id"] for r in out.header["rows"]] == ["route:1", "route:2"]
@@ -142,9 +144,47 @@ def test_binary_leaves_the_flags_out_when_no_cell_has_one() -> None:
     start = 12 + header_len + (-(12 + header_len) % 8)
     assert len(data) == start + 24 + 6  # stamps, one byte per value, nothing after
     out = decode_binary(data)
-    assert out.header["flag_counts"] == {"soft": 0, "conflict": 0, "degraded": 0}
+    assert out.header["flag_counts"] == {"soft": 0, "conflict": 0, "degraded": 0, "unknown": 0}
     assert out.flags.tolist() == [[0, 0, 0], [0, 0, 0]]
     assert out.values.tolist() == [[7, 0, 2], [1, 1, 1]]
+
+
+def with_unknown(m: MergedMatrix, cells: list[tuple[int, int]]) -> MergedMatrix:
+    unknown = np.zeros(m.shape, dtype=np.bool_)
+    for r, c in cells:
+        unknown[r, c] = True
+    return replace(m, unknown=unknown)
+
+
+def test_unknown_cells_are_listed_per_row_in_json_like_the_other_flags() -> None:
+    doc = matrix_to_json(with_unknown(merged(), [(0, 2), (1, 0), (1, 2)]))
+    assert [r["unknown"] for r in doc["rows"]] == [[2], [0, 2]]
+    # The value the reporting nodes counted is kept; the flag says it is not the whole truth.
+    assert doc["rows"][1]["values"] == [1, 1, 1]
+
+
+def test_unknown_cells_carry_flag_bit_8_in_the_binary_form_and_are_counted() -> None:
+    m = with_unknown(merged(), [(1, 0), (1, 2)])
+    out = decode_binary(matrix_to_binary(m))
+    assert out.header["flag_bits"]["unknown"] == 8
+    assert out.header["flag_counts"]["unknown"] == 2
+    # soft=1, conflict=2, degraded=4, unknown=8
+    assert out.flags.tolist() == [[6, 4, 4], [8, 1, 8]]
+
+
+def test_a_matrix_with_only_unknown_cells_still_sends_the_flags_section() -> None:
+    m = merged()
+    for marks in (m.soft, m.conflict, m.degraded):
+        marks[:] = False
+    out = decode_binary(matrix_to_binary(with_unknown(m, [(0, 1)])))
+    assert out.flags.tolist() == [[0, 8, 0], [0, 0, 0]]
+
+
+def test_extra_fields_reach_the_json_and_the_binary_header() -> None:
+    extra = {"collector": None, "tier": 1, "message": "the collector has not run yet"}
+    assert matrix_to_json(merged(), extra=extra)["tier"] == 1
+    header = decode_binary(matrix_to_binary(merged(), extra=extra)).header
+    assert (header["collector"], header["message"]) == (None, extra["message"])
 
 
 def test_binary_values_can_be_float64() -> None:
@@ -177,7 +217,11 @@ def test_binary_header_rows_are_the_json_forms_rows_request_after_request() -> N
     for _ in range(2):  # the second time from the row cache
         header = decode_binary(matrix_to_binary(m, nodes=NODES)).header
         assert header["rows"] == [
-            {k: v for k, v in r.items() if k not in ("values", "soft", "conflict", "degraded")}
+            {
+                k: v
+                for k, v in r.items()
+                if k not in ("values", "soft", "conflict", "degraded", "unknown")
+            }
             for r in as_json["rows"]
         ]
         assert (header["series"], header["step_ms"], header["nodes"]) == ("writes", STEP, NODES)
