@@ -93,3 +93,8 @@ def stream_group_members(series: str) -> int:
     layer = get_channel_layer()
     groups: dict[str, dict[str, float]] = getattr(layer, "groups", {})
     return len(groups.get(f"keyviz.{series}", {}))
+
+
+# What a browser on http://127.0.0.1/ sends with a WebSocket handshake: its Host and its page's
+# origin (the Origin must be the portal's exact scheme://host:port).
+BROWSER_ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]

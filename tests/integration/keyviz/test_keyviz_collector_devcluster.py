@@ -36,12 +36,13 @@ from keyviz.columns import FLAG_UNKNOWN
 from keyviz.lease import LocalLease
 from keyviz.messages import wall_ms
 from proto import admin_pb2
+from tests.helpers import BROWSER_ORIGIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 500
 WRITES = admin_pb2.KEYVIZ_SERIES_WRITES
-ORIGIN = [(b"origin", b"http://127.0.0.1")]
+ORIGIN = BROWSER_ORIGIN
 
 
 @dataclass

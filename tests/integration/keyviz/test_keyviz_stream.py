@@ -32,13 +32,13 @@ from keyviz.columns import FLAG_UNKNOWN
 from keyviz.lease import LocalLease
 from keyviz.matrix import RowMeta
 from keyviz.messages import RowCatalog, column_event, unpack_frame
-from tests.helpers import stream_group_members
+from tests.helpers import BROWSER_ORIGIN, stream_group_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 400
 # What a browser on http://127.0.0.1/ sends: its Host, and its page's origin.
-ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
+ORIGIN = BROWSER_ORIGIN
 KEY = b"user:42"
 
 
