@@ -59,6 +59,7 @@ T = TypeVar("T")
 STATE_KEY = COLLECTOR  # the CollectorState row
 STATE_EVERY_S = 1.0
 CLOSE_SAVE_S = 0.5
+STOP_WAIT_S = 0.5
 # Final columns older than this many steps (a backfill, a long outage) are stored, not published.
 MAX_PUBLISH_CATCH_UP = 120
 # Published slots whose node columns stay in memory (older amendments read the store).
@@ -129,8 +130,10 @@ class Collector:
         work, self._work = self._work, None
         if work is not None:
             work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            # Bounded: the lease is released even if a call does not end at once.
+            done, _ = await asyncio.wait({work}, timeout=STOP_WAIT_S)
+            if not done:
+                log.warning("keyviz collector: still stopping after %.1f s", STOP_WAIT_S)
         await self.nodes.close()
 
     async def close(self) -> None:

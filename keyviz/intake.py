@@ -120,10 +120,10 @@ class NodeIntake:
         return joined, left
 
     async def close(self) -> None:
+        """Close the node streams (what is known of the nodes stays, for the state)."""
         for feed in list(self.feeds.values()):
             await feed.close()
         self.feeds.clear()
-        self.tracks.clear()
 
     def healthy(self) -> list[str]:
         return [t.label for t in self.tracks.values() if t.ok]
