@@ -196,6 +196,7 @@ class Collector:
         restored = bool(state) and saved_step == step and step is not None
         if restored:
             self._restore(state)
+        await self._resume_from_store()
         fetched = await self.nodes.fetch(list(self.nodes.tracks.values()))
         if step is None:
             step = await self._infer_step(fetched)
@@ -218,6 +219,19 @@ class Collector:
             len(self.nodes.tracks),
             "continuing from the saved state" if restored else "backfilling the nodes' rings",
         )
+
+    async def _resume_from_store(self) -> None:
+        """A node the state does not cover: ask it from after the last column the store
+        holds from it (its whole ring when none), so nothing stored is taken twice."""
+        for track in self.nodes.tracks.values():
+            for s in SERIES.values():
+                if s in track.last_ms:
+                    continue
+                last = await self.history.call(
+                    "read the last node column", store.latest_node_column_ms, s, track.label
+                )
+                if last is not None:
+                    track.last_ms[s] = last
 
     def _expect(self, labels: Sequence[str]) -> None:
         """Nodes listed from now on: missing from the next slot unless they report."""
