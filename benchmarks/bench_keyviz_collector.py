@@ -128,7 +128,7 @@ async def run(nodes: int, active: int, steps: int, warmup: int) -> dict[str, flo
             take_cpu.append(c1 - c0)
             final_cpu.append(c2 - c1)
             wall.append(t2 - t0)
-    published = collector.published
+    published = collector.out.published
     await collector.history.close()
     total = [a + b for a, b in zip(take_cpu, final_cpu, strict=True)]
     return {

@@ -18,7 +18,6 @@ node columns, each with its slot:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -83,7 +82,7 @@ class NodeIntake:
         self.leaders = LeaderBook()
         self.rowbook = RowBook()
         self.pushed: list[tuple[str, int, NodeColumn]] = []  # (address, series, column)
-        self.notices: list[tuple[str, dict[str, Any]]] = []  # (series, channel message)
+        self.notices: list[tuple[str, dict[str, Any]]] = []  # (series, client message)
         self._transitions: deque[tuple[int, int]] = deque(maxlen=64)
         self._due: dict[str, float] = {}
 
@@ -184,8 +183,12 @@ class NodeIntake:
                 "lineage_id": t.lineage_id,
                 "unix_ms": t.unix_ms,
             }
-            text = json.dumps(message, separators=(",", ":"))
-            self.notices.append((name, {"type": "keyviz.notice", "json": text}))
+            self.notices.append((name, message))
+
+    def take_notices(self) -> list[tuple[str, dict[str, Any]]]:
+        """Messages for the viewers gathered from the feeds since the last call."""
+        notices, self.notices = self.notices, []
+        return notices
 
     # -- polling ----------------------------------------------------------------------------
 
