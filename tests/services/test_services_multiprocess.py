@@ -35,7 +35,7 @@ import pytest
 from django.conf import settings
 from redis import Redis
 
-from devcluster import DevCluster
+from devcluster import DevCluster, FlushJitter
 from devcluster.pytest_plugin import TEST_TOKEN
 from keyviz.lease import COLLECTOR, KEY_PREFIX, RENEW_S, TTL_MS
 from proto import admin_pb2, admin_pb2_grpc
@@ -235,10 +235,14 @@ def test_two_portal_processes_share_one_collector_one_audit_chain_and_fail_over(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    cluster = devcluster_factory(timers=True, step_ms=STEP_MS, workload_rate=300.0)
+    # Flushes exactly on phase: the test counts one poll per flushed column.
+    cluster = devcluster_factory(
+        timers=True, step_ms=STEP_MS, workload_rate=300.0, flush_jitter=FlushJitter()
+    )
     token_file = tmp_path / "node-token"
     token_file.write_text(TEST_TOKEN)
     args = ["--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token_file)]
+    args += ["--keyvizStep", f"{STEP_MS}ms"]  # the nodes' step
     # Same database, same Redis, same keys (the audit chain and token hashes are shared).
     env = {
         "DATABASE_URL": database_url,

@@ -123,7 +123,10 @@ def _assign_in_chunks(step: int, runs: list[NodeRun], cuts: list[int]) -> dict[s
     return slots
 
 
-chunking = st.lists(st.integers(0, 40), max_size=6).map(sorted)
+# Where the columns are cut into assign() calls: a few cuts, or one column per call (live).
+chunking = st.one_of(
+    st.lists(st.integers(0, 40), max_size=6).map(sorted), st.just(list(range(1, 41)))
+)
 
 
 # ------------------------------------------------------------ properties
