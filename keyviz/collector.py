@@ -347,7 +347,9 @@ class Collector:
             )
             have = {c.node for c in columns}
             columns += [c for c in stored or [] if c.node not in have]
-        return merge_slot(
+        # Off the loop: a backfill merges hundreds of slots.
+        return await asyncio.to_thread(
+            merge_slot,
             columns,
             series=series,
             column_unix_ms=fin.slot * self.step_ms,

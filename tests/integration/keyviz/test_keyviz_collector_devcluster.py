@@ -505,3 +505,33 @@ async def test_a_restarted_collector_continues_from_its_state_without_doubling(
     times = stored.matrix.column_unix_ms.tolist()
     assert all(b - a == STEP for a, b in itertools.pairwise(times))
     assert all(len(c) == 3 for c in stored.contributors[1:])
+
+
+async def test_a_start_backfills_every_column_of_the_nodes_rings(devcluster_factory, collect):
+    # The nodes have flushed 100 columns (more than a collector keeps in memory per node)
+    # before any collector runs: the first one takes all of them, once.
+    cluster = devcluster_factory(timers=False, step_ms=STEP)
+    start = (wall_ms() // STEP - 103) * STEP
+    injected = 0
+    for k in range(100):
+        for i, node in enumerate(("n1", "n2", "n3")):
+            injected += cluster.inject([Op(node, "write", f"user:{k}".encode(), count=i + 1)])
+            cluster.flush(node, at_ms=start + k * STEP + 100 * (i + 1))
+    await collect(cluster)
+
+    async def all_stored() -> Any:
+        got = await read_matrix(WRITES, 0, wall_ms(), tier=0)
+        return got if len(got.matrix.column_unix_ms) >= 100 else None
+
+    stored = await until(all_stored)
+    assert int(stored.matrix.values.sum()) == injected == 600
+    # n3 flushes at 60% of the step: its columns close the next merged column (rule 1),
+    # so 101 columns: the first without n3 (not expected before its first column), the
+    # last with n3 only (n1 and n2 flushed no more: missing, their cells unknown).
+    contributors = [sorted(c) for c in stored.contributors]
+    assert len(contributors) == 101
+    assert contributors[0] == ["n1", "n2"]
+    assert stored.missing[0] == ()
+    assert all(c == ["n1", "n2", "n3"] for c in contributors[1:-1])
+    assert contributors[-1] == ["n3"]
+    assert stored.missing[-1] == ("n1", "n2")
