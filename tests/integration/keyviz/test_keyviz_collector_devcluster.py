@@ -41,7 +41,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 500
 WRITES = admin_pb2.KEYVIZ_SERIES_WRITES
-ORIGIN = [(b"origin", b"http://127.0.0.1")]
+# What a browser on http://127.0.0.1/ sends: its Host, and its page's origin.
+ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
 
 
 @dataclass
