@@ -13,7 +13,9 @@ decoding are not in it (bench_keyviz_api.py measures the fetch and decode).
 
 Printed per node count: input cells per step, the CPU time per step (median,
 p90) split into "take" (slots + raw store) and "finalize" (merge + merged store
-+ publish), the wall time, and the process RSS after the run.
++ publish), the wall time, and the process RSS after the run. Then a start-up
+backfill (`--backfill-nodes` nodes' whole 24 h rings at once): its CPU and wall
+time, and the longest the event loop went without running (a ticker every 10 ms).
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def node_column(
     )
 
 
-async def run(nodes: int, active: int, steps: int, warmup: int) -> dict[str, float]:
+async def run(
+    nodes: int, active: int, steps: int, warmup: int, *, backfill: int = 0
+) -> dict[str, float]:
+    """`backfill` > 0: one step taking `backfill` columns per node (a whole ring) instead."""
     from channels.layers import InMemoryChannelLayer
 
     from cluster.fanout import Node
@@ -113,22 +118,46 @@ async def run(nodes: int, active: int, steps: int, warmup: int) -> dict[str, flo
     phases = rng.integers(0, STEP, size=nodes)
     base = (time.time_ns() // 1_000_000 // STEP - steps - warmup - 2) * STEP
     take_cpu, final_cpu, wall = [], [], []
+    stall = [0.0]
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            stall[0] = max(stall[0], now - last - 0.01)
+            last = now
+
+    if backfill:
+        steps, warmup = 1, 0
+        base -= backfill * STEP
     for k in range(steps + warmup):
         fetched: Fetched = []
         for track, phase in zip(tracks, phases.tolist(), strict=True):
-            at = base + k * STEP + phase + int(rng.integers(0, 280))
+            # One flush time per column, shared by the four series (as on a node).
+            at = [
+                base + (k + j) * STEP + phase + int(rng.integers(0, 280))
+                for j in range(max(1, backfill))
+            ]
             for s in SERIES:
-                fetched.append((track, s, [node_column(rng, rows, track.label, at, active)]))
+                cols = [node_column(rng, rows, track.label, t, active) for t in at]
+                fetched.append((track, s, cols))
+        watch = asyncio.get_running_loop().create_task(ticker())
         t0, c0 = time.perf_counter(), time.process_time()
         await collector._take(fetched)
         c1 = time.process_time()
         await collector._finalize()
         c2, t2 = time.process_time(), time.perf_counter()
+        watch.cancel()
         if k >= warmup:
             take_cpu.append(c1 - c0)
             final_cpu.append(c2 - c1)
             wall.append(t2 - t0)
-    published = collector.published
+    published = collector.out.published
+    from keyviz.models import StoredColumn, StoredNodeColumn
+
+    stored = await collector.history.run(StoredColumn.objects.filter(tier=0).count)
+    raw = await collector.history.run(StoredNodeColumn.objects.count)
     await collector.history.close()
     total = [a + b for a, b in zip(take_cpu, final_cpu, strict=True)]
     return {
@@ -141,6 +170,9 @@ async def run(nodes: int, active: int, steps: int, warmup: int) -> dict[str, flo
         "published": published,
         "rss_mb": rss_mb(),
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "stall_ms": stall[0] * 1000,
+        "stored": stored,
+        "raw": raw,
     }
 
 
@@ -150,6 +182,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300, help="non-zero rows per node column")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--backfill-nodes", type=int, default=3)
+    parser.add_argument("--ring", type=int, default=1440, help="columns per node to backfill")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-collector-"))
     setup_django(work)
@@ -168,6 +202,17 @@ def main() -> None:
             f"{r['final_med'] * 1000:6.1f}), wall {r['wall_med'] * 1000:7.1f} ms; "
             f"{r['published']} columns published; RSS {r['rss_mb']:.0f} MB "
             f"(peak {r['maxrss_mb']:.0f} MB)"
+        )
+    if args.backfill_nodes:
+        n = args.backfill_nodes
+        fresh_database(work / "collector-backfill.sqlite3")
+        r = asyncio.run(run(n, args.rows, 1, 0, backfill=args.ring))
+        print(
+            f"backfill of {n} nodes x {args.ring} columns x 4 series ({r['cells'] * args.ring:,d} "
+            f"node cells): CPU {r['cpu_med']:.1f} s, wall {r['wall_med']:.1f} s, "
+            f"{r['stored']} merged and {r['raw']} node columns stored, {r['published']} "
+            f"published (the newest 120 per series), longest event "
+            f"loop stall {r['stall_ms']:.0f} ms; RSS {r['rss_mb']:.0f} MB"
         )
 
 

@@ -2,17 +2,18 @@
 
 For each size: `--processes` `elastickv-admin serve` processes on one private
 redis-server (started here on a free port in a temporary directory; channel
-layer and poller lease) and one SQLite database file shared by the processes
+layer and collector lease) and one SQLite database file shared by the processes
 (`DATABASE_URL=sqlite:///...`: it only holds the admin, the API token and the
 audit events of the subscriptions), a 3-node devcluster (upstream profile,
 polling; 1 s columns on its own timers, steady workload, in a child process),
 and `--viewers` WebSocket viewers per process (autobahn's asyncio client, API
 token) that subscribe to writes and acknowledge every column.
 
-Printed per size: which process polls (the lease holder), per process the
-delivery latency (broadcast by the polling process -> received by a viewer of
+Printed per size: which process collects (the lease holder), per process the
+delivery latency (broadcast by the collecting process -> received by a viewer of
 that process) p50/p99/max and completeness, and GetKeyVizMatrix calls per
-node per column (one fan-out per step whatever the number of processes).
+node per column (one fan-out per step, one call per series, whatever the number
+of processes).
 
 The devcluster child, the viewer protocol and the percentiles come from
 bench_keyviz_viewers.py.
@@ -47,7 +48,7 @@ from benchmarks.bench_keyviz_viewers import (  # noqa: E402
     connect_viewers,
     pct,
 )
-from keyviz.lease import KEY_PREFIX  # noqa: E402
+from keyviz.lease import COLLECTOR, KEY_PREFIX  # noqa: E402
 from tests.conftest import PortalProcess, start_portal  # noqa: E402
 
 
@@ -100,7 +101,7 @@ async def measure(
     counts = nodes.ask("counts")
     last = first + (steps - 1) * STEP_MS
     redis = Redis.from_url(redis_url)
-    holder = redis.get(KEY_PREFIX + "writes")
+    holder = redis.get(KEY_PREFIX + COLLECTOR)
     redis.close()
     holder_pid = int(holder.decode().split(":")[1]) if isinstance(holder, bytes) else None
     print(
@@ -112,7 +113,7 @@ async def measure(
         window = [t for t in board.columns if first <= t <= last]
         delivery = [r - e for t in window for _, r, e in board.columns[t]]
         complete = sum(len({v for v, _, _ in board.columns[t]}) == viewers for t in window)
-        role = "polls" if portals[i].proc.pid == holder_pid else "forwards"
+        role = "collects" if portals[i].proc.pid == holder_pid else "forwards"
         print(
             f"  process #{i} ({role}): {len(window)} columns, {len(delivery)} deliveries, "
             f"{complete}/{len(window)} complete, resyncs {board.resyncs}, "

@@ -28,19 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from elastickv_admin import metrics
 from elastickv_admin.config import portal_config
 from keyviz import store
 from keyviz.align import NodePhase, PhaseLock, infer_step_ms
 from keyviz.assemble import (
-    column_cells,
     merge_slot,
 )
 from keyviz.columns import MergedColumn, NodeColumn
@@ -49,8 +46,9 @@ from keyviz.finalize import Finalized, SeriesLedger
 from keyviz.history import History
 from keyviz.intake import SERIES_NAMES, Fetched, NodeIntake
 from keyviz.lease import COLLECTOR, Lease, default_lease, process_owner_id
-from keyviz.messages import RowCatalog, column_event, group_name, summary_of, wall_ms
+from keyviz.messages import wall_ms
 from keyviz.params import SERIES
+from keyviz.publish import Publisher
 from proto import admin_pb2
 
 log = logging.getLogger(__name__)
@@ -59,6 +57,7 @@ T = TypeVar("T")
 STATE_KEY = COLLECTOR  # the CollectorState row
 STATE_EVERY_S = 1.0
 CLOSE_SAVE_S = 0.5
+STOP_WAIT_S = 0.5
 # Final columns older than this many steps (a backfill, a long outage) are stored, not published.
 MAX_PUBLISH_CATCH_UP = 120
 # Published slots whose node columns stay in memory (older amendments read the store).
@@ -82,16 +81,13 @@ class Collector:
             from channels.layers import get_channel_layer
 
             layer = get_channel_layer()
-        self.layer = layer
+        self.out = Publisher(layer)
         self.lease: Lease = lease or default_lease()
         self.owner = owner or getattr(self.lease, "owner", None) or process_owner_id()
         self.holding = False
         self.step_ms: int | None = None
         self._step_given = step_ms
-        self.published = 0
-        self.amended = 0
         self.started_ms = wall_ms()
-        self.catalog = RowCatalog()
         self._wake = asyncio.Event()
         self.nodes = NodeIntake(self._wake)
         self._ledgers: dict[int, SeriesLedger] = {}
@@ -101,7 +97,6 @@ class Collector:
         self.history = History()
         self._state_saved = 0.0
         self._closed = False
-        self._failing: frozenset[str] = frozenset()
 
     # -- lifecycle: the lease ------------------------------------------------------------------
 
@@ -129,8 +124,10 @@ class Collector:
         work, self._work = self._work, None
         if work is not None:
             work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            # Bounded: the lease is released even if a call does not end at once.
+            done, _ = await asyncio.wait({work}, timeout=STOP_WAIT_S)
+            if not done:
+                log.warning("keyviz collector: still stopping after %.1f s", STOP_WAIT_S)
         await self.nodes.close()
 
     async def close(self) -> None:
@@ -193,6 +190,7 @@ class Collector:
         restored = bool(state) and saved_step == step and step is not None
         if restored:
             self._restore(state)
+        await self._resume_from_store()
         fetched = await self.nodes.fetch(list(self.nodes.tracks.values()))
         if step is None:
             step = await self._infer_step(fetched)
@@ -215,6 +213,19 @@ class Collector:
             len(self.nodes.tracks),
             "continuing from the saved state" if restored else "backfilling the nodes' rings",
         )
+
+    async def _resume_from_store(self) -> None:
+        """A node the state does not cover: ask it from after the last column the store
+        holds from it (its whole ring when none), so nothing stored is taken twice."""
+        for track in self.nodes.tracks.values():
+            for s in SERIES.values():
+                if s in track.last_ms:
+                    continue
+                last = await self.history.call(
+                    "read the last node column", store.latest_node_column_ms, s, track.label
+                )
+                if last is not None:
+                    track.last_ms[s] = last
 
     def _expect(self, labels: Sequence[str]) -> None:
         """Nodes listed from now on: missing from the next slot unless they report."""
@@ -281,8 +292,10 @@ class Collector:
         await self._take(fetched, pushed)
         if tracks:
             self.nodes.polled(tracks, before)
-        self._status_notice()
-        await self._send_notices()
+        self.out.status_changed(self.nodes.status())
+        for name, message in self.nodes.take_notices():
+            self.out.notice(name, message)
+        await self.out.send_notices()
         await self.nodes.refresh_leaders()
         await self._finalize()
         await self._save_state()
@@ -300,25 +313,6 @@ class Collector:
                 self._pending[series].setdefault(slot, {})[c.node] = c
         for series, items in saves.items():
             await self.history.call("save node columns", store.save_node_columns, series, items)
-
-    def _status_notice(self) -> None:
-        """A `status` message to every series' viewers when the set of failing nodes changes."""
-        failing = frozenset(t.label for t in self.nodes.tracks.values() if not t.ok)
-        if failing == self._failing:
-            return
-        self._failing = failing
-        nodes = summary_of(self.nodes.status())
-        for name in SERIES:
-            text = json.dumps({"type": "status", "series": name, "nodes": nodes})
-            self.nodes.notices.append((name, {"type": "keyviz.notice", "json": text}))
-
-    async def _send_notices(self) -> None:
-        notices, self.nodes.notices = self.nodes.notices, []
-        for name, notice in notices:
-            try:
-                await self.layer.group_send(group_name(name), notice)
-            except Exception:  # one lost notice, not the collector
-                log.exception("keyviz collector: cannot send a notice")
 
     async def _finalize(self) -> None:
         assert self.step_ms is not None
@@ -339,7 +333,8 @@ class Collector:
                 and column.column_unix_ms <= newest - MAX_PUBLISH_CATCH_UP * self.step_ms
             ):
                 continue  # backfill: stored; viewers read it from the matrix API
-            await self._publish(column, fin)
+            late = [n for n in fin.missing if self.nodes.is_healthy(n)]
+            await self.out.column(column, amend=fin.amend, status=self.nodes.status(), late=late)
 
     async def _merge(self, series: int, fin: Finalized) -> MergedColumn:
         assert self.step_ms is not None
@@ -352,7 +347,9 @@ class Collector:
             )
             have = {c.node for c in columns}
             columns += [c for c in stored or [] if c.node not in have]
-        return merge_slot(
+        # Off the loop: a backfill merges hundreds of slots.
+        return await asyncio.to_thread(
+            merge_slot,
             columns,
             series=series,
             column_unix_ms=fin.slot * self.step_ms,
@@ -370,36 +367,6 @@ class Collector:
         pending = self._pending[series]
         for slot in [s for s in pending if s <= oldest]:
             del pending[slot]
-
-    async def _publish(self, column: MergedColumn, fin: Finalized) -> None:
-        assert self.step_ms is not None
-        name = SERIES_NAMES[column.series]
-        emitted = wall_ms()
-        if not fin.amend:
-            metrics.LIVE_COLUMN_LAG_SECONDS.labels(name).observe(
-                max(0, emitted - column.column_unix_ms) / 1000
-            )
-        event = column_event(
-            series=name,
-            step_ms=self.step_ms,
-            column_unix_ms=column.column_unix_ms,
-            cells=column_cells(column),
-            catalog=self.catalog,
-            nodes=summary_of(
-                self.nodes.status(), [n for n in fin.missing if self.nodes.is_healthy(n)]
-            ),
-            emitted_unix_ms=emitted,
-            kind="amend" if fin.amend else "column",
-        )
-        try:
-            await self.layer.group_send(group_name(name), event)
-        except Exception:  # a channel layer hiccup loses one column, not the collector
-            log.exception("keyviz collector: cannot publish %s", group_name(name))
-            return
-        if fin.amend:
-            self.amended += 1
-        else:
-            self.published += 1
 
     def _next_wake_ms(self) -> int:
         candidates = [
@@ -431,8 +398,8 @@ class Collector:
                 for s, ledger in self._ledgers.items()
             },
             "nodes": self.nodes.to_state(),
-            "published": self.published,
-            "amended": self.amended,
+            "published": self.out.published,
+            "amended": self.out.amended,
         }
 
     async def _save_state(self, *, force: bool = False) -> None:

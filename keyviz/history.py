@@ -5,7 +5,7 @@ collector goes through `History`: on one dedicated thread (one database
 connection, writes in order, the event loop free), with a failure logged once
 and kept as `last_error` ("history not being recorded: <reason>", shown with the
 collector's status) instead of raised, so the live stream never stops for it.
-Compaction and pruning (store.compact / store.prune) run on a second thread
+Compaction and pruning (tiers.compact / tiers.prune) run on a second thread
 about once a minute.
 """
 
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from keyviz import store
+from keyviz import store, tiers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class History:
         self._compactor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="keyviz-compact"
         )
-        self._compacting: concurrent.futures.Future[None] | None = None
+        self._compacting: concurrent.futures.Future[str | None] | None = None
         self._compact_due = 0.0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -72,14 +72,20 @@ class History:
         self.last_error = message
         self.last_error_ms = time.time_ns() // 1_000_000
 
-    def maybe_compact(self, now_ms: int) -> None:
-        """Compact and prune in the background, about once a minute, one run at a time."""
-        if time.monotonic() < self._compact_due:
-            return
-        if self._compacting is not None and not self._compacting.done():
-            return
+    def maybe_compact(self, now_ms: int) -> concurrent.futures.Future[str | None] | None:
+        """Compact and prune in the background, about once a minute, one run at a time
+        (the run started, if one was); a failed run is recorded like a failed write."""
+        done = self._compacting
+        if done is not None and done.done():
+            self._compacting = None
+            reason = done.result()
+            if reason is not None:
+                self.failed("compaction", reason)
+        if time.monotonic() < self._compact_due or self._compacting is not None:
+            return None
         self._compact_due = time.monotonic() + COMPACT_EVERY_S
         self._compacting = self._compactor.submit(_compact_and_prune, now_ms)
+        return self._compacting
 
     async def close(self) -> None:
         if self._compacting is not None:
@@ -92,19 +98,20 @@ class History:
         self._compactor.shutdown(wait=False)
 
 
-def _compact_and_prune(now_ms: int) -> None:
-    compact: Callable[[int], Any] | None = getattr(store, "compact", None)
-    prune: Callable[[int], int] | None = getattr(store, "prune", None)
-    if compact is None or prune is None:
-        return  # a store without tiers yet
+def _compact_and_prune(now_ms: int) -> str | None:
+    """One compaction and prune run; the reason it failed, if it did."""
     try:
-        report = compact(now_ms)
-        pruned = prune(now_ms)
+        report = tiers.compact(now_ms)
+        pruned = tiers.prune(now_ms)
         log.info("keyviz store: compacted %s, pruned %d", report, pruned)
-    except Exception:
+    except store.StoreError as exc:
+        return str(exc)
+    except Exception as exc:
         log.exception("keyviz store: compaction failed")
+        return f"{type(exc).__name__}: {exc}"
     finally:
         _close_connections()
+    return None
 
 
 def _close_connections() -> None:

@@ -18,7 +18,6 @@ node columns, each with its slot:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -83,7 +82,7 @@ class NodeIntake:
         self.leaders = LeaderBook()
         self.rowbook = RowBook()
         self.pushed: list[tuple[str, int, NodeColumn]] = []  # (address, series, column)
-        self.notices: list[tuple[str, dict[str, Any]]] = []  # (series, channel message)
+        self.notices: list[tuple[str, dict[str, Any]]] = []  # (series, client message)
         self._transitions: deque[tuple[int, int]] = deque(maxlen=64)
         self._due: dict[str, float] = {}
 
@@ -121,10 +120,10 @@ class NodeIntake:
         return joined, left
 
     async def close(self) -> None:
+        """Close the node streams (what is known of the nodes stays, for the state)."""
         for feed in list(self.feeds.values()):
             await feed.close()
         self.feeds.clear()
-        self.tracks.clear()
 
     def healthy(self) -> list[str]:
         return [t.label for t in self.tracks.values() if t.ok]
@@ -185,8 +184,12 @@ class NodeIntake:
                 "lineage_id": t.lineage_id,
                 "unix_ms": t.unix_ms,
             }
-            text = json.dumps(message, separators=(",", ":"))
-            self.notices.append((name, {"type": "keyviz.notice", "json": text}))
+            self.notices.append((name, message))
+
+    def take_notices(self) -> list[tuple[str, dict[str, Any]]]:
+        """Messages for the viewers gathered from the feeds since the last call."""
+        notices, self.notices = self.notices, []
+        return notices
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -281,32 +284,41 @@ class NodeIntake:
             if track is None:
                 continue
             fresh = [(s, c) for s, c in taken if c.column_unix_ms > track.last_ms.get(s, -1)]
-            self._assign(track, sorted({c.column_unix_ms for _, c in fresh}))
+            slots = self._assign(track, sorted({c.column_unix_ms for _, c in fresh}))
+            newest: dict[int, NodeColumn] = {}
             for series, c in fresh:
-                slot = track.times.get(c.column_unix_ms)
+                slot = slots.get(c.column_unix_ms, track.times.get(c.column_unix_ms))
                 track.last_ms[series] = max(c.column_unix_ms, track.last_ms.get(series, -1))
                 if slot is None:
                     continue  # older than the lock's newest column: taken before
-                self.rowbook.learn(c)
                 out.append((series, slot, c))
+                if c.column_unix_ms >= newest.get(series, c).column_unix_ms:
+                    newest[series] = c
+            # Rows' groups change rarely: the newest column says (a backfill of a whole ring
+            # is not walked row by row).
+            for c in newest.values():
+                self.rowbook.learn(c)
         return out
 
-    def _assign(self, track: NodeTrack, times: Sequence[int]) -> None:
+    def _assign(self, track: NodeTrack, times: Sequence[int]) -> dict[int, int]:
+        """Slots of the node's new column times (all of them: a backfill brings a whole
+        ring); the newest KEEP_TIMES stay remembered for series fetched later."""
         assert self.lock is not None
         phase = self.lock.phases().get(track.label)
         last = phase.last_ms if phase is not None else -1
         new = [t for t in times if t > last and t not in track.times]
         if not new:
-            return
+            return {}
         try:
-            slots = self.lock.assign(track.label, new)
+            slots = dict(zip(new, self.lock.assign(track.label, new), strict=True))
         except ValueError as exc:  # a duplicate slipped through: never stop the others
             log.warning("keyviz collector: %s: %s", track.label, exc)
-            return
-        track.times.update(zip(new, slots, strict=True))
+            return {}
+        track.times.update(slots)
         if len(track.times) > KEEP_TIMES:
             for t in sorted(track.times)[: len(track.times) - KEEP_TIMES]:
                 del track.times[t]
+        return slots
 
     # -- status and persistence -------------------------------------------------------------
 

@@ -18,7 +18,7 @@ viewer who subscribes later still gets a row's metadata with its first cell.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,25 +95,42 @@ def _load(series: str) -> tuple[Mapping[str, Any], list[tuple[int, int, Any]]]:
 
 async def subscribed(series: str) -> Subscribed:
     """step, node status and replay for a new viewer of `series`, from the database.
-    Nothing (all None, no replay) before the first collector ran or when the store fails."""
+    Nothing (all None, no replay) before the first collector ran, or when the store or
+    the state cannot be read: the viewer still subscribes and live columns still come."""
     try:
         state, columns = await sync_to_async(_load, thread_sensitive=False)(series)
-    except Exception as exc:  # a viewer still subscribes; live columns still come
+        return _subscribed(series, state, columns)
+    except Exception as exc:
         log.warning("live stream: cannot read the collector's state (%s)", exc)
         return Subscribed()
+
+
+def _node_status_shape(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("node"), str)
+        and isinstance(entry.get("address"), str)
+        and isinstance(entry.get("ok"), bool)
+    )
+
+
+def _subscribed(
+    series: str, state: Mapping[str, Any], columns: list[tuple[int, int, Any]]
+) -> Subscribed:
     step = state.get("step_ms")
-    if not step:
-        columns = []
-    status: Sequence[Mapping[str, Any]] = state.get("status") or []
+    if not isinstance(step, int) or step <= 0:
+        return Subscribed()
+    status = [s for s in state.get("status") or [] if _node_status_shape(s)]
     nodes = summary_of(status) if status else None
+    beat = state.get("heartbeat_ms")
     collector = (
         {
             "holder": state.get("holder"),
-            "heartbeat_ms": state.get("heartbeat_ms"),
-            "age_ms": wall_ms() - int(state["heartbeat_ms"]),
+            "heartbeat_ms": beat,
+            "age_ms": wall_ms() - beat,
             "last_error": state.get("last_error"),
         }
-        if state.get("heartbeat_ms")
+        if isinstance(beat, int)
         else None
     )
     replay = []
@@ -121,7 +138,7 @@ async def subscribed(series: str) -> Subscribed:
     for at, j, m in columns:
         event = column_event(
             series=series,
-            step_ms=int(step or 0),
+            step_ms=step,
             column_unix_ms=at,
             cells=matrix_cells(m, j),
             catalog=catalog,

@@ -4,6 +4,7 @@ assemble.py). Slots are given (the phase lock's job, align.py); time is passed i
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from keyviz.assemble import LeaderBook, RowBook, column_cells, columns_of, merge_slot
 from keyviz.columns import FLAG_CONFLICT, FLAG_UNKNOWN, NodeColumn
@@ -183,3 +184,45 @@ def test_reads_sum_and_writes_follow_the_merge_setting():
     assert reads.values.tolist() == [10]
     assert reads.contributors == {"n1": 5_100, "n2": 5_300}
     assert reads.values.dtype == np.uint64
+
+
+# ---------------------------------------------------------------- the history's background work
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_holder_compacts_in_the_background_and_records_a_failed_run():
+    from django.db import connection
+
+    from keyviz import store
+    from keyviz.history import History
+    from keyviz.models import StoredColumn
+    from tests.unit.keyviz.store_kit import STEP as KIT_STEP
+    from tests.unit.keyviz.store_kit import T0, merged
+
+    store.clear_bucket_cache()
+    store.save_merged([merged(T0 + (k + 1) * KIT_STEP, {"r1": k + 1}) for k in range(15)])
+    history = History()
+    later = T0 + 3_600_000
+    run = history.maybe_compact(later)
+    assert run is not None
+    assert run.result(timeout=30) is None
+    assert StoredColumn.objects.filter(tier=1).count() == 1
+    # About once a minute: not again at once.
+    assert history.maybe_compact(later) is None
+    # A run that fails (the table is gone) is recorded like a failed write.
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE keyviz_storedcolumn RENAME TO keyviz_storedcolumn_away")
+    try:
+        history._compact_due = 0.0
+        failing = history.maybe_compact(later)
+        assert failing is not None
+        assert failing.result(timeout=30) is not None
+        history.maybe_compact(later)
+        assert history.last_error is not None
+        assert history.last_error.startswith("history not being recorded: ")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE keyviz_storedcolumn_away RENAME TO keyviz_storedcolumn")
+        history._db.shutdown(wait=True)
+        history._compactor.shutdown(wait=True)
+        store.clear_bucket_cache()

@@ -266,3 +266,23 @@ def test_an_amendment_has_the_column_fields_and_replaces_it():
     header, values, flags = unpack_frame(render_column(amend, "bin", set(), catalog.meta.get))  # type: ignore[arg-type]
     assert (header["type"], values, flags) == ("amend", [4], [0])
     assert header["flag_bits"]["unknown"] == FLAG_UNKNOWN
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_state_of_the_wrong_shape_still_lets_a_viewer_subscribe():
+    from asgiref.sync import sync_to_async
+
+    from keyviz import store
+    from keyviz.live import Subscribed, subscribed
+
+    save = sync_to_async(store.save_state, thread_sensitive=False)
+    assert await subscribed("writes") == Subscribed()  # no collector has run yet
+    await save("collector", {"step_ms": 1000, "status": [{"no": "node"}], "heartbeat_ms": 5})
+    assert (await subscribed("writes")).nodes is None  # entries of another shape are dropped
+    await save("collector", {"step_ms": "soon"})
+    assert await subscribed("writes") == Subscribed()
+    await save("collector", {"step_ms": 1000, "heartbeat_ms": 5, "holder": "h:1:x"})
+    got = await subscribed("writes")
+    assert (got.step_ms, got.nodes, got.replay) == (1000, None, [])
+    assert got.collector is not None
+    assert got.collector["holder"] == "h:1:x"
