@@ -300,7 +300,9 @@ class _Read:
 
 def _read_store(query: MatrixQuery) -> _Read:
     """The window's matrix and the collector's state from the store, in one DB visit."""
-    stored = store.read_matrix(query.series, query.from_unix_ms, query.to_unix_ms, tier=query.tier)
+    stored = store.read_matrix(
+        query.series, query.from_unix_ms, query.to_unix_ms, tier=query.tier, contributors=False
+    )
     state = store.load_state(COLLECTOR_STATE_KEY)
     return _Read(stored.matrix, stored.tier, stored.step_ms, stored.missing, state)
 

@@ -768,15 +768,24 @@ def check_meta(
 
 
 def _column_rows(
-    series: int, tier: int, from_ms: int, to_ms: int
+    series: int, tier: int, from_ms: int, to_ms: int, *, contributors: bool = True
 ) -> list[tuple[int, int, bytes | memoryview, Any, Any, bool]]:
-    return list(
-        StoredColumn.objects.filter(
-            tier=tier, series=series, column_ms__gte=from_ms, column_ms__lt=to_ms
+    rows = StoredColumn.objects.filter(
+        tier=tier, series=series, column_ms__gte=from_ms, column_ms__lt=to_ms
+    ).order_by("column_ms")
+    if contributors:
+        return list(
+            rows.values_list(
+                "column_ms", "step_ms", "cells", "contributors", "missing", "unknown_all"
+            )
         )
-        .order_by("column_ms")
-        .values_list("column_ms", "step_ms", "cells", "contributors", "missing", "unknown_all")
-    )
+    # The node -> time maps are most of a column's JSON at 100 nodes: not decoded when unused.
+    return [
+        (t, step, cells, {}, miss, unknown)
+        for t, step, cells, miss, unknown in rows.values_list(
+            "column_ms", "step_ms", "cells", "missing", "unknown_all"
+        )
+    ]
 
 
 def _where(tier: int, series: int, t: int) -> str:
@@ -784,9 +793,19 @@ def _where(tier: int, series: int, t: int) -> str:
 
 
 def read_matrix(
-    series: int, from_ms: int, to_ms: int, *, tier: int | None = None, now_ms: int | None = None
+    series: int,
+    from_ms: int,
+    to_ms: int,
+    *,
+    tier: int | None = None,
+    now_ms: int | None = None,
+    contributors: bool = True,
 ) -> StoredMatrix:
     """The merged matrix of the stored columns whose END time is in [from_ms, to_ms).
+
+    `contributors=False` leaves each column's contributor map empty (the matrix API shows
+    only the missing nodes; decoding 100 nodes' maps per column would cost it most of its
+    time).
 
     Rows are the buckets with a stored cell in the window, in key order; values
     uint64; soft / conflict / unknown from the cell flags, every row unknown in
@@ -799,16 +818,16 @@ def read_matrix(
     elif tier not in (TIER_FINE, TIER_15M, TIER_1H):
         raise ValueError(f"tier {tier} does not exist (0, 1 or 2)")
     with reading("reading KeyViz history"):
-        stored = _column_rows(series, tier, from_ms, to_ms)
+        stored = _column_rows(series, tier, from_ms, to_ms, contributors=contributors)
     n_cols = len(stored)
     times = np.fromiter((r[0] for r in stored), dtype=np.int64, count=n_cols)
     step = TIER_STEP_MS.get(tier) or (int(stored[-1][1]) if stored else DEFAULT_STEP_MS)
-    contributors: list[Mapping[str, int]] = []
+    fed: list[Mapping[str, int]] = []
     missing: list[tuple[str, ...]] = []
     unknown_cols: list[int] = []
     for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
         c, m = check_meta(contrib, miss, partial(_where, tier, series, t))
-        contributors.append(c)
+        fed.append(c)
         missing.append(m)
         if unknown_all:
             unknown_cols.append(j)
@@ -875,7 +894,7 @@ def read_matrix(
         matrix=matrix,
         tier=tier,
         step_ms=step,
-        contributors=tuple(contributors),
+        contributors=tuple(fed),
         missing=tuple(missing),
         warnings=tuple(warnings),
     )

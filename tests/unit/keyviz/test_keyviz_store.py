@@ -565,3 +565,12 @@ def test_read_matrix_equals_a_dense_reference_of_the_saved_columns():
             assert bool(m.soft[i, k]) == bool(flag & FLAG_SOFT)
             assert bool(m.conflict[i, k]) == bool(flag & FLAG_CONFLICT)
             assert bool(m.unknown[i, k]) == (bool(flag & FLAG_UNKNOWN) or k % 17 == 5)
+
+
+def test_read_matrix_without_contributors_keeps_values_and_missing_nodes():
+    store.save_merged([merged(T0, {"a": 10}, contributors={"n1": 1, "n2": 2})])
+    full = store.read_matrix(WRITES, T0, T0 + STEP, tier=0)
+    lean = store.read_matrix(WRITES, T0, T0 + STEP, tier=0, contributors=False)
+    assert lean.contributors == ({},)
+    assert lean.missing == full.missing
+    assert lean.matrix.values.tolist() == full.matrix.values.tolist()
