@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from devcluster.adapters import ADAPTERS, AdapterStats
-from devcluster.catalog import Route, RouteCatalog, default_boundaries
+from devcluster.catalog import Route, RouteCatalog
 from devcluster.ops import OpBatch
 from devcluster.sampler import ALL_SERIES, Column, KeyVizSampler, role_bit
 from devcluster.workload import Keyspace
@@ -97,6 +97,7 @@ class ClusterSim:
         adapter_rows: bool = False,
         sample_rate: float = 1.0,
         seed: int = 0,
+        keyspace: Keyspace | None = None,
     ) -> None:
         if nodes < 1 or groups < 1:
             raise ValueError("a cluster needs at least one node and one group")
@@ -112,8 +113,11 @@ class ClusterSim:
         self._adapter_rows = adapter_rows
         self._sample_rate = sample_rate
         self._rng = np.random.default_rng(seed)
-        self.keyspace = Keyspace(np.random.default_rng(seed), size=max(2048, 4 * routes))
-        self.catalog = RouteCatalog(default_boundaries(routes, self.keyspace.keys), groups)
+        if keyspace is None:
+            keyspace = Keyspace(np.random.default_rng(seed), size=max(2048, 4 * routes))
+        self.keyspace = keyspace
+        self.catalog = RouteCatalog(self.keyspace.boundaries(routes), groups)
+        routes = len(self.catalog.routes)
         self._initial_routes = routes
         self._hlc = 0
         self.nodes: dict[str, SimNode] = {}
