@@ -83,11 +83,12 @@ def _families(rng: np.random.Generator) -> list[_Family]:
         for prefix in (b"!txn|cmt|", b"!txn|lock|", b"!txn|meta|")
         for tail in rng.integers(0, 256, size=(100, 8), dtype=np.uint8)
     ]
+    tables = tuple(b"!ddb|route|table|" + t.encode() for t in _DDB_TABLES)
     return [
         _Family(tuple(sorted(redis)), "redis", 0.42, 0.55, 300.0),
-        _Family(tuple(b"!ddb|route|table|" + t.encode() for t in _DDB_TABLES), "dynamo", 0.2, 0, 800),
+        _Family(tables, "dynamo", 0.2, 0, 800.0),
         _Family(tuple(sorted(s3)), "s3", 0.1, 0.12, 20_000.0),
-        _Family(tuple(b"!sqs|route|" + q.encode() for q in _SQS_QUEUES), "sqs", 0.12, 0, 1_000),
+        _Family(tuple(b"!sqs|route|" + q.encode() for q in _SQS_QUEUES), "sqs", 0.12, 0, 1_000.0),
         _Family(tuple(sorted(txn)), "rawkv", 0.13, 0.1, 64.0),
         _Family((b"!dist|meta|catalog", b"!dist|route|0001"), "rawkv", 0.03, 0, 128.0),
     ]
