@@ -197,3 +197,13 @@ def test_demo_stop_n2_from_the_card_shows_a_degraded_cluster(
     text = page.content()
     assert "demo.control" in text
     assert "node:n2" in text
+
+
+def test_serve_shows_no_demo_banner_and_has_no_demo_routes(portal_factory, page: Any) -> None:
+    portal = portal_factory(["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"])
+    portal.login(page)
+    for path in ("/", "/settings/", "/keyviz/"):
+        page.goto(portal.url + path)
+        assert page.get_by_test_id("demo-banner").count() == 0, path
+    assert page.locator("nav.sidebar").get_by_text("Demo cluster").count() == 0
+    assert page.goto(portal.url + "/demo/").status == 404
