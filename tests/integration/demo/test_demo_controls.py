@@ -107,7 +107,8 @@ def channel(controls, tmp_path):
 
     def handler(args: list[str], actor: str) -> str:
         seen.append((args, actor))
-        return controls.run(args)
+        answer: str = controls.run(args)
+        return answer
 
     server = ControlServer(tmp_path / "demo-ctl.sock", handler).start()
     yield server, seen

@@ -60,7 +60,9 @@ def test_synthetic_week_answers_every_window_from_the_store(options, devcluster_
     now = int(time.time() * 1000)
     report = fill(options, cluster, now)
     assert report.synthetic_before_ms == now - now % STEP_MS
-    assert store.load_state(STATE_KEY)["synthetic_before_ms"] == report.synthetic_before_ms
+    state = store.load_state(STATE_KEY)
+    assert state is not None
+    assert state["synthetic_before_ms"] == report.synthetic_before_ms
     week = store.read_matrix(WRITES, now - 7 * DAY_MS, now + 1, now_ms=now)
     assert week.tier in (TIER_15M, TIER_1H)
     assert week.matrix.values.shape[0] >= 250
