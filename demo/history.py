@@ -15,6 +15,7 @@ them anyway. Counts are per column, so a 60 s column holds ~30 times a 2 s one.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from devcluster.adapters import ADAPTERS
-from devcluster.catalog import Route
+from devcluster.catalog import Route, sub_range_splits
 from devcluster.demo import WRITE_SHARE, DemoKeyspace, DemoModel
 from keyviz import store, tiers
 from keyviz.columns import MergedColumn
@@ -70,26 +71,36 @@ def column_times(now_ms: int, step_ms: int, days: int = HISTORY_DAYS) -> list[tu
 
 
 def bucket_rows(
-    keyspace: DemoKeyspace, routes: Sequence[Route], design: bool
+    keyspace: DemoKeyspace, routes: Sequence[Route], design: bool, key_buckets: int = 1
 ) -> tuple[list[RowMeta], NDArray[np.intp]]:
     """The rows the demo's nodes report for these routes (adapter rows,
-    `route:<id>:<adapter>`, in key order) and the row of every key."""
+    `route:<id>:<adapter>`, with `#<n>` per sub-range when `key_buckets` > 1, in key
+    order) and the row of every key."""
     rows: list[RowMeta] = []
-    index: dict[tuple[int, int], int] = {}
+    index: dict[tuple[int, int, int], int] = {}
     key_row = np.zeros(len(keyspace.keys), dtype=np.intp)
     starts = [r.start for r in routes]
+    splits: dict[int, tuple[bytes, ...]] = {}
     for k, key in enumerate(keyspace.keys):
-        route = routes[int(np.searchsorted(starts, key, side="right")) - 1]
+        route = routes[bisect.bisect_right(starts, key) - 1]
+        if key_buckets > 1 and route.route_id not in splits:
+            splits[route.route_id] = sub_range_splits(route, keyspace.keys, key_buckets)
+        cuts = splits.get(route.route_id)
+        sub = bisect.bisect_right(cuts, key) if cuts is not None else 0
         adapter = int(keyspace.adapters[k])
-        at = index.get((route.route_id, adapter))
+        at = index.get((route.route_id, adapter, sub))
         if at is None:
             label = ADAPTERS[adapter]
-            at = index[(route.route_id, adapter)] = len(rows)
+            bucket_id, start, end = f"route:{route.route_id}:{label}", route.start, route.end
+            if cuts is not None:
+                edges = (route.start, *cuts, route.end)
+                bucket_id, start, end = f"{bucket_id}#{sub}", edges[sub], edges[sub + 1]
+            at = index[(route.route_id, adapter, sub)] = len(rows)
             rows.append(
                 RowMeta(
-                    bucket_id=f"route:{route.route_id}:{label}",
-                    start=route.start,
-                    end=route.end,
+                    bucket_id=bucket_id,
+                    start=start,
+                    end=end,
                     label=label,
                     route_ids=(route.route_id,),
                     route_count=1,
@@ -150,6 +161,7 @@ def fill_history(
     now_ms: int,
     nodes: Sequence[str],
     design: bool,
+    key_buckets: int = 1,
     seed: int = 0,
     days: int = HISTORY_DAYS,
 ) -> HistoryReport:
@@ -158,7 +170,7 @@ def fill_history(
     clear_history()
     rng = np.random.default_rng(seed + 7)
     model = DemoModel(keyspace, rate)
-    rows, key_row = bucket_rows(keyspace, routes, design)
+    rows, key_row = bucket_rows(keyspace, routes, design, key_buckets)
     times = column_times(now_ms, step_ms, days)
     written = offset = 0
     for ops, nbytes in _expected(model, times, key_row, len(rows)):

@@ -112,6 +112,7 @@ class DevCluster:
         flush_jitter: FlushJitter | None = None,
         flush_phases: Mapping[str, int] | None = None,
         keyspace: Keyspace | None = None,
+        key_buckets_per_route: int = 1,
     ) -> None:
         if token is not None and token_files is not None:
             raise ValueError("give either token or token_files, not both")
@@ -130,6 +131,7 @@ class DevCluster:
             sample_rate=sample_rate,
             seed=seed,
             keyspace=keyspace,
+            key_buckets_per_route=key_buckets_per_route,
         )
         self.profile = self._sim.profile
         self.step_ms = step_ms
@@ -450,6 +452,7 @@ class DevCluster:
                 follower_local=column([op.follower_local for op in ops], np.bool_),
                 adapter=column([adapter_index(op.adapter) for op in ops]),
                 latency_ns=column([op.latency_ns for op in ops]),
+                sub=column([sim.sub_of_key(op.key) for op in ops]),
             )
             return sim.apply(batch, strict=True)
 

@@ -29,6 +29,7 @@ DEMO_GROUPS = 6
 DEMO_ROUTES = 300
 DEMO_RATE = 1500.0  # ops/s at the daily mean
 DEMO_EVENTS_INTERVAL_S = 20.0  # a leader transfer, split or merge this often
+DEMO_KEY_BUCKETS = 2  # sub-range buckets per route (the nodes' --keyvizKeyBucketsPerRoute)
 
 DAY_S = 86_400.0
 DRIFT_PERIOD_S = 90 * 60.0  # the hot range crosses the key space once in 90 min
@@ -219,6 +220,7 @@ class DemoWorkload:
             follower_local=~is_write & (rng.random(n) < FOLLOWER_LOCAL_SHARE),
             adapter=adapter,
             latency_ns=latency.astype(np.int64),
+            key_index=key,
         )
 
 
@@ -231,5 +233,6 @@ def demo_cluster_options(seed: int = 0) -> dict[str, Any]:
         "workload_rate": DEMO_RATE,
         "events_interval_s": DEMO_EVENTS_INTERVAL_S,
         "adapter_rows": True,
+        "key_buckets_per_route": DEMO_KEY_BUCKETS,
         "seed": seed,
     }

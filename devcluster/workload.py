@@ -139,4 +139,5 @@ class WorkloadGenerator:
             follower_local=~is_write & (rng.random(n) < FOLLOWER_LOCAL_SHARE),
             adapter=adapter,
             latency_ns=latency.astype(np.int64),
+            key_index=key,
         )

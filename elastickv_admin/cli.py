@@ -463,6 +463,7 @@ def _fill_demo_history(cluster: Any, preset: dict[str, Any], catalog: Any, befor
         now_ms=before_ms,
         nodes=[n.node_id for n in cluster.nodes],
         design=cluster.profile == "design",
+        key_buckets=preset["key_buckets_per_route"],
     )
     print(
         f"synthetic KeyViz history: {report.columns} columns, {report.rows} rows, "

@@ -37,6 +37,7 @@ def fill(options, cluster, now_ms: int):
         now_ms=now_ms,
         nodes=["n1", "n2", "n3"],
         design=True,
+        key_buckets=options["key_buckets_per_route"],
     )
 
 
@@ -84,7 +85,9 @@ def test_synthetic_rows_are_the_bucket_ids_the_live_nodes_report(
     options, devcluster_factory, devcluster_stubs
 ):
     cluster = devcluster_factory(**options, timers=False, profile="design")
-    rows, _ = bucket_rows(options["keyspace"], cluster.routes(), design=True)
+    rows, _ = bucket_rows(
+        options["keyspace"], cluster.routes(), True, options["key_buckets_per_route"]
+    )
     cluster.generate(6.0)
     at = cluster.flush()
     live = {}
