@@ -339,6 +339,27 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _uncap_outbound_websocket_messages(cli: Any) -> None:
+    """--websocket-max-message-size bounds what viewers SEND; autobahn applies the same
+    limit to what the portal sends, which would drop every live heatmap frame over
+    64 KiB (a few hundred rows). The portal's own frames are bounded by the row budget."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    class OutboundUncapped(WebSocketProtocol):  # type: ignore[misc]
+        def sendMessage(self, *args: Any, **kwargs: Any) -> Any:
+            cap: int = getattr(self, "maxMessagePayloadSize", 0)
+            self.maxMessagePayloadSize = 0
+            try:
+                return super().sendMessage(*args, **kwargs)
+            finally:
+                self.maxMessagePayloadSize = cap
+
+    # Before the reactor accepts the first connection (daphne made the factory in run()).
+    factory = getattr(getattr(cli, "server", None), "ws_factory", None)
+    if factory is not None:
+        factory.protocol = OutboundUncapped
+
+
 def run_daphne(bind: str) -> None:
     from daphne.cli import CommandLineInterface
     from twisted.internet import reactor
@@ -356,6 +377,7 @@ def run_daphne(bind: str) -> None:
     # Registered before daphne's own trigger (which cancels the applications): run first.
     reactor.addSystemEventTrigger("before", "shutdown", start_exit_watchdog)  # type: ignore[arg-type]
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown_live, cli)  # type: ignore[arg-type]
+    reactor.callWhenRunning(_uncap_outbound_websocket_messages, cli)
     cli.run(argv)
 
 
