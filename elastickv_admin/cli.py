@@ -373,11 +373,11 @@ def run_daphne(bind: str) -> None:
     argv += ["--websocket-max-message-size", str(WS_MAX_MESSAGE_BYTES)]
     argv.append("elastickv_admin.asgi:application")
     cli = CommandLineInterface()
+    reactor.callWhenRunning(_uncap_outbound_websocket_messages, cli)
     freeze_startup_objects()
     # Registered before daphne's own trigger (which cancels the applications): run first.
     reactor.addSystemEventTrigger("before", "shutdown", start_exit_watchdog)  # type: ignore[arg-type]
     reactor.addSystemEventTrigger("before", "shutdown", _shutdown_live, cli)  # type: ignore[arg-type]
-    reactor.callWhenRunning(_uncap_outbound_websocket_messages, cli)
     cli.run(argv)
 
 
