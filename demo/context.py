@@ -15,6 +15,6 @@ def demo_banner(request: HttpRequest) -> dict[str, object]:
     when = (
         datetime.fromtimestamp(before_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         if before_ms
-        else "none"
+        else ""  # --preset small writes none
     )
     return {"demo_banner": {"history_before": when, "profile": settings.DEMO_PROFILE}}

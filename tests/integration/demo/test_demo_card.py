@@ -69,6 +69,13 @@ def test_demo_banner_on_every_page_names_history_and_profile(admin_client):
 
 
 @DEMO_ON
+@override_settings(DEMO_HISTORY_BEFORE_MS=0)
+def test_demo_banner_without_history_says_so(admin_client):
+    page = admin_client.get("/").content.decode()
+    assert "Demo: no synthetic history; profile upstream" in page
+
+
+@DEMO_ON
 def test_card_stops_a_node_with_csrf_and_audits_the_admin(admin_client, admin_user, demo_cluster):
     token = csrf_token(admin_client)
     response = admin_client.post(
