@@ -57,6 +57,8 @@ POLICY: dict[str, Access] = {
     "settings": perm(MANAGE_PORTAL),
     "settings-*": perm(MANAGE_PORTAL),
     "settings-node-token*": perm(MANAGE_PORTAL),
+    # The demo's failure controls (URLs exist only under `elastickv-admin demo`).
+    "demo:*": perm(MANAGE_PORTAL),
 }
 
 # WebSocket routes are not in the URLconf: keyed by path.

@@ -20,7 +20,7 @@ In-process use (sync; safe beside asyncio tests, the servers run on their own th
 history_columns=1440, token=None, token_files=None, insecure_no_auth=False,
 max_tracked_routes=10_000, workload_rate=None, seed=0, host="127.0.0.1", base_port=0,
 timers=True, events_interval_s=0.0, sample_rate=1.0, adapter_rows=False, flush_jitter=None,
-flush_phases=None)`
+flush_phases=None, keyspace=None, key_buckets_per_route=1)`
 
 - Auth: `token` (each node gets its own token file in a temporary directory), or
   `token_files` (one path for every node, or {node_id: path}), or `insecure_no_auth`.
@@ -37,6 +37,12 @@ flush_phases=None)`
 - `sample_rate` < 1 (design profile): the sampler keeps each op with that probability and
   scales counts up; cells with too few kept hits for a 10% error bound (95%) are soft.
 - `adapter_rows`: rows per route and adapter, `route:<id>:<label>`.
+- `key_buckets_per_route` > 1 (the nodes' --keyvizKeyBucketsPerRoute): each route's
+  traffic is counted per sub-range of its workload keys (equal shares), as
+  `route:<id>[:<label>]#<n>` rows with the sub-range's start/end.
+- `keyspace`: the key space and traffic (default: workload.Keyspace). The demo preset,
+  `devcluster.demo.demo_cluster_options()`, brings 300 routes in 6 groups over every
+  adapter's key family and wall-clock traffic (devcluster/demo.py).
 
 Lifecycle: `start() -> self` (well under a second; raises ClusterError if a port is taken),
 `stop()`, context manager. Inspection: `nodes -> list[NodeInfo]`, `node(id)`, `addresses`,

@@ -39,6 +39,19 @@ class Route:
         return self.start <= key and (not self.end or key < self.end)
 
 
+def sub_range_splits(route: Route, keys: Sequence[bytes], buckets: int) -> tuple[bytes, ...]:
+    """Interior split keys of `route`'s `buckets` sub-ranges (as --keyvizKeyBucketsPerRoute):
+    equal shares of the sorted `keys` inside the route; fewer when it holds fewer keys."""
+    lo = bisect.bisect_left(keys, route.start)
+    hi = bisect.bisect_left(keys, route.end) if route.end else len(keys)
+    inside = hi - lo
+    if buckets < 2 or inside < 2:
+        return ()
+    n = min(buckets, inside)
+    cuts = {keys[lo + j * inside // n] for j in range(1, n)}
+    return tuple(sorted(k for k in cuts if k > route.start))
+
+
 def default_boundaries(routes: int, keys: Sequence[bytes]) -> list[bytes]:
     """`routes - 1` sorted split keys: named ones when they suffice, else quantiles of `keys`."""
     if routes < 1:

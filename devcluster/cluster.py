@@ -25,7 +25,7 @@ from devcluster.ops import Op, OpBatch
 from devcluster.server import Fault, Malformation, NodeServer
 from devcluster.simulation import ClusterError, ClusterSim, Profile
 from devcluster.ticker import Ticker
-from devcluster.workload import WorkloadGenerator
+from devcluster.workload import Keyspace
 
 log = logging.getLogger("devcluster")
 
@@ -111,6 +111,8 @@ class DevCluster:
         adapter_rows: bool = False,
         flush_jitter: FlushJitter | None = None,
         flush_phases: Mapping[str, int] | None = None,
+        keyspace: Keyspace | None = None,
+        key_buckets_per_route: int = 1,
     ) -> None:
         if token is not None and token_files is not None:
             raise ValueError("give either token or token_files, not both")
@@ -128,6 +130,8 @@ class DevCluster:
             adapter_rows=adapter_rows,
             sample_rate=sample_rate,
             seed=seed,
+            keyspace=keyspace,
+            key_buckets_per_route=key_buckets_per_route,
         )
         self.profile = self._sim.profile
         self.step_ms = step_ms
@@ -140,7 +144,7 @@ class DevCluster:
         self._events_interval_s = events_interval_s
         self._seed = seed
         self._generator = (
-            WorkloadGenerator(self._sim.keyspace, workload_rate, step_ms / 1000, seed)
+            self._sim.keyspace.generator(workload_rate, step_ms / 1000, seed)
             if workload_rate
             else None
         )
@@ -448,6 +452,7 @@ class DevCluster:
                 follower_local=column([op.follower_local for op in ops], np.bool_),
                 adapter=column([adapter_index(op.adapter) for op in ops]),
                 latency_ns=column([op.latency_ns for op in ops]),
+                sub=column([sim.sub_of_key(op.key) for op in ops]),
             )
             return sim.apply(batch, strict=True)
 

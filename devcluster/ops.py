@@ -44,6 +44,10 @@ class OpBatch:
     follower_local: NDArray[np.bool_]
     adapter: NDArray[np.int64]  # index into adapters.ADAPTERS
     latency_ns: NDArray[np.int64]
+    # The op's key as an index into the workload's key space (generated traffic), or its
+    # sub-range of the route (injected traffic); both only matter with sub-range buckets.
+    key_index: NDArray[np.int64] | None = None
+    sub: NDArray[np.int64] | None = None
 
     @property
     def size(self) -> int:
@@ -58,4 +62,6 @@ class OpBatch:
             follower_local=self.follower_local[mask],
             adapter=self.adapter[mask],
             latency_ns=self.latency_ns[mask],
+            key_index=None if self.key_index is None else self.key_index[mask],
+            sub=None if self.sub is None else self.sub[mask],
         )

@@ -348,7 +348,9 @@ class KeyVizSampler:
         self._buckets: list[Bucket] = []
         self._by_id: dict[str, Bucket] = {}
         self._route_bucket: dict[int, Bucket] = {}
-        self._slot_of: dict[int | tuple[int, str], int] = {}
+        self._slot_of: dict[int | tuple[int, str, int], int] = {}
+        # Interior split keys of each route's sub-ranges (--keyvizKeyBucketsPerRoute).
+        self._splits: Mapping[int, tuple[bytes, ...]] = {}
         self._window: dict[int, list[int]] = {}
         self._history = history_columns
         self._flushed = 0  # columns ever flushed: the ring's newest is number _flushed - 1
@@ -367,8 +369,12 @@ class KeyVizSampler:
     def bucket(self, bucket_id: str) -> Bucket | None:
         return self._by_id.get(bucket_id)
 
-    def set_routes(self, routes: Sequence[Route]) -> None:
-        """Re-derive buckets from the catalog (key order); counts already taken stay put."""
+    def set_routes(
+        self, routes: Sequence[Route], splits: Mapping[int, tuple[bytes, ...]] | None = None
+    ) -> None:
+        """Re-derive buckets from the catalog (key order); counts already taken stay put.
+        `splits`: a route's sub-range split keys; its traffic goes to `#<n>` buckets."""
+        self._splits = splits or {}
         route_bucket: dict[int, Bucket] = {}
         for run in _partition(routes, self._max_tracked):
             first = run[0]
@@ -393,13 +399,23 @@ class KeyVizSampler:
         self._slot_of = {}
 
     def observe(
-        self, route_id: int, is_write: int, count: int, nbytes: int, label: str = "", roles: int = 0
+        self,
+        route_id: int,
+        is_write: int,
+        count: int,
+        nbytes: int,
+        label: str = "",
+        roles: int = 0,
+        sub: int = 0,
     ) -> None:
-        """Count `count` operations of `nbytes` in total on a route (is_write: 0 read, 1 write)."""
-        key: int | tuple[int, str] = (route_id, label) if self._adapter_rows else route_id
+        """Count `count` operations of `nbytes` in total on a route (is_write: 0 read, 1
+        write); `sub` is the key's sub-range of the route when it has sub-range buckets."""
+        key: int | tuple[int, str, int] = (
+            (route_id, label, sub) if self._adapter_rows or self._splits else route_id
+        )
         slot = self._slot_of.get(key)
         if slot is None:
-            slot = self._slot_of[key] = self._slot_for(route_id, label)
+            slot = self._slot_of[key] = self._slot_for(route_id, label, sub)
         acc = self._window.get(slot)
         if acc is None:
             acc = self._window[slot] = [0, 0, 0, 0, 0]
@@ -568,15 +584,25 @@ class KeyVizSampler:
                 self._headers.pop(bucket.slot, None)
         return bucket
 
-    def _slot_for(self, route_id: int, label: str) -> int:
+    def _slot_for(self, route_id: int, label: str, sub: int = 0) -> int:
         base = self._route_bucket[route_id]
-        if not (self._adapter_rows and label) or base.aggregate:
+        if base.aggregate:
+            return base.slot
+        bucket_id, start, end = base.bucket_id, base.start, base.end
+        if self._adapter_rows and label:
+            bucket_id += f":{label}"
+        splits = self._splits.get(route_id)
+        if splits is not None:
+            # `#<n>`: the n-th sub-range of the route (CONTRACT.md bucket ids).
+            edges = (base.start, *splits, base.end)
+            bucket_id, start, end = f"{bucket_id}#{sub}", edges[sub], edges[sub + 1]
+        if bucket_id == base.bucket_id:
             return base.slot
         return self._register(
-            f"{base.bucket_id}:{label}",
-            base.start,
-            base.end,
-            label,
+            bucket_id,
+            start,
+            end,
+            label if self._adapter_rows else "",
             base.route_ids,
             base.group_id,
             base.lineage_id,

@@ -6,6 +6,7 @@ it with one lock and serves it over gRPC.
 
 from __future__ import annotations
 
+import bisect
 import queue
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from devcluster.adapters import ADAPTERS, AdapterStats
-from devcluster.catalog import Route, RouteCatalog, default_boundaries
+from devcluster.catalog import Route, RouteCatalog, sub_range_splits
 from devcluster.ops import OpBatch
 from devcluster.sampler import ALL_SERIES, Column, KeyVizSampler, role_bit
 from devcluster.workload import Keyspace
@@ -97,6 +98,8 @@ class ClusterSim:
         adapter_rows: bool = False,
         sample_rate: float = 1.0,
         seed: int = 0,
+        keyspace: Keyspace | None = None,
+        key_buckets_per_route: int = 1,
     ) -> None:
         if nodes < 1 or groups < 1:
             raise ValueError("a cluster needs at least one node and one group")
@@ -112,8 +115,15 @@ class ClusterSim:
         self._adapter_rows = adapter_rows
         self._sample_rate = sample_rate
         self._rng = np.random.default_rng(seed)
-        self.keyspace = Keyspace(np.random.default_rng(seed), size=max(2048, 4 * routes))
-        self.catalog = RouteCatalog(default_boundaries(routes, self.keyspace.keys), groups)
+        if keyspace is None:
+            keyspace = Keyspace(np.random.default_rng(seed), size=max(2048, 4 * routes))
+        self.keyspace = keyspace
+        self.catalog = RouteCatalog(self.keyspace.boundaries(routes), groups)
+        routes = len(self.catalog.routes)
+        if key_buckets_per_route < 1:
+            raise ValueError("key_buckets_per_route must be at least 1")
+        self._key_buckets = key_buckets_per_route
+        self._index_sub_ranges()
         self._initial_routes = routes
         self._hlc = 0
         self.nodes: dict[str, SimNode] = {}
@@ -262,13 +272,35 @@ class ClusterSim:
         self._hlc = max(self._hlc + 1, now_ms << 16)
         return self._hlc
 
+    def _index_sub_ranges(self) -> None:
+        """Sub-range split keys per route and each workload key's sub-range (none with
+        one bucket per route)."""
+        keys = self.keyspace.keys
+        self.sub_splits: dict[int, tuple[bytes, ...]] = {}
+        self._key_sub = np.zeros(len(keys), dtype=np.int64)
+        if self._key_buckets < 2:
+            return
+        for route in self.catalog.routes:
+            splits = self.sub_splits[route.route_id] = sub_range_splits(
+                route, keys, self._key_buckets
+            )
+            lo = bisect.bisect_left(keys, route.start)
+            hi = bisect.bisect_left(keys, route.end) if route.end else len(keys)
+            self._key_sub[lo:hi] = [bisect.bisect_right(splits, k) for k in keys[lo:hi]]
+
+    def sub_of_key(self, key: bytes) -> int:
+        """The key's sub-range of its route (0 with one bucket per route)."""
+        splits = self.sub_splits.get(self.catalog.route_for_key(key).route_id, ())
+        return bisect.bisect_right(splits, key)
+
     def _catalog_changed(
         self, transitions: Sequence[tuple[int, tuple[int, ...], str]], now_ms: int
     ) -> None:
         routes = self.catalog.routes
+        self._index_sub_ranges()
         for node in self._by_index:
             if node.up:
-                node.sampler.set_routes(routes)
+                node.sampler.set_routes(routes, self.sub_splits)
         if self.profile is not Profile.DESIGN:
             return
         for parent, children, lineage in transitions:
@@ -331,14 +363,27 @@ class ClusterSim:
             kept = self._rng.random(batch.size) < self._sample_rate
             batch, recorder, roles = batch.take(kept), recorder[kept], roles[kept]
         label = batch.adapter if self._adapter_rows else np.zeros(batch.size, dtype=np.int64)
-        dims = (len(self._by_index), len(self.catalog.routes), 2, 8, len(ADAPTERS))
-        columns = (recorder, batch.route_pos, batch.is_write.astype(np.int64), roles, label)
-        (node_at, pos, is_write, role, label_at), counts, sums, _ = _group(
+        if batch.sub is not None:
+            sub = batch.sub
+        elif batch.key_index is not None:
+            sub = self._key_sub[batch.key_index]
+        else:
+            sub = np.zeros(batch.size, dtype=np.int64)
+        dims = (
+            len(self._by_index),
+            len(self.catalog.routes),
+            2,
+            8,
+            len(ADAPTERS),
+            self._key_buckets,
+        )
+        columns = (recorder, batch.route_pos, batch.is_write.astype(np.int64), roles, label, sub)
+        (node_at, pos, is_write, role, label_at, sub_at), counts, sums, _ = _group(
             columns, dims, batch.nbytes
         )
         observers = [n.sampler.observe if n.keyviz_enabled else None for n in self._by_index]
         names = ADAPTERS if self._adapter_rows else ("",) * len(ADAPTERS)
-        for n, route_id, w, count, nbytes, r, lab in zip(
+        for n, route_id, w, count, nbytes, r, lab, sb in zip(
             node_at.tolist(),
             self.catalog.route_ids[pos].tolist(),
             is_write.tolist(),
@@ -346,11 +391,12 @@ class ClusterSim:
             sums.tolist(),
             role.tolist(),
             label_at.tolist(),
+            sub_at.tolist(),
             strict=True,
         ):
             observe = observers[n]
             if observe is not None:
-                observe(route_id, w, count, nbytes, names[lab], r)
+                observe(route_id, w, count, nbytes, names[lab], r, sb)
 
     def _record_adapters(self, batch: OpBatch, recorder: NDArray[np.int64]) -> None:
         is_write = batch.is_write.astype(np.int64)
@@ -412,5 +458,5 @@ class ClusterSim:
 
     def new_sampler(self) -> KeyVizSampler:
         sampler = self._make_sampler()
-        sampler.set_routes(self.catalog.routes)
+        sampler.set_routes(self.catalog.routes, self.sub_splits)
         return sampler

@@ -7,12 +7,13 @@ microseconds per tick whatever the rate.
 from __future__ import annotations
 
 import bisect
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from devcluster.adapters import ADAPTERS
-from devcluster.catalog import Route, RouteCatalog
+from devcluster.catalog import Route, RouteCatalog, default_boundaries
 from devcluster.ops import OpBatch
 
 # (prefix, share of the key space, adapter); binary keys and the reserved prefixes included.
@@ -68,6 +69,14 @@ class Keyspace:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def boundaries(self, routes: int) -> list[bytes]:
+        """The initial catalog's split keys for `routes` routes."""
+        return default_boundaries(routes, self.keys)
+
+    def generator(self, rate: float, step_s: float, seed: int) -> Workload:
+        """The traffic this key space gets (the demo preset brings its own)."""
+        return WorkloadGenerator(self, rate, step_s, seed)
+
     def route_positions(self, catalog: RouteCatalog) -> NDArray[np.int64]:
         return np.array([catalog.position_of_key(k) for k in self.keys], dtype=np.int64)
 
@@ -76,6 +85,12 @@ class Keyspace:
         lo = bisect.bisect_right(self.keys, route.start)
         hi = bisect.bisect_left(self.keys, route.end) if route.end else len(self.keys)
         return self.keys[(lo + hi) // 2] if hi - lo >= 2 else None
+
+
+class Workload(Protocol):
+    def batch(
+        self, t_s: float, dt_s: float, catalog: RouteCatalog, live_nodes: NDArray[np.int64]
+    ) -> OpBatch: ...
 
 
 class WorkloadGenerator:
@@ -124,4 +139,5 @@ class WorkloadGenerator:
             follower_local=~is_write & (rng.random(n) < FOLLOWER_LOCAL_SHARE),
             adapter=adapter,
             latency_ns=latency.astype(np.int64),
+            key_index=key,
         )

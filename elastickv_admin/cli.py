@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from demo.commands import COMMANDS as DEMO_COMMANDS
+
 # flag -> environment variable settings.py reads
 FLAG_ENV = {
     "nodes": "ELASTICKV_ADMIN_NODES",
@@ -103,11 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--step", default="2s", help="devcluster KeyViz step, also the portal's (default 2s)"
     )
-    demo.add_argument("--profile", choices=("design", "upstream"), default="design")
+    demo.add_argument(
+        "--profile",
+        choices=("design", "upstream"),
+        default="design",
+        help="design: nodes provide everything DESIGN.md asks; upstream: exactly what "
+        "today's real nodes provide (default %(default)s)",
+    )
+    demo.add_argument(
+        "--preset",
+        choices=("demo", "small"),
+        default="demo",
+        help="demo: a production-like cluster (6 Raft groups, 300 routes, every adapter's "
+        "keys, a week of synthetic history); small: 3 groups, 8 routes, no history",
+    )
+
+    ctl = sub.add_parser(
+        "demo-ctl",
+        help="break the running demo's cluster from a second terminal",
+        description="Commands: status; "
+        + "; ".join(f"{name} NODE {args}".rstrip() for name, (args, _) in DEMO_COMMANDS.items())
+        + ". Example: elastickv-admin demo-ctl stop n2",
+    )
+    ctl.add_argument(
+        "--dataDir", help="the demo's data directory (default ./var/demo, as the demo's)"
+    )
+    ctl.add_argument("args", nargs="+", metavar="COMMAND", help="e.g. status, stop n2, slow n2 3")
     return parser
 
 
 HOPS_ENV = "ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS"
+DEMO_DATA_DIR = Path("var") / "demo"
 
 
 def _apply_proxy_headers(args: argparse.Namespace) -> None:
@@ -322,6 +350,27 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _uncap_outbound_websocket_messages(cli: Any) -> None:
+    """--websocket-max-message-size bounds what viewers SEND; autobahn applies the same
+    limit to what the portal sends, which would drop every live heatmap frame over
+    64 KiB (a few hundred rows). The portal's own frames are bounded by the row budget."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    class OutboundUncapped(WebSocketProtocol):  # type: ignore[misc]
+        def sendMessage(self, *args: Any, **kwargs: Any) -> Any:
+            cap: int = getattr(self, "maxMessagePayloadSize", 0)
+            self.maxMessagePayloadSize = 0
+            try:
+                return super().sendMessage(*args, **kwargs)
+            finally:
+                self.maxMessagePayloadSize = cap
+
+    # Before the reactor accepts the first connection (daphne made the factory in run()).
+    factory = getattr(getattr(cli, "server", None), "ws_factory", None)
+    if factory is not None:
+        factory.protocol = OutboundUncapped
+
+
 def run_daphne(bind: str) -> None:
     from daphne.cli import CommandLineInterface
     from twisted.internet import reactor
@@ -335,6 +384,7 @@ def run_daphne(bind: str) -> None:
     argv += ["--websocket-max-message-size", str(WS_MAX_MESSAGE_BYTES)]
     argv.append("elastickv_admin.asgi:application")
     cli = CommandLineInterface()
+    reactor.callWhenRunning(_uncap_outbound_websocket_messages, cli)
     freeze_startup_objects()
     # Registered before daphne's own trigger (which cancels the applications): run first.
     reactor.addSystemEventTrigger("before", "shutdown", start_exit_watchdog)  # type: ignore[arg-type]
@@ -363,11 +413,17 @@ def demo_step_ms(text: str) -> int:
     return step_ms
 
 
+def _demo_data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dataDir or Path.cwd() / DEMO_DATA_DIR).resolve()
+
+
 def demo(args: argparse.Namespace) -> None:
     from devcluster import DevCluster
+    from devcluster.demo import demo_cluster_options
 
+    started = time.monotonic()
     step_ms = demo_step_ms(args.step)
-    data_dir = Path(args.dataDir or Path.cwd() / "var" / "demo").resolve()
+    data_dir = _demo_data_dir(args)
     data_dir.mkdir(parents=True, exist_ok=True)
     token_file = data_dir / "node-token"
     if not token_file.exists():
@@ -375,6 +431,9 @@ def demo(args: argparse.Namespace) -> None:
         token_file.chmod(0o600)
     token = token_file.read_text(encoding="utf-8").strip()
 
+    preset: dict[str, Any] = (
+        demo_cluster_options() if args.preset == "demo" else {"workload_rate": 400.0}
+    )
     cluster = DevCluster(
         nodes=args.clusterNodes,
         profile=args.profile,
@@ -382,11 +441,19 @@ def demo(args: argparse.Namespace) -> None:
         token=token,
         base_port=args.clusterBasePort,
         timers=True,
-        workload_rate=400.0,
+        **preset,
     )
     _apply_proxy_headers(args)
+    # The synthetic history ends on the step grid at the cluster's start (its first
+    # live columns come after); the banner says when.
+    history_before_ms = time.time_ns() // 1_000_000 // step_ms * step_ms
+    catalog = cluster.routes()
     cluster.start()
     os.environ["ELASTICKV_ADMIN_DEMO"] = "true"
+    os.environ["ELASTICKV_ADMIN_DEMO_PROFILE"] = args.profile
+    os.environ["ELASTICKV_ADMIN_DEMO_HISTORY_BEFORE_MS"] = (
+        str(history_before_ms) if args.preset == "demo" else "0"
+    )
     os.environ["ELASTICKV_ADMIN_DATA_DIR"] = str(data_dir)
     os.environ["ELASTICKV_ADMIN_NODES"] = ",".join(node.address for node in cluster.nodes)
     os.environ["ELASTICKV_ADMIN_NODE_TOKEN_FILE"] = str(token_file)
@@ -394,23 +461,90 @@ def demo(args: argparse.Namespace) -> None:
     os.environ["ELASTICKV_ADMIN_KEYVIZ_STEP"] = f"{step_ms}ms"
     for node in cluster.nodes:
         print(f"devcluster node {node.node_id} {node.address}", flush=True)
+    server = None
     try:
         prepare()
         password = ensure_demo_admin(data_dir)
+        if args.preset == "demo":
+            _fill_demo_history(cluster, preset, catalog, history_before_ms)
+        server = _start_demo_controls(cluster, data_dir)
         print(
             f"portal: http://{args.bindAddr}/  (data in {data_dir}; Ctrl-C stops both)", flush=True
         )
         print(f"log in at http://{args.bindAddr}/login/ as {DEMO_ADMIN} / {password}", flush=True)
+        print(
+            f"break it from another terminal: elastickv-admin demo-ctl --dataDir {data_dir} "
+            "stop n2  (status, start, slow, heal, wrong-token, fix-token, keyviz-off, "
+            "keyviz-on, phase)",
+            flush=True,
+        )
+        print(f"demo ready in {time.monotonic() - started:.1f} s", flush=True)
         run_daphne(args.bindAddr)
     finally:
+        if server is not None:
+            server.stop()
         cluster.stop()
+
+
+def _fill_demo_history(cluster: Any, preset: dict[str, Any], catalog: Any, before_ms: int) -> None:
+    from demo.history import fill_history
+
+    report = fill_history(
+        preset["keyspace"],
+        catalog,
+        rate=preset["workload_rate"],
+        step_ms=cluster.step_ms,
+        now_ms=before_ms,
+        nodes=[n.node_id for n in cluster.nodes],
+        design=cluster.profile == "design",
+        key_buckets=preset["key_buckets_per_route"],
+    )
+    print(
+        f"synthetic KeyViz history: {report.columns} columns, {report.rows} rows, "
+        f"{report.seconds:.1f} s",
+        flush=True,
+    )
+
+
+def _start_demo_controls(cluster: Any, data_dir: Path) -> Any:
+    """The Demo card's and demo-ctl's controls, on this process's devcluster."""
+    from demo import runtime
+    from demo.control import SOCKET_NAME, ControlServer, DemoControls
+
+    runtime.install(DemoControls(cluster))
+    return ControlServer(
+        data_dir / SOCKET_NAME,
+        lambda words, actor: runtime.run_audited(words, actor=actor, via="demo-ctl"),
+    ).start()
+
+
+def demo_ctl(args: argparse.Namespace) -> None:
+    """Send one command to the demo running on --dataDir; exit 1 when it is refused."""
+    import getpass
+
+    from demo.control import SOCKET_NAME, send
+
+    path = _demo_data_dir(args) / SOCKET_NAME
+    if not path.exists():
+        raise SystemExit(f"no demo runs on {path.parent} (start it with elastickv-admin demo)")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    try:
+        ok, message = send(path, args.args, actor=f"demo-ctl:{user}")
+    except OSError as exc:
+        raise SystemExit(f"cannot reach the demo on {path}: {exc.strerror or exc}") from None
+    print(message, file=sys.stdout if ok else sys.stderr)
+    if not ok:
+        raise SystemExit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     # daphne handles SIGINT itself; SIGTERM should end the process the same way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    {"serve": serve, "demo": demo}[args.command](args)
+    {"serve": serve, "demo": demo, "demo-ctl": demo_ctl}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from accounts.policy import AUTHENTICATED, PUBLIC, access_for
 from accounts.roles import ROLES
@@ -27,6 +27,7 @@ NAVIGATION = (
     ("Key Visualizer", "keyviz:heatmap"),
     ("Audit log", "audit"),
     ("Settings", "settings"),
+    ("Demo cluster", "demo:card"),  # only while the demo runs (its URL exists then)
 )
 
 
@@ -49,7 +50,10 @@ def portal(request: HttpRequest) -> dict[str, object]:
     for label, name in NAVIGATION:
         if not _may_open(name, permissions, authenticated):
             continue
-        url = reverse(name)
+        try:
+            url = reverse(name)
+        except NoReverseMatch:
+            continue
         # A detail page (/nodes/n1/) lights up its section (/nodes/).
         active = request.path == url or (url != "/" and request.path.startswith(url))
         items.append(NavItem(label, url, active))

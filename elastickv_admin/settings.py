@@ -41,6 +41,10 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("ELASTICKV_ADMIN_DATA_DIR") or BASE_DIR / "var").resolve()
 DEMO = env_bool("ELASTICKV_ADMIN_DEMO")
+# Set by `elastickv-admin demo` for its banner: which devcluster profile runs and when
+# the synthetic KeyViz history ends (Unix ms; 0 = none written).
+DEMO_PROFILE = env_str("ELASTICKV_ADMIN_DEMO_PROFILE", "design")
+DEMO_HISTORY_BEFORE_MS = env_int("ELASTICKV_ADMIN_DEMO_HISTORY_BEFORE_MS", 0, minimum=0)
 DEBUG = env_bool("DEBUG")
 
 
@@ -149,6 +153,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "elastickv_admin.context.portal",
+                "demo.context.demo_banner",
             ],
         },
     },

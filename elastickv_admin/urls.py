@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import include, path
 
 from elastickv_admin import health, metrics
@@ -15,6 +16,9 @@ urlpatterns = [
     path("", include("cluster.node_token_urls")),
     path("", include("audit.urls")),
 ]
+# The Demo cluster card exists only while `elastickv-admin demo` runs (never under serve).
+if settings.DEMO:
+    urlpatterns.append(path("", include("demo.urls")))
 
 handler400 = "elastickv_admin.views.bad_request"
 handler404 = "elastickv_admin.views.page_not_found"

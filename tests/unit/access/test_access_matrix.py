@@ -36,6 +36,7 @@ EXPECTED = (
     ("keyviz:*", "viewer"),
     ("audit*", "auditor"),
     ("settings*", "admin"),
+    ("demo:*", "admin"),  # the Demo cluster card, only under `elastickv-admin demo`
 )
 PERSONAS = {
     "anonymous": None,
