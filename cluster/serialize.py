@@ -201,6 +201,7 @@ def group_json(view: GroupView) -> Json:
                 "last_contact_age_ms": r.last_contact_age_ms,
                 "reachable": r.reachable,
                 "unreachable_since_ms": r.unreachable_since_ms,
+                "data_as_of_ms": r.as_of_ms,
                 "commit_rate": r.progress.commit_rate,
                 "applied_rate": r.progress.applied_rate,
                 "lag_trend": list(r.progress.lags),

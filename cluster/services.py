@@ -736,6 +736,8 @@ class Replica:
     # False: the node does not answer now; the row is its last answer, from seen_at_ms.
     reachable: bool = True
     seen_at_ms: int | None = None
+    # A slow node not heard from within the page budget: its last answer, from as_of_ms.
+    as_of_ms: int | None = None
     progress: Progress = field(default_factory=lambda: Progress(None, None, ()))
 
     @property
@@ -780,6 +782,7 @@ def group_views(health: ClusterHealth) -> list[GroupView]:
         stale_by_group.setdefault(report.raft_group_id, []).append(report)
     address = {n.label: n.address for n in health.nodes}
     seen_at = {a: at for a, (_, at) in health.stale_groups.items()}
+    as_of = {s.node: s.as_of_ms for s in health.statuses if s.as_of_ms is not None}
     # Groups only dead nodes knew: their last-known consensus.
     consensus = dict(health.consensus)
     for gid, c in consensus_by_group(stale_reports).items():
@@ -802,6 +805,7 @@ def group_views(health: ClusterHealth) -> list[GroupView]:
                 lag=applied_lag(leader_applied, r.applied_index),
                 last_contact_unix_ms=r.last_contact_unix_ms,
                 last_contact_age_ms=last_contact_age_ms(r.last_contact_unix_ms, health.now_ms),
+                as_of_ms=as_of.get(r.node),
                 progress=history.progress(r.node, gid, health.now_ms),
             )
             for r in members
