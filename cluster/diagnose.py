@@ -71,8 +71,8 @@ CAUSES = {
         Cause(
             "unavailable",
             "unavailable",
-            "the node refused the call as unavailable",
-            "check the node's log; it may be starting or shutting down",
+            "the node answered UNAVAILABLE",
+            "it may be shutting down or starting; check its log",
         ),
         Cause(
             "other",

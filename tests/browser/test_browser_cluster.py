@@ -258,5 +258,14 @@ def test_degraded_overview_and_raft_pages(
     assert leaders
     assert set(leaders) == {"leader"}
     page.screenshot(path=str(artifacts_dir / "cluster-raft-degraded.png"), full_page=True)
+
+    # Then every node down: the last-known three, never "0 of 1".
+    cluster.stop_node("n1")
+    cluster.stop_node("n2")
+    page.goto(portal.url + "/")
+    page.get_by_test_id("last-known").wait_for(timeout=15_000)
+    assert page.get_by_test_id("responded").inner_text() == "0 of 3 nodes responded"
+    assert rows(page, "#nodes-table tbody tr") == ["n1", "n2", "n3"]
+    page.screenshot(path=str(artifacts_dir / "cluster-overview-all-down.png"), full_page=True)
     assert page.console_errors == []
     assert page.bad_resources == []
