@@ -233,9 +233,9 @@ class _SingleFlight:
         addresses = {n.address for n in membership.nodes}
         with self._lock:
             calls = self._calls.setdefault(loop, {})
-            for gone in [a for a, t in calls.items() if t.done() or a not in addresses]:
-                if calls[gone].done():
-                    del calls[gone]
+            # Finished calls go (a call to an address that left ends by its deadline).
+            for done in [a for a, t in calls.items() if t.done()]:
+                del calls[done]
             tasks = []
             for node in membership.nodes:
                 task = calls.get(node.address)
