@@ -194,6 +194,13 @@ def test_pages_work_without_javascript(
         portal.login(page)  # a plain form POST: no JavaScript needed
         page.goto(portal.url + "/raft/")
         assert page.locator("#raft-table tbody").count() == len(cluster.groups())
+        # The live strip says what happens here: a full reload, not htmx every 5 s.
+        assert page.get_by_test_id("live-mode").is_hidden()
+        assert (
+            page.get_by_test_id("live-mode-noscript").inner_text()
+            == "reloads every 15 s (JavaScript off)"
+        )
+        assert page.locator("meta[http-equiv=refresh]").get_attribute("content") == "15"
         page.goto(portal.url + "/routes/")
         page.locator("select[name=group]").select_option("2")
         page.locator("form.filters button[type=submit]").click()
