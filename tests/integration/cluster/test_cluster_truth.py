@@ -136,7 +136,17 @@ async def test_a_killed_node_keeps_its_replicas_and_comes_back_when_restarted(
     assert "is the node running" in cause.find(data_testid="next-step").words
     raw = cause.find("details").find("li", data_node="n3").words
     assert "unreachable" in raw
-    assert html.count(raw.split(": ", 1)[1][:60]) == 1
+    snippet = raw.split(": ", 1)[1][:60]
+    assert html.count(snippet) == 1
+    # The node's own page too: the cause and the next step, its raw words once.
+    detail_html = (await client.get("/nodes/n3/")).content.decode()
+    detail = parse_html(detail_html)
+    assert detail.find(id="node-facts").field("status") == (
+        "down Connection refused: is the node running, and is its --address reachable "
+        "from the portal?"
+    )
+    assert detail.find(id="node-facts").field("last-seen").startswith("20")
+    assert detail_html.count(snippet) == 1
 
     cluster.start_node("n3")
     back = await eventually(
