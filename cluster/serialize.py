@@ -1,8 +1,10 @@
 """The JSON API's shapes (DESIGN.md Layer B): the services' dataclasses as plain dicts.
 
 Every endpoint answers ``{"data": ..., "nodes_responded", "nodes_total", "node_status":
-[{node, address, ok, error, latency_ms, code}], "membership": {...}, "generated_at_ms"}``
-so a script can tell "2 of 3 nodes responded" and why, whatever it asked for. Keys are
+[{node, address, ok, error, latency_ms, code, state, last_seen_ms, as_of_ms}],
+"membership": {..., last_known, confirmed_at_ms}, "problems": [{cause, summary, next_step,
+nodes}], "nodes_waiting", "generated_at_ms"}`` so a script can tell "2 of 3 nodes
+responded", why and what to do, whatever it asked for. Fields are only ever added. Keys are
 raw bytes on the wire: the API gives their hex (exact) beside the preview the pages show.
 """
 
