@@ -574,9 +574,10 @@ class Catalog:
 
 async def fetch_catalog(client: NodeClient, health: ClusterHealth) -> Catalog:
     """ListRoutes from the first node that answers: nodes that answered the health check
-    first (a slow or dead node would cost a deadline), then the rest, in membership order."""
-    answering = {s.address for s in health.statuses if s.ok}
-    ordered = sorted(health.nodes, key=lambda n: n.address not in answering)
+    promptly first, then slow ones (a slow or dead node would cost a deadline), then the
+    rest, in membership order."""
+    rank = {s.address: (not s.ok, s.state == "slow") for s in health.statuses}
+    ordered = sorted(health.nodes, key=lambda n: rank.get(n.address, (True, False)))
     errors: list[NodeStatus] = []
     for node in ordered:
         routes, status = await call_node(client, node, "ListRoutes", validate=_catalog_of)
