@@ -50,6 +50,7 @@ from cluster.fanout import (
 from cluster.history import Progress, raft_history, reset_raft_history
 from cluster.params import RouteQuery
 from cluster.probes import PROBE_DEADLINE_S, NodeSupport, reset_support_cache, support_cache
+from elastickv_admin import metrics
 from keyviz.keys import KeyPreview, key_preview
 from proto import admin_pb2, distribution_pb2
 
@@ -248,7 +249,10 @@ class _SingleFlight:
             for gone in [a for a in self._seen if a not in addresses]:
                 del self._seen[gone]
         if tasks:
+            started = time.perf_counter()
             await asyncio.wait(tasks, timeout=budget)
+            # What the page waited for the fan-out (at most the budget).
+            metrics.FANOUT_SECONDS.labels(HEALTH_METHOD).observe(time.perf_counter() - started)
         now = _now_ms()
         statuses: list[NodeStatus] = []
         groups: dict[str, Groups] = {}

@@ -227,14 +227,14 @@ def test_degraded_overview_and_raft_pages(
             *("--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token)),
             *("--keyvizStep", f"{cluster.step_ms}ms"),
         ],
-        {"ELASTICKV_ADMIN_PAGE_BUDGET": "300ms", "ELASTICKV_ADMIN_SLOW_NODE": "1s"},
+        {"ELASTICKV_ADMIN_PAGE_BUDGET": "1s", "ELASTICKV_ADMIN_SLOW_NODE": "1500ms"},
     )
     portal.login(page)
     page.goto(portal.url + "/raft/")  # the portal has seen every node once
     assert rows(page, "#raft-table tbody") == ["1", "2", "3"]
 
     cluster.stop_node("n3")
-    cluster.set_fault("n2", delay_s=2.0, methods={"GetRaftGroups"})
+    cluster.set_fault("n2", delay_s=3.0, methods={"GetRaftGroups"})
     page.goto(portal.url + "/")
     page.evaluate("window.__sameDocument = true")
     status = page.locator("#nodes-table tr[data-node=n2] [data-field=status]")
