@@ -239,6 +239,7 @@ def test_degraded_overview_and_raft_pages(
     page.evaluate("window.__sameDocument = true")
     status = page.locator("#nodes-table tr[data-node=n2] [data-field=status]")
     assert status.get_attribute("data-state") in ("waiting", "slow")
+    page.screenshot(path=str(artifacts_dir / "cluster-overview-waiting.png"), full_page=True)
     # The slow node's answer fills in through htmx, without a page load.
     page.locator("#nodes-table tr[data-node=n2] [data-field=status][data-state=slow]").wait_for(
         timeout=15_000
