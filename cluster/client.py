@@ -11,7 +11,11 @@
   rotation is tried, and the one that worked is remembered per node. The token store
   syncs with the database (where rotations happen) before each call.
 - UNIMPLEMENTED and UNAVAILABLE are remembered per node and method for a short
-  while, so a node that lacks a method is not asked again on every page load.
+  while, so a node that lacks a method is not asked again on every page load. A
+  remembered UNIMPLEMENTED holds only while the connection that produced it stays up: a
+  node that restarted (to register Admin, enable KeyViz, upgrade) is asked again at once.
+  Every (re)connection bumps the address's ``epoch``, which other caches (cluster/probes.py)
+  compare to drop verdicts about the node's previous life.
 - Failures become NodeError with a message an operator can act on.
 """
 
@@ -57,6 +61,8 @@ UNAVAILABLE_TTL_S = 3.0
 # After a stream's headers, how long an error may take to follow before the stream counts
 # as open.
 STREAM_PROBE_GRACE_S = 0.2
+# How much of a node's own error text is kept.
+MAX_DETAIL_CHARS = 300
 # Remembered failures per address: one per method the portal calls.
 REMEMBERED_PER_NODE = len(ADMIN_METHODS) + len(DISTRIBUTION_METHODS) + 1  # + StreamEvents
 
@@ -148,6 +154,8 @@ class NodeClient:
         self._labels = metrics.BoundedLabels(self.capacity)
         # Channels being closed in the background, by the task closing them.
         self._closing: dict[asyncio.Task[None], _Channel] = {}
+        # Per address, how many times a call succeeded on a fresh connection (bounded).
+        self._epochs: OrderedDict[str, int] = OrderedDict()
 
     # -- channels -------------------------------------------------------------------------
 
@@ -229,6 +237,8 @@ class NodeClient:
                     dropped.append((loop, channels.pop(address)))
             for key in [k for k in self._remembered if k[0] not in keep]:
                 del self._remembered[key]
+            for address in [a for a in self._epochs if a not in keep]:
+                del self._epochs[address]
         for loop, ch in dropped:
             self._close_later(loop, ch)
         self.tokens.retain(keep)
@@ -257,7 +267,34 @@ class NodeClient:
             if memo.until < time.monotonic():
                 del self._remembered[(address, method)]
                 return None
-            return NodeError(memo.error.code, memo.error.message, cached=True)
+        if memo.error.code == "UNIMPLEMENTED" and not self._connected(address):
+            # The connection that said "not supported" is gone: the node may have restarted
+            # with the method registered. Ask again.
+            with self._lock:
+                self._remembered.pop((address, method), None)
+            return None
+        return NodeError(memo.error.code, memo.error.message, cached=True)
+
+    def _connected(self, address: str) -> bool:
+        """This loop's channel to ``address`` holds a live connection now."""
+        ch = self._channel(address)
+        return bool(ch.channel.get_state(False) == grpc.ChannelConnectivity.READY)
+
+    def epoch(self, address: str) -> int:
+        """How many times a call to ``address`` succeeded on a new connection: it changes
+        when the node restarts or the portal reconnects to it."""
+        with self._lock:
+            return self._epochs.get(address, 0)
+
+    def _reconnected(self, address: str) -> None:
+        """A call succeeded on a fresh connection: what was remembered about the node's
+        previous connection (UNIMPLEMENTED, UNAVAILABLE) no longer holds."""
+        with self._lock:
+            self._epochs[address] = self._epochs.pop(address, 0) + 1
+            while len(self._epochs) > self.capacity:
+                self._epochs.popitem(last=False)
+            for key in [k for k in self._remembered if k[0] == address]:
+                del self._remembered[key]
 
     def _remember(self, address: str, method: str, error: NodeError) -> None:
         ttl = {"UNIMPLEMENTED": UNIMPLEMENTED_TTL_S, "UNAVAILABLE": UNAVAILABLE_TTL_S}.get(
@@ -346,6 +383,7 @@ class NodeClient:
         else:
             rpc = getattr(ch.distribution if service == "Distribution" else ch.admin, method)
         started = time.perf_counter()
+        fresh = ch.channel.get_state(False) != grpc.ChannelConnectivity.READY
         for index, token in enumerate(attempts):
             metadata = token.metadata() if token else ()
             try:
@@ -361,6 +399,8 @@ class NodeClient:
                 raise error from None
             if token is not None and not probe:
                 self.tokens.accepted(address, token.label, limit=self.capacity)
+            if fresh:
+                self._reconnected(address)
             self._observe(address, method, started, None)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
@@ -474,7 +514,8 @@ _SERVER_GONE = (
 def classify(exc: grpc.aio.AioRpcError, method: str, timeout: float, cap: int) -> NodeError:
     """A gRPC failure as an operator-facing NodeError."""
     code = exc.code()
-    details = (exc.details() or "").strip()
+    # The node's own words are untrusted: capped here, escaped where shown.
+    details = (exc.details() or "").strip()[:MAX_DETAIL_CHARS]
     lowered = details.lower()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return NodeError("DEADLINE_EXCEEDED", f"no answer to {method} within {timeout:g} s")

@@ -3,7 +3,9 @@
 Ask the seeds, in order, for GetClusterOverview until one answers; the nodes
 are that node plus its members, deduplicated by node id then address and
 capped. The answer is cached for the refresh interval with one refresh in
-flight at a time; when no seed answers, the seeds themselves are the nodes.
+flight at a time. When no seed answers, the last membership a seed gave is kept (marked
+``last_known`` with when it was confirmed: "0 of 3 nodes", never "0 of 1"); only when no
+seed has ever answered are the seeds themselves the nodes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cluster.client import NodeClient, NodeError, node_client
 from cluster.fanout import Node
@@ -31,6 +33,9 @@ class Membership:
     truncated: int = 0  # nodes left out by the cap
     seed_errors: dict[str, str] = field(default_factory=dict)
     expires_at: float = 0.0
+    # No seed answered now: these are the nodes a seed last named, at confirmed_at_ms.
+    last_known: bool = False
+    confirmed_at_ms: int | None = None  # when a seed last answered (unix ms)
 
 
 def _reachable_address(advertised: str, dialed: str) -> str:
@@ -74,6 +79,8 @@ class Discovery:
         self.max_nodes = max_nodes
         self._lock = threading.Lock()
         self._cached: Membership | None = None
+        # The last membership a seed gave (already capped at max_nodes).
+        self._last_good: Membership | None = None
         self._inflight: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Task[Membership]
         ] = weakref.WeakKeyDictionary()
@@ -95,6 +102,12 @@ class Discovery:
         # shield: a cancelled page load must not cancel the refresh others wait on.
         return await asyncio.shield(task)
 
+    def last(self) -> Membership | None:
+        """The newest membership held, expired or not (a page that cannot wait for a
+        refresh uses it)."""
+        with self._lock:
+            return self._cached or self._last_good
+
     async def nodes(self) -> list[Node]:
         return list((await self.membership()).nodes)
 
@@ -109,14 +122,26 @@ class Discovery:
                 continue
             nodes, truncated = members_from_overview(response, seed, self.max_nodes)
             expires = time.monotonic() + self.refresh_interval_s
-            result = Membership(tuple(nodes), seed, truncated, errors, expires)
+            now_ms = time.time_ns() // 1_000_000
+            result = Membership(
+                tuple(nodes), seed, truncated, errors, expires, confirmed_at_ms=now_ms
+            )
             break
+        with self._lock:
+            last_good = self._last_good
         if result is None:
-            fallback = tuple(Node("", seed) for seed in self.seeds[: self.max_nodes])
             expires = time.monotonic() + min(self.refresh_interval_s, FALLBACK_TTL_S)
-            result = Membership(fallback, "", 0, errors, expires)
+            if last_good is not None:
+                result = replace(
+                    last_good, source="", seed_errors=errors, expires_at=expires, last_known=True
+                )
+            else:
+                fallback = tuple(Node("", seed) for seed in self.seeds[: self.max_nodes])
+                result = Membership(fallback, "", 0, errors, expires)
         with self._lock:
             self._cached = result
+            if result.source:
+                self._last_good = result
         # Close what the client holds for addresses that left (a seed may report new ones
         # on every refresh).
         self.client.retain({n.address for n in result.nodes} | set(self.seeds))

@@ -18,6 +18,7 @@ from cluster.client import NodeClient, NodeError
 from elastickv_admin import metrics
 
 T = TypeVar("T")
+WAITING = "WAITING"  # a NodeStatus code: asked, no answer within the page's budget yet
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class NodeStatus:
     error: str | None = None
     latency_ms: float | None = None
     code: str | None = None
+    # The health check's verdict (cluster/services.py): up, slow, waiting (no answer within
+    # the page budget yet) or down; None where a call is not a health check.
+    state: str | None = None
+    # When this node last answered (unix ms); for a slow node's data, when it was taken.
+    last_seen_ms: int | None = None
+    as_of_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +69,16 @@ class NodeStatusSummary:
 
     @property
     def failed(self) -> list[NodeStatus]:
-        return [s for s in self.statuses if not s.ok]
+        return [s for s in self.statuses if not s.ok and s.code != WAITING]
+
+    @property
+    def waiting(self) -> list[NodeStatus]:
+        """Nodes still being waited for (their answer fills in the page later)."""
+        return [s for s in self.statuses if s.code == WAITING]
+
+    @property
+    def slow(self) -> list[NodeStatus]:
+        return [s for s in self.statuses if s.state == "slow"]
 
 
 @dataclass

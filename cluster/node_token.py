@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 SYNC_INTERVAL_S = 1.0
 # The cheap Admin call a probe makes with each token; every elastickv version serves it.
 PROBE_METHOD = "GetClusterOverview"
+# How often ordinary calls refresh a token's "last verified" in the database.
+VERIFIED_WRITE_S = 60.0
 PROBE_DEADLINE_S = 3.0
 TARGET = "node-token"
 State = NodeTokenCheck.State
@@ -175,6 +177,8 @@ class NodeCheckRow:
 
     @property
     def state_label(self) -> str:
+        if self.state == State.ANY:
+            return "accepts any token (insecure)"
         return str(State(self.state).label)
 
     @property
@@ -270,10 +274,16 @@ Answer = NodeError | None  # None: the node accepted the token
 _UNREACHABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
-def node_state(current: Answer, next_: Answer | None, *, rotating: bool) -> tuple[str, str]:
-    """(state, detail) of a node from its answers to the current and the next token."""
-    if rotating and current is None and next_ is None:
-        return State.ANY, "accepts any token: the node checks none (--adminInsecureNoAuth)"
+INSECURE_DETAIL = "accepts any token: the node checks none (--adminInsecureNoAuth)"
+
+
+def node_state(
+    current: Answer, next_: Answer | None, *, rotating: bool, tokenless: bool = False
+) -> tuple[str, str]:
+    """(state, detail) of a node from its answers to the current and the next token;
+    ``tokenless``: it also answered a call without any token (it checks none)."""
+    if tokenless or (rotating and current is None and next_ is None):
+        return State.ANY, INSECURE_DETAIL
     if current is None:
         return State.CURRENT, ""
     if rotating and next_ is None:
@@ -304,11 +314,15 @@ def _auth_reason(message: str) -> str:
     return message
 
 
-async def _ask(client: NodeClient, address: str, token: str, label: str) -> Answer:
+async def _ask(client: NodeClient, address: str, token: str | None, label: str) -> Answer:
+    """One probe call with exactly ``token`` (None: no authorization at all)."""
     deadline = min(client.config.rpc_timeout_s, PROBE_DEADLINE_S)
     try:
         await client.call_with_token(
-            address, PROBE_METHOD, NodeToken(label, token), deadline_s=deadline
+            address,
+            PROBE_METHOD,
+            NodeToken(label, token) if token is not None else None,
+            deadline_s=deadline,
         )
     except NodeError as exc:
         return exc
@@ -324,13 +338,19 @@ NOT_SENT_NEXT = (
 async def _probe_node(client: NodeClient, node: Node, tokens: StoredTokens) -> NodeCheckRow:
     assert tokens.current is not None
     rotating = tokens.next is not None
-    asks = [_ask(client, node.address, tokens.current, "current")]
+    asks = [
+        _ask(client, node.address, tokens.current, "current"),
+        _ask(client, node.address, None, ""),  # accepted without a token: insecure node
+    ]
     trusted = tokens.next is not None and node.address in tokens.next_to
     if tokens.next is not None and trusted:
         asks.append(_ask(client, node.address, tokens.next, "next"))
     answers = await asyncio.gather(*asks)
     state, detail = node_state(
-        answers[0], answers[1] if len(answers) > 1 else None, rotating=len(answers) > 1
+        answers[0],
+        answers[2] if len(answers) > 2 else None,
+        rotating=len(answers) > 2,
+        tokenless=answers[1] is None,
     )
     if rotating and not trusted:
         detail = f"{detail}; {NOT_SENT_NEXT}" if detail else NOT_SENT_NEXT
@@ -703,6 +723,32 @@ class DatabaseTokenStore(NodeTokenStore):
         self._seen: frozenset[tuple[str, str, tuple[str, ...]]] | None = None
         self._refresh_lock = threading.Lock()
         self._failing = False
+        # Ordinary calls a node accepted, by slot: (token fingerprint, when), written to the
+        # token's "last verified" at the next sync, at most once per VERIFIED_WRITE_S.
+        self._verified: dict[str, tuple[str, datetime]] = {}
+        self._verified_written: dict[str, float] = {}
+
+    def accepted(self, address: str, label: str, *, limit: int | None = None) -> None:
+        super().accepted(address, label, limit=limit)
+        with self._lock:
+            value = next((t.value for t in self._tokens if t.label == label), None)
+            if value is not None:
+                self._verified[label] = (fingerprint(value), timezone.now())
+
+    def _write_verified(self) -> None:
+        """A successful node call verifies the token it carried (not only a probe)."""
+        now = time.monotonic()
+        with self._lock:
+            due = {
+                label: seen
+                for label, seen in self._verified.items()
+                if now - self._verified_written.get(label, -VERIFIED_WRITE_S) >= VERIFIED_WRITE_S
+            }
+            for label in due:
+                del self._verified[label]
+                self._verified_written[label] = now
+        for label, (fp, when) in due.items():
+            NodeTokenRecord.objects.filter(slot=label, fingerprint=fp).update(verified_at=when)
 
     async def sync(self) -> None:
         if time.monotonic() < self._fresh_until:
@@ -734,6 +780,7 @@ class DatabaseTokenStore(NodeTokenStore):
                         next_token_recipients(next_[1] if next_ else ()),
                     )
                     self._seen = rows
+                self._write_verified()
                 if self._failing:
                     logger.info("node token: reading the database works again")
                 self._failing = False

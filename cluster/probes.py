@@ -9,8 +9,10 @@ GetClusterOverview do not say which RPCs exist, so the portal tries each one:
 - GetRouteDetail for the empty bucket id: any answer but UNIMPLEMENTED means served;
 - StreamEvents, opened with a short deadline and cancelled: UNIMPLEMENTED or open.
 
-Only definitive answers are remembered; a node that could not be asked (wrong token,
-unreachable, too slow) is asked again on the next page load.
+Only definitive answers are remembered, and only while the node keeps its connection
+(NodeClient.epoch): a node that restarted, perhaps with KeyViz enabled or Admin registered,
+is asked again at once. A node that could not be asked (wrong token, unreachable, too slow)
+is asked again on the next page load.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class SupportCache:
         self.ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: dict[str, tuple[float, NodeSupport]] = {}
+        self._cached: dict[str, tuple[float, int, NodeSupport]] = {}
         self._inflight: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, asyncio.Task[NodeSupport]]
         ] = weakref.WeakKeyDictionary()
@@ -150,11 +152,20 @@ class SupportCache:
             else:
                 self._cached.pop(address, None)
 
-    async def support(self, client: NodeClient, address: str, deadline_s: float) -> NodeSupport:
+    def cached(self, client: NodeClient, address: str) -> NodeSupport | None:
+        """The remembered answer, without asking (a slow node is not probed on a page)."""
         with self._lock:
             hit = self._cached.get(address)
-            if hit is not None and self._clock() < hit[0]:
-                return hit[1]
+        if hit is not None and self._clock() < hit[0] and hit[1] == client.epoch(address):
+            return hit[2]
+        return None
+
+    async def support(self, client: NodeClient, address: str, deadline_s: float) -> NodeSupport:
+        epoch = client.epoch(address)
+        with self._lock:
+            hit = self._cached.get(address)
+            if hit is not None and self._clock() < hit[0] and hit[1] == epoch:
+                return hit[2]
             loop = asyncio.get_running_loop()
             tasks = self._inflight.setdefault(loop, {})
             task = tasks.get(address)
@@ -162,19 +173,23 @@ class SupportCache:
                 # Finished probes go: addresses come from the node-controlled membership.
                 for done in [a for a, t in tasks.items() if t.done()]:
                     del tasks[done]
-                task = loop.create_task(self._probe(client, address, deadline_s))
+                task = loop.create_task(self._probe(client, address, deadline_s, epoch))
                 tasks[address] = task
         return await asyncio.shield(task)
 
-    async def _probe(self, client: NodeClient, address: str, deadline_s: float) -> NodeSupport:
+    async def _probe(
+        self, client: NodeClient, address: str, deadline_s: float, epoch: int
+    ) -> NodeSupport:
         result = await probe_node(client, address, deadline_s=deadline_s)
+        # The probe may itself have (re)connected: keep the epoch it ended in.
+        epoch = max(epoch, client.epoch(address))
         if result.definitive:
             with self._lock:
                 now = self._clock()
                 self._cached.pop(address, None)
-                self._cached[address] = (now + self.ttl_s, result)
+                self._cached[address] = (now + self.ttl_s, epoch, result)
                 # Bounded like the client's channels: expired answers, then the oldest, go.
-                for stale in [a for a, (until, _) in self._cached.items() if until <= now]:
+                for stale in [a for a, (until, _, _) in self._cached.items() if until <= now]:
                     del self._cached[stale]
                 while len(self._cached) > client.capacity:
                     del self._cached[next(iter(self._cached))]

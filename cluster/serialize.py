@@ -1,8 +1,10 @@
 """The JSON API's shapes (DESIGN.md Layer B): the services' dataclasses as plain dicts.
 
 Every endpoint answers ``{"data": ..., "nodes_responded", "nodes_total", "node_status":
-[{node, address, ok, error, latency_ms, code}], "membership": {...}, "generated_at_ms"}``
-so a script can tell "2 of 3 nodes responded" and why, whatever it asked for. Keys are
+[{node, address, ok, error, latency_ms, code, state, last_seen_ms, as_of_ms}],
+"membership": {..., last_known, confirmed_at_ms}, "problems": [{cause, summary, next_step,
+nodes}], "nodes_waiting", "generated_at_ms"}`` so a script can tell "2 of 3 nodes
+responded", why and what to do, whatever it asked for. Fields are only ever added. Keys are
 raw bytes on the wire: the API gives their hex (exact) beside the preview the pages show.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.aggregate import AdapterRow, AdapterSample, GroupConsensus
+from cluster.diagnose import Problem
 from cluster.probes import PROBED_METHODS, NodeSupport
 from cluster.services import (
     AdaptersView,
@@ -24,6 +27,7 @@ from cluster.services import (
     RaftGroupsView,
     RouteRow,
     RoutesView,
+    Traffic,
 )
 from keyviz.keys import KeyPreview
 
@@ -41,8 +45,31 @@ def envelope(health: ClusterHealth, data: Json) -> Json:
             "source": membership.source or None,
             "truncated": membership.truncated,
             "seed_errors": dict(membership.seed_errors),
+            "last_known": membership.last_known,
+            "confirmed_at_ms": membership.confirmed_at_ms,
         },
+        "problems": [problem_json(p) for p in health.problems],
+        "nodes_waiting": [s.node for s in health.waiting],
         "generated_at_ms": health.now_ms,
+    }
+
+
+def problem_json(problem: Problem) -> Json:
+    """One cause of failure, its next step and the nodes it affects (raw detail capped)."""
+    return {
+        "cause": problem.key,
+        "summary": problem.cause.cause,
+        "next_step": problem.cause.next_step,
+        "nodes": [
+            {
+                "node": a.node,
+                "address": a.address,
+                "code": a.code or None,
+                "detail": a.detail,
+                "last_seen_ms": a.last_seen_ms,
+            }
+            for a in problem.nodes
+        ],
     }
 
 
@@ -66,6 +93,9 @@ def node_json(row: NodeRow) -> Json:
         "node_id": row.node_id,
         "address": row.address,
         "reachable": row.status.ok,
+        "state": row.status.state,
+        "last_seen_ms": row.status.last_seen_ms,
+        "data_as_of_ms": row.status.as_of_ms,
         "latency_ms": row.status.latency_ms,
         "error": row.status.error,
         "code": row.status.code,
@@ -113,8 +143,24 @@ def overview_json(view: Overview) -> Json:
             "nodes": [node_json(r) for r in view.nodes],
             "groups": [consensus_json(g) for g in view.groups],
             "catalog": catalog_json(view.catalog),
+            "traffic": traffic_json(view.traffic),
+            "leadership_hints": list(view.leadership),
         },
     )
+
+
+def traffic_json(t: Traffic | None) -> Json | None:
+    if t is None:
+        return None
+    return {
+        "reads_per_s": t.reads_per_s,
+        "writes_per_s": t.writes_per_s,
+        "reads": list(t.reads),
+        "writes": list(t.writes),
+        "column_unix_ms": list(t.column_unix_ms),
+        "step_ms": t.step_ms,
+        "error": t.error,
+    }
 
 
 def nodes_json(view: NodesView) -> Json:
@@ -155,6 +201,12 @@ def group_json(view: GroupView) -> Json:
                 "lag": r.lag,
                 "last_contact_unix_ms": r.last_contact_unix_ms or None,
                 "last_contact_age_ms": r.last_contact_age_ms,
+                "reachable": r.reachable,
+                "unreachable_since_ms": r.unreachable_since_ms,
+                "data_as_of_ms": r.as_of_ms,
+                "commit_rate": r.progress.commit_rate,
+                "applied_rate": r.progress.applied_rate,
+                "lag_trend": list(r.progress.lags),
             }
             for r in view.replicas
         ],

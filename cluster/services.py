@@ -14,8 +14,12 @@ import asyncio
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+
+import numpy as np
+from asgiref.sync import sync_to_async
 
 from cluster.aggregate import (
     AdapterRow,
@@ -32,9 +36,10 @@ from cluster.aggregate import (
     sort_routes,
 )
 from cluster.client import UNAVAILABLE_TTL_S, NodeClient, node_client
+from cluster.diagnose import Problem, group_failures
 from cluster.discovery import Membership, discovery
 from cluster.fanout import (
-    FanOut,
+    WAITING,
     MalformedResponse,
     Node,
     NodeStatus,
@@ -42,8 +47,10 @@ from cluster.fanout import (
     call_node,
     fan_out,
 )
+from cluster.history import Progress, raft_history, reset_raft_history
 from cluster.params import RouteQuery
 from cluster.probes import PROBE_DEADLINE_S, NodeSupport, reset_support_cache, support_cache
+from elastickv_admin import metrics
 from keyviz.keys import KeyPreview, key_preview
 from proto import admin_pb2, distribution_pb2
 
@@ -97,6 +104,12 @@ class ClusterHealth(NodeStatusSummary):
     groups: dict[str, tuple[admin_pb2.RaftGroupState, ...]]  # by address, answering nodes
     consensus: dict[int, GroupConsensus]  # by group id, in id order
     now_ms: int
+    # The last answer of each node that did not answer now: (groups, when), by address.
+    stale_groups: dict[str, tuple[tuple[admin_pb2.RaftGroupState, ...], int]] = field(
+        default_factory=dict
+    )
+    budget_s: float = 0.0
+    slow_node_s: float = 0.0
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -108,33 +121,79 @@ class ClusterHealth(NodeStatusSummary):
                 return status
         return None
 
+    @property
+    def problems(self) -> list[Problem]:
+        """The failures grouped by cause, each with its next step (shown once a page)."""
+        seeds = self.membership.seed_errors if not self.membership.source else None
+        return group_failures(self.statuses, seeds)
+
+    @property
+    def seed_problems(self) -> list[Problem]:
+        """Seeds that did not answer while another did (not members: not node failures)."""
+        if not self.membership.source:
+            return []
+        return group_failures((), self.membership.seed_errors)
+
     def reports(self) -> list[GroupReport]:
-        out = []
-        for node in self.nodes:
-            for g in self.groups.get(node.address, ()):
-                out.append(
-                    GroupReport(
-                        node=node.label,
-                        raft_group_id=g.raft_group_id,
-                        leader=g.leader_node_id,
-                        term=g.leader_term,
-                        commit_index=g.commit_index,
-                        applied_index=g.applied_index,
-                        last_contact_unix_ms=g.last_contact_unix_ms,
-                    )
+        return _reports(self.nodes, self.groups)
+
+    def stale_reports(self) -> list[GroupReport]:
+        return _reports(self.nodes, {a: g for a, (g, _) in self.stale_groups.items()})
+
+
+def _reports(
+    nodes: Iterable[Node], groups: dict[str, tuple[admin_pb2.RaftGroupState, ...]]
+) -> list[GroupReport]:
+    out = []
+    for node in nodes:
+        for g in groups.get(node.address, ()):
+            out.append(
+                GroupReport(
+                    node=node.label,
+                    raft_group_id=g.raft_group_id,
+                    leader=g.leader_node_id,
+                    term=g.leader_term,
+                    commit_index=g.commit_index,
+                    applied_index=g.applied_index,
+                    last_contact_unix_ms=g.last_contact_unix_ms,
                 )
-        return out
+            )
+    return out
+
+
+Groups = tuple[admin_pb2.RaftGroupState, ...]
+# How long a slow node's last answer stands in for it while its next one is awaited.
+SLOW_ANSWER_TTL_S = 120.0
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A node's last completed health call."""
+
+    groups: Groups | None  # None: it failed
+    status: NodeStatus
+    at_ms: int
 
 
 class _SingleFlight:
     """Concurrent callers on one event loop share one in-flight health fetch (no caching
-    beyond it: the answer is as fresh as the call everyone waited for)."""
+    beyond it: the answer is as fresh as the call everyone waited for).
+
+    A fetch waits for the nodes only up to the page budget: each node's call runs on in
+    the background (one per node at a time), and what it brings is kept for the next page
+    (bounded by the client's capacity): a slow node shows with its last data, marked slow;
+    a node not heard from yet is "waiting"; a dead node keeps its last-known groups."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tasks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Task[ClusterHealth]
         ] = weakref.WeakKeyDictionary()
+        self._calls: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Task[tuple[Groups | None, NodeStatus]]]
+        ] = weakref.WeakKeyDictionary()
+        self._last: OrderedDict[str, _Answer] = OrderedDict()  # by address
+        self._seen: OrderedDict[str, _Answer] = OrderedDict()  # last successful, by address
         # When each address last made us drop the membership cache.
         self._invalidated: dict[str, float] = {}
 
@@ -147,15 +206,118 @@ class _SingleFlight:
                 self._tasks[loop] = task
         return await asyncio.shield(task)
 
+    async def _membership(self, budget_s: float) -> Membership:
+        """The membership, waiting for a refresh only up to the budget when an older one
+        is at hand."""
+        refresh = asyncio.ensure_future(discovery().membership())
+        held = discovery().last()
+        if held is None:
+            return await refresh
+        done, _ = await asyncio.wait({refresh}, timeout=budget_s)
+        return refresh.result() if done else held
+
+    async def _call(self, client: NodeClient, node: Node) -> tuple[Groups | None, NodeStatus]:
+        groups, status = await call_node(client, node, HEALTH_METHOD, validate=raft_groups_of)
+        answer = _Answer(groups, status, _now_ms())
+        with self._lock:
+            _remember(self._last, node.address, answer, client.capacity)
+            if groups is not None:
+                _remember(self._seen, node.address, answer, client.capacity)
+        return groups, status
+
     async def _fetch(self) -> ClusterHealth:
-        membership = await discovery().membership()
-        result: FanOut[tuple[admin_pb2.RaftGroupState, ...]] = await fan_out(
-            node_client(), membership.nodes, HEALTH_METHOD, validate=raft_groups_of
+        client = node_client()
+        config = client.config
+        budget = config.page_budget_s
+        membership = await self._membership(budget)
+        loop = asyncio.get_running_loop()
+        addresses = {n.address for n in membership.nodes}
+        with self._lock:
+            calls = self._calls.setdefault(loop, {})
+            # Finished calls go (a call to an address that left ends by its deadline).
+            for done in [a for a, t in calls.items() if t.done()]:
+                del calls[done]
+            tasks = []
+            for node in membership.nodes:
+                task = calls.get(node.address)
+                if task is None or task.done():
+                    task = loop.create_task(self._call(client, node))
+                    calls[node.address] = task
+                tasks.append(task)
+            for gone in [a for a in self._last if a not in addresses]:
+                del self._last[gone]
+            for gone in [a for a in self._seen if a not in addresses]:
+                del self._seen[gone]
+        if tasks:
+            started = time.perf_counter()
+            await asyncio.wait(tasks, timeout=budget)
+            # What the page waited for the fan-out (at most the budget).
+            metrics.FANOUT_SECONDS.labels(HEALTH_METHOD).observe(time.perf_counter() - started)
+        now = _now_ms()
+        statuses: list[NodeStatus] = []
+        groups: dict[str, Groups] = {}
+        stale: dict[str, tuple[Groups, int]] = {}
+        fresh: list[NodeStatus] = []
+        for node, task in zip(membership.nodes, tasks, strict=True):
+            with self._lock:
+                last = self._last.get(node.address)
+                seen = self._seen.get(node.address)
+            last_seen = seen.at_ms if seen else None
+            if task.done():
+                answer, status = task.result()
+                fresh.append(status)
+                status = _explain(status)
+                if answer is not None:
+                    groups[node.address] = answer
+                    status = replace(
+                        status, state=_speed(status, config.slow_node_s), last_seen_ms=now
+                    )
+                else:
+                    status = replace(status, state="down", last_seen_ms=last_seen)
+            elif (
+                last is not None
+                and last.groups is not None
+                and _speed(last.status, config.slow_node_s) == "slow"
+                and now - last.at_ms <= SLOW_ANSWER_TTL_S * 1000
+            ):
+                # Still slow: its previous answer stands, marked with its age.
+                groups[node.address] = last.groups
+                status = replace(
+                    last.status,
+                    node=node.label,
+                    state="slow",
+                    last_seen_ms=last_seen,
+                    as_of_ms=last.at_ms,
+                )
+            else:
+                status = NodeStatus(
+                    node.label,
+                    node.address,
+                    False,
+                    f"no answer within the page's {budget:g} s budget yet; "
+                    "the page fills it in when it comes",
+                    None,
+                    WAITING,
+                    state="waiting",
+                    last_seen_ms=last_seen,
+                )
+            if node.address not in groups and seen is not None and seen.groups is not None:
+                stale[node.address] = (seen.groups, seen.at_ms)
+            statuses.append(status)
+        self._maybe_invalidate(fresh)
+        health = ClusterHealth(
+            membership,
+            tuple(statuses),
+            groups,
+            {},
+            now,
+            stale,
+            budget,
+            config.slow_node_s,
         )
-        self._maybe_invalidate(result.statuses)
-        statuses = tuple(_explain(s) for s in result.statuses)
-        health = ClusterHealth(membership, statuses, dict(result.results), {}, _now_ms())
-        return replace(health, consensus=consensus_by_group(health.reports()))
+        health = replace(health, consensus=consensus_by_group(health.reports()))
+        _record_progress(health)
+        return health
 
     def _maybe_invalidate(self, statuses: Iterable[NodeStatus]) -> None:
         # A node that went UNAVAILABLE may have left or moved: ask a seed again, but at most
@@ -175,6 +337,46 @@ class _SingleFlight:
             discovery().invalidate()
 
 
+def _remember(into: OrderedDict[str, _Answer], address: str, answer: _Answer, cap: int) -> None:
+    into.pop(address, None)
+    into[address] = answer
+    while len(into) > cap:
+        into.popitem(last=False)
+
+
+def _speed(status: NodeStatus, slow_node_s: float) -> str:
+    latency = status.latency_ms or 0.0
+    return "slow" if latency > slow_node_s * 1000 else "up"
+
+
+def _record_progress(health: ClusterHealth) -> None:
+    """One sample per replica that answered now, with its lag behind the group's leader."""
+    if not any(s.as_of_ms is None and s.ok for s in health.statuses):
+        return
+    fresh = {s.address for s in health.statuses if s.ok and s.as_of_ms is None}
+    leader_applied: dict[int, int] = {}
+    reports = health.reports()
+    for r in reports:
+        c = health.consensus.get(r.raft_group_id)
+        if c is not None and c.leader and r.node == c.leader:
+            leader_applied[r.raft_group_id] = r.applied_index
+    address = {n.label: n.address for n in health.nodes}
+    raft_history().record(
+        health.now_ms,
+        (
+            (
+                r.node,
+                r.raft_group_id,
+                r.commit_index,
+                r.applied_index,
+                applied_lag(leader_applied.get(r.raft_group_id), r.applied_index),
+            )
+            for r in reports
+            if address.get(r.node) in fresh
+        ),
+    )
+
+
 _flight: _SingleFlight | None = None
 _flight_lock = threading.Lock()
 
@@ -189,11 +391,13 @@ async def cluster_health() -> ClusterHealth:
 
 
 def reset_services() -> None:
-    """Forget shared state (tests that change settings): the single-flight, the probes."""
+    """Forget shared state (tests that change settings): the single-flight, the probes,
+    the Raft progress samples."""
     global _flight
     with _flight_lock:
         _flight = None
     reset_support_cache()
+    reset_raft_history()
 
 
 # -- nodes ------------------------------------------------------------------------------------
@@ -220,10 +424,24 @@ class NodeRow:
         return self.node.label
 
 
-async def _supports(client: NodeClient, health: ClusterHealth) -> dict[str, NodeSupport]:
+async def _supports(
+    client: NodeClient, health: ClusterHealth, addresses: Sequence[str] | None = None
+) -> dict[str, NodeSupport]:
+    """What each answering node serves: probed for nodes that answered now (up to the page
+    budget; a probe still running fills in later), remembered for slow ones."""
     answering = [s.address for s in health.statuses if s.ok]
+    if addresses is not None:
+        answering = [a for a in answering if a in addresses]
+    cache = support_cache()
+    fast = [a for a in answering if (st := health.status_of(a)) is not None and st.as_of_ms is None]
     deadline = min(client.config.rpc_timeout_s, PROBE_DEADLINE_S)
-    return await support_cache().support_of(client, answering, deadline)
+    probing = asyncio.ensure_future(cache.support_of(client, fast, deadline))
+    done, _ = await asyncio.wait({probing}, timeout=max(health.budget_s, 0.05))
+    found = dict(probing.result()) if done else {}
+    for address in answering:
+        if address not in found and (held := cache.cached(client, address)) is not None:
+            found[address] = held
+    return found
 
 
 def node_rows(health: ClusterHealth, supports: dict[str, NodeSupport]) -> list[NodeRow]:
@@ -298,14 +516,7 @@ async def node_detail(key: str) -> NodeDetail | None:
     node = find_node(health, key)
     if node is None:
         return None
-    status = health.status_of(node.address)
-    supports = (
-        await support_cache().support_of(
-            client, [node.address], min(client.config.rpc_timeout_s, PROBE_DEADLINE_S)
-        )
-        if status is not None and status.ok
-        else {}
-    )
+    supports = await _supports(client, health, [node.address])
     row = next(r for r in node_rows(health, supports) if r.node == node)
     views = [
         NodeGroupView(
@@ -358,16 +569,19 @@ class Catalog:
             return None
         if not self.errors:
             return "no node to ask"
+        # Causes only (the nodes' own words are in the page's failure banner, once).
         return "no node answered ListRoutes: " + "; ".join(
-            f"{s.node}: {s.error}" for s in self.errors
+            f"{p.cause.cause} ({', '.join(a.node for a in p.nodes)})"
+            for p in group_failures(self.errors)
         )
 
 
 async def fetch_catalog(client: NodeClient, health: ClusterHealth) -> Catalog:
     """ListRoutes from the first node that answers: nodes that answered the health check
-    first (a slow or dead node would cost a deadline), then the rest, in membership order."""
-    answering = {s.address for s in health.statuses if s.ok}
-    ordered = sorted(health.nodes, key=lambda n: n.address not in answering)
+    promptly first, then slow ones (a slow or dead node would cost a deadline), then the
+    rest, in membership order."""
+    rank = {s.address: (not s.ok, s.state == "slow") for s in health.statuses}
+    ordered = sorted(health.nodes, key=lambda n: rank.get(n.address, (True, False)))
     errors: list[NodeStatus] = []
     for node in ordered:
         routes, status = await call_node(client, node, "ListRoutes", validate=_catalog_of)
@@ -400,6 +614,79 @@ class OverviewSummary:
     catalog_version: int | None
 
 
+# The Overview's traffic figure: the newest stored KeyViz columns, summed over the rows.
+TRAFFIC_COLUMNS = 12
+# A node leads "too many" groups above this share of a fair split, and by at least
+# LEADER_EXCESS_MIN groups (a 3-group cluster is never "unbalanced" by one group).
+LEADER_SHARE_LIMIT = 1.5
+LEADER_EXCESS_MIN = 2
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Cluster reads and writes per second, from the portal's KeyViz history."""
+
+    reads: tuple[float, ...]  # per column, oldest first
+    writes: tuple[float, ...]
+    column_unix_ms: tuple[int, ...]
+    step_ms: int
+    error: str | None = None  # the history could not be read
+
+    @property
+    def empty(self) -> bool:
+        return not self.column_unix_ms
+
+    @property
+    def reads_per_s(self) -> float | None:
+        return self.reads[-1] if self.reads else None
+
+    @property
+    def writes_per_s(self) -> float | None:
+        return self.writes[-1] if self.writes else None
+
+
+def read_traffic(now_ms: int, step_ms: int) -> Traffic:
+    """Reads and writes per second of the newest TRAFFIC_COLUMNS stored columns."""
+    from keyviz.store import StoreError, read_matrix
+
+    from_ms = now_ms - TRAFFIC_COLUMNS * step_ms
+    per_series: list[dict[int, float]] = []
+    used_step = step_ms
+    try:
+        for series in (admin_pb2.KEYVIZ_SERIES_READS, admin_pb2.KEYVIZ_SERIES_WRITES):
+            m = read_matrix(series, from_ms, now_ms + 1).matrix
+            used_step = m.step_ms or step_ms
+            # Only non-zero cells are stored: a column without rows had no traffic.
+            totals = m.values.sum(axis=0, dtype=np.uint64) if len(m.rows) else None
+            per_series.append(
+                {
+                    int(t): (int(totals[j]) if totals is not None else 0) * 1000.0 / used_step
+                    for j, t in enumerate(m.column_unix_ms.tolist())
+                }
+            )
+    except StoreError as exc:
+        return Traffic((), (), (), step_ms, f"the KeyViz history cannot be read: {exc}")
+    times = sorted(set(per_series[0]) | set(per_series[1]))[-TRAFFIC_COLUMNS:]
+    return Traffic(
+        tuple(per_series[0].get(t, 0.0) for t in times),
+        tuple(per_series[1].get(t, 0.0) for t in times),
+        tuple(times),
+        used_step,
+    )
+
+
+def leadership_hints(leaders: dict[str, int], groups_led: int, nodes: int) -> list[str]:
+    """Nodes leading far more groups than a fair share (leadership to rebalance)."""
+    if nodes < 2 or not groups_led:
+        return []
+    fair = groups_led / nodes
+    return [
+        f"{node} leads {led} of {groups_led} groups (a fair share is {fair:.1f})"
+        for node, led in leaders.items()
+        if led > LEADER_SHARE_LIMIT * fair and led >= fair + LEADER_EXCESS_MIN
+    ]
+
+
 @dataclass(frozen=True)
 class Overview:
     health: ClusterHealth
@@ -407,13 +694,18 @@ class Overview:
     nodes: list[NodeRow]
     groups: list[GroupConsensus]
     catalog: Catalog
+    traffic: Traffic | None = None
+    leadership: list[str] = field(default_factory=list)
 
 
 async def overview() -> Overview:
     client = node_client()
     health = await cluster_health()
-    supports, catalog = await asyncio.gather(
-        _supports(client, health), fetch_catalog(client, health)
+    step_ms = client.config.keyviz_step_ms or 60_000
+    supports, catalog, traffic = await asyncio.gather(
+        _supports(client, health),
+        fetch_catalog(client, health),
+        sync_to_async(read_traffic, thread_sensitive=False)(health.now_ms, step_ms),
     )
     groups = list(health.consensus.values())
     summary = OverviewSummary(
@@ -425,7 +717,8 @@ async def overview() -> Overview:
         routes=len(catalog.routes) if catalog.source is not None else None,
         catalog_version=catalog.version,
     )
-    return Overview(health, summary, node_rows(health, supports), groups, catalog)
+    hints = leadership_hints(summary.leaders, summary.groups_with_leader, health.total)
+    return Overview(health, summary, node_rows(health, supports), groups, catalog, traffic, hints)
 
 
 # -- Raft groups ------------------------------------------------------------------------------
@@ -445,6 +738,16 @@ class Replica:
     lag: int | None  # None: the leader did not report
     last_contact_unix_ms: int
     last_contact_age_ms: int | None  # None: unknown (0 on the wire)
+    # False: the node does not answer now; the row is its last answer, from seen_at_ms.
+    reachable: bool = True
+    seen_at_ms: int | None = None
+    # A slow node not heard from within the page budget: its last answer, from as_of_ms.
+    as_of_ms: int | None = None
+    progress: Progress = field(default_factory=lambda: Progress(None, None, ()))
+
+    @property
+    def unreachable_since_ms(self) -> int | None:
+        return None if self.reachable else self.seen_at_ms
 
 
 @dataclass(frozen=True)
@@ -455,6 +758,10 @@ class GroupView:
     @property
     def raft_group_id(self) -> int:
         return self.consensus.raft_group_id
+
+    @property
+    def unreachable(self) -> int:
+        return sum(1 for r in self.replicas if not r.reachable)
 
 
 @dataclass(frozen=True)
@@ -468,22 +775,34 @@ class RaftGroupsView:
 
 
 def group_views(health: ClusterHealth) -> list[GroupView]:
+    """Every group with a row per replica: the nodes that answered, then the last-known
+    state of the nodes that did not (marked unreachable since their last answer)."""
     reports = health.reports()
+    stale_reports = health.stale_reports()
     by_group: dict[int, list[GroupReport]] = {}
     for report in reports:
         by_group.setdefault(report.raft_group_id, []).append(report)
+    stale_by_group: dict[int, list[GroupReport]] = {}
+    for report in stale_reports:
+        stale_by_group.setdefault(report.raft_group_id, []).append(report)
     address = {n.label: n.address for n in health.nodes}
+    seen_at = {a: at for a, (_, at) in health.stale_groups.items()}
+    as_of = {s.node: s.as_of_ms for s in health.statuses if s.as_of_ms is not None}
+    # Groups only dead nodes knew: their last-known consensus.
+    consensus = dict(health.consensus)
+    for gid, c in consensus_by_group(stale_reports).items():
+        consensus.setdefault(gid, c)
+    history = raft_history()
     views = []
-    for gid, consensus in health.consensus.items():
+    for gid in sorted(consensus):
+        c = consensus[gid]
         members = by_group.get(gid, [])
-        leader_applied = next(
-            (r.applied_index for r in members if r.node == consensus.leader), None
-        )
+        leader_applied = next((r.applied_index for r in members if r.node == c.leader), None)
         replicas = [
             Replica(
                 node=r.node,
                 address=address.get(r.node, ""),
-                is_leader=bool(consensus.leader) and r.node == consensus.leader,
+                is_leader=bool(c.leader) and r.node == c.leader,
                 leader=r.leader,
                 term=r.term,
                 commit_index=r.commit_index,
@@ -491,10 +810,30 @@ def group_views(health: ClusterHealth) -> list[GroupView]:
                 lag=applied_lag(leader_applied, r.applied_index),
                 last_contact_unix_ms=r.last_contact_unix_ms,
                 last_contact_age_ms=last_contact_age_ms(r.last_contact_unix_ms, health.now_ms),
+                as_of_ms=as_of.get(r.node),
+                progress=history.progress(r.node, gid, health.now_ms),
             )
             for r in members
         ]
-        views.append(GroupView(consensus, replicas))
+        replicas += [
+            Replica(
+                node=r.node,
+                address=address.get(r.node, ""),
+                is_leader=False,
+                leader=r.leader,
+                term=r.term,
+                commit_index=r.commit_index,
+                applied_index=r.applied_index,
+                lag=None,
+                last_contact_unix_ms=r.last_contact_unix_ms,
+                last_contact_age_ms=None,
+                reachable=False,
+                seen_at_ms=seen_at.get(address.get(r.node, "")),
+                progress=history.progress(r.node, gid, health.now_ms),
+            )
+            for r in stale_by_group.get(gid, [])
+        ]
+        views.append(GroupView(c, replicas))
     return views
 
 

@@ -39,6 +39,8 @@ SORT_OPTIONS = [
 ]
 LIVE_TARGET = "live"  # id of the element htmx refreshes on every page
 REFRESH_S = 5  # auto-refresh period of the live region
+NOSCRIPT_REFRESH_S = 15  # without JavaScript, the whole page reloads this often
+FILL_IN_S = 1  # while nodes are awaited, the live region asks again this soon
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -56,11 +58,25 @@ async def _page(
     """``cluster/<name>.html``, or ``cluster/partials/<name>.html`` for an htmx refresh."""
     partial = wants_partial(request)
     template = f"cluster/partials/{name}.html" if partial else f"cluster/{name}.html"
-    full = {**context, "refresh_s": REFRESH_S, "live_target": LIVE_TARGET}
+    full = {
+        **context,
+        "refresh_s": REFRESH_S,
+        "noscript_refresh_s": NOSCRIPT_REFRESH_S,
+        "live_target": LIVE_TARGET,
+        "live_trigger": _trigger(context.get("health")),
+    }
     response: HttpResponse = await sync_to_async(render)(request, template, full, status=status)
     patch_vary_headers(response, ("HX-Request",))
     add_never_cache_headers(response)
     return response
+
+
+def _trigger(health: Any) -> str:
+    """When htmx refreshes the live region: soon while nodes are awaited (their answers
+    fill in without holding the page), otherwise on the live period."""
+    if health is not None and health.waiting:
+        return f"load delay:{FILL_IN_S}s"
+    return f"every {REFRESH_S}s"
 
 
 @require_safe

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_RPC_TIMEOUT_S = 5.0
+DEFAULT_PAGE_BUDGET_S = 0.5
+DEFAULT_SLOW_NODE_S = 1.0
 DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # KeyViz history retention per tier (DESIGN.md "the portal is the cluster's memory").
 DEFAULT_KEYVIZ_RETENTION_FINE_MS = 24 * 3_600_000
@@ -33,6 +35,10 @@ class PortalConfig:
     tls_server_name: str | None = None
     tls_insecure_skip_verify: bool = False
     rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S
+    # How long a page waits for the nodes before it renders what answered (the rest fill
+    # in later), and the latency over which a node counts as slow.
+    page_budget_s: float = DEFAULT_PAGE_BUDGET_S
+    slow_node_s: float = DEFAULT_SLOW_NODE_S
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     writes_merge: str = "sum"  # one of WRITES_MERGE_POLICIES (aliases resolved)
     # The nodes' KeyViz step in ms (--keyvizStep); None: infer it from the columns.

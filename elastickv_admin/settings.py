@@ -19,6 +19,8 @@ from elastickv_admin.config import (
     DEFAULT_KEYVIZ_RETENTION_15M_MS,
     DEFAULT_KEYVIZ_RETENTION_FINE_MS,
     DEFAULT_KEYVIZ_STEP,
+    DEFAULT_PAGE_BUDGET_S,
+    DEFAULT_SLOW_NODE_S,
     WRITES_MERGE_ALIASES,
     WRITES_MERGE_POLICIES,
     PortalConfig,
@@ -319,6 +321,8 @@ def _portal_config() -> PortalConfig:
         tls_server_name=env_str("ELASTICKV_ADMIN_NODE_TLS_SERVER_NAME") or None,
         tls_insecure_skip_verify=env_bool("ELASTICKV_ADMIN_NODE_TLS_INSECURE_SKIP_VERIFY"),
         rpc_timeout_s=env_duration("ELASTICKV_ADMIN_RPC_TIMEOUT", 5.0),
+        page_budget_s=env_duration("ELASTICKV_ADMIN_PAGE_BUDGET", DEFAULT_PAGE_BUDGET_S),
+        slow_node_s=env_duration("ELASTICKV_ADMIN_SLOW_NODE", DEFAULT_SLOW_NODE_S),
         max_receive_bytes=env_int(
             "ELASTICKV_ADMIN_MAX_RECEIVE_BYTES", 64 * 1024 * 1024, minimum=1024
         ),

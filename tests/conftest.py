@@ -197,6 +197,9 @@ def start_portal(
     # The tests talk plain HTTP to 127.0.0.1.
     environ["ELASTICKV_ADMIN_SECURE_COOKIES"] = "false"
     environ["ELASTICKV_ADMIN_DATA_DIR"] = str(data_dir)
+    # Pages wait for every node's answer (past the 5 s RPC deadline), so a loaded test
+    # machine never turns a healthy node into "waiting"; budget tests set their own.
+    environ["ELASTICKV_ADMIN_PAGE_BUDGET"] = "6s"
     environ.update(env or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "portal.log"
@@ -417,6 +420,8 @@ async def portal(
             seeds = seeds.addresses
         config.setdefault("node_token_file", str(token_file))
         config.setdefault("rpc_timeout_s", 2.0)
+        # Every answer or deadline is awaited unless a test is about the page budget.
+        config.setdefault("page_budget_s", config["rpc_timeout_s"] + 1.0)
         override = override_settings(ELASTICKV_ADMIN=PortalConfig(seeds=tuple(seeds), **config))
         override.enable()
         overrides.append(override)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from cluster.diagnose import Cause, cause_of
+from cluster.fanout import NodeStatus
 from cluster.probes import RpcSupport, Support
 from keyviz.keys import KeyPreview
 
@@ -177,3 +180,59 @@ def support_state(rpc: RpcSupport) -> SafeString:
         rpc.support.value,
         _SUPPORT_WORDS[rpc.support],
     )
+
+
+@register.simple_tag
+def seen_at(at_ms: int | None, now_ms: int) -> str:
+    """When something was last seen: the time and how long ago ("never" when unknown)."""
+    if not at_ms:
+        return "never (not since the portal started)"
+    return f"{unix_ms_time(at_ms)}, {age(max(0, now_ms - at_ms))}"
+
+
+@register.filter
+def per_second(value: float | None) -> str:
+    """A rate: "12.3/s", "0/s", or "—" when there are too few samples."""
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:,.0f}/s"
+    if value == 0:
+        return "0/s"
+    return f"{value:.3g}/s"
+
+
+SPARK_W = 80
+SPARK_H = 18
+
+
+@register.simple_tag
+def sparkline(values: Sequence[float], label: str = "") -> SafeString:
+    """A tiny inline SVG of a trend (no script; numbers only, so nothing to escape but the
+    label)."""
+    points = [float(v) for v in values]
+    if len(points) < 2:
+        return format_html('<span class="dim">{}</span>', "—")
+    top = max(points) or 1.0
+    step = SPARK_W / (len(points) - 1)
+    coords = " ".join(
+        f"{i * step:.1f},{SPARK_H - 1 - (v / top) * (SPARK_H - 2):.1f}"
+        for i, v in enumerate(points)
+    )
+    return format_html(
+        '<svg class="spark" width="{}" height="{}" viewBox="0 0 {} {}" role="img" '
+        'aria-label="{}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" '
+        'points="{}"/></svg>',
+        SPARK_W,
+        SPARK_H,
+        SPARK_W,
+        SPARK_H,
+        label,
+        coords,
+    )
+
+
+@register.filter
+def cause(status: NodeStatus) -> Cause:
+    """The cause of a failed status (cluster/diagnose.py): its title, cause and next step."""
+    return cause_of(status.code, status.error)

@@ -151,7 +151,16 @@ def test_banner_appears_when_a_node_goes_down_without_a_reload(
     banner.wait_for(timeout=12_000)
     assert page.evaluate("window.__sameDocument") is True
     assert banner.locator("strong").first.inner_text() == "2 of 3 nodes responded."
+    cause = banner.locator("li[data-cause=refused]")
+    assert (
+        cause.locator("[data-testid=next-step]")
+        .inner_text()
+        .startswith("Next step: is the node running")
+    )
+    # The node's own words are behind a disclosure, once.
     failed = banner.locator("li[data-node=n3]")
+    assert not failed.is_visible()
+    cause.locator("details summary").click()
     assert re.fullmatch(
         rf"n3 {re.escape(cluster.node('n3').address)}: unreachable: .+ UNAVAILABLE",
         failed.inner_text(),
@@ -185,6 +194,13 @@ def test_pages_work_without_javascript(
         portal.login(page)  # a plain form POST: no JavaScript needed
         page.goto(portal.url + "/raft/")
         assert page.locator("#raft-table tbody").count() == len(cluster.groups())
+        # The live strip says what happens here: a full reload, not htmx every 5 s.
+        assert page.get_by_test_id("live-mode").is_hidden()
+        assert (
+            page.get_by_test_id("live-mode-noscript").inner_text()
+            == "reloads every 15 s (JavaScript off)"
+        )
+        assert page.locator("meta[http-equiv=refresh]").get_attribute("content") == "15"
         page.goto(portal.url + "/routes/")
         page.locator("select[name=group]").select_option("2")
         page.locator("form.filters button[type=submit]").click()
@@ -195,3 +211,69 @@ def test_pages_work_without_javascript(
         page.screenshot(path=str(artifacts_dir / "cluster-routes-nojs.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_degraded_overview_and_raft_pages(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    """One node dead, one slow: the Overview renders what answered, fills in the slow node
+    via htmx without a reload, and the Raft page keeps the dead node's replicas."""
+    cluster = devcluster_factory(profile="design")
+    cluster.inject(TRAFFIC)
+    token = tmp_path / "node-token"
+    token.write_text(TEST_TOKEN)
+    portal = portal_factory(
+        [
+            *("--nodes", ",".join(cluster.addresses), "--nodeTokenFile", str(token)),
+            *("--keyvizStep", f"{cluster.step_ms}ms"),
+        ],
+        {"ELASTICKV_ADMIN_PAGE_BUDGET": "1s", "ELASTICKV_ADMIN_SLOW_NODE": "1500ms"},
+    )
+    portal.login(page)
+    page.goto(portal.url + "/raft/")  # the portal has seen every node once
+    assert rows(page, "#raft-table tbody") == ["1", "2", "3"]
+
+    cluster.stop_node("n3")
+    cluster.set_fault("n2", delay_s=3.0, methods={"GetRaftGroups"})
+    page.goto(portal.url + "/")
+    page.evaluate("window.__sameDocument = true")
+    status = page.locator("#nodes-table tr[data-node=n2] [data-field=status]")
+    assert status.get_attribute("data-state") in ("waiting", "slow")
+    page.screenshot(path=str(artifacts_dir / "cluster-overview-waiting.png"), full_page=True)
+    # The slow node's answer fills in through htmx, without a page load.
+    page.locator("#nodes-table tr[data-node=n2] [data-field=status][data-state=slow]").wait_for(
+        timeout=15_000
+    )
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.locator("#nodes-table tr[data-node=n2] .pill").first.inner_text() == "slow"
+    banner = page.get_by_test_id("node-banner")
+    assert banner.locator("li[data-cause=refused] [data-affected=n3]").count() == 1
+    assert page.locator("#nodes-table tr[data-node=n3] .pill").first.inner_text() == "down"
+    page.screenshot(path=str(artifacts_dir / "cluster-overview-degraded.png"), full_page=True)
+
+    page.goto(portal.url + "/raft/")
+    dead = page.locator("#raft-table tr[data-node=n3]")
+    assert dead.count() == 3
+    assert all(
+        t.startswith("unreachable since")
+        for t in page.locator(
+            "#raft-table tr[data-node=n3] [data-field=unreachable]"
+        ).all_inner_texts()
+    )
+    leaders = page.locator(
+        "#raft-table tr:has(a + .pill.ok) [data-field=contact]"
+    ).all_inner_texts()
+    assert leaders
+    assert set(leaders) == {"leader"}
+    page.screenshot(path=str(artifacts_dir / "cluster-raft-degraded.png"), full_page=True)
+
+    # Then every node down: the last-known three, never "0 of 1".
+    cluster.stop_node("n1")
+    cluster.stop_node("n2")
+    page.goto(portal.url + "/")
+    page.get_by_test_id("last-known").wait_for(timeout=15_000)
+    assert page.get_by_test_id("responded").inner_text() == "0 of 3 nodes responded"
+    assert rows(page, "#nodes-table tbody tr") == ["n1", "n2", "n3"]
+    page.screenshot(path=str(artifacts_dir / "cluster-overview-all-down.png"), full_page=True)
+    assert page.console_errors == []
+    assert page.bad_resources == []

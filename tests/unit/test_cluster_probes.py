@@ -59,6 +59,10 @@ class FakeClient:
         self.calls: dict[str, int] = {}
         self.gate = asyncio.Event()
         self.gate.set()
+        self.epochs: dict[str, int] = {}  # as NodeClient.epoch: bumps on a reconnect
+
+    def epoch(self, address: str) -> int:
+        return self.epochs.get(address, 0)
 
     async def _answer(self, method: str) -> Any:
         self.calls[method] = self.calls.get(method, 0) + 1
@@ -98,6 +102,23 @@ async def test_definitive_support_is_remembered_for_the_ttl():
     assert client.calls == dict.fromkeys(PROBED_METHODS, 1)
     clock.now += 2
     await cache.support(client, "a:1", 1.0)  # type: ignore[arg-type]
+    assert client.calls == dict.fromkeys(PROBED_METHODS, 2)
+
+
+async def test_a_reconnected_node_is_probed_again_within_the_ttl():
+    # A node that restarted (new connection: the client's epoch moved) may have gained
+    # the method: its remembered "no" does not outlive the connection that said it.
+    client = FakeClient({"StreamEvents": NodeError("UNIMPLEMENTED", "x")})
+    clock = Clock()
+    cache = SupportCache(ttl_s=60, clock=clock)
+    await cache.support(client, "a:1", 1.0)  # type: ignore[arg-type]
+    assert cache.cached(client, "a:1") is not None  # type: ignore[arg-type]
+    client.errors = {}
+    client.epochs["a:1"] = 1
+    clock.now += 1
+    assert cache.cached(client, "a:1") is None  # type: ignore[arg-type]
+    again = await cache.support(client, "a:1", 1.0)  # type: ignore[arg-type]
+    assert again.of("StreamEvents").support.value == "yes"
     assert client.calls == dict.fromkeys(PROBED_METHODS, 2)
 
 

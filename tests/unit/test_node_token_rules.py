@@ -100,6 +100,15 @@ def test_without_a_rotation_a_node_accepts_the_current_token_or_neither():
     assert detail == "the node rejects the current token (invalid admin token)"
 
 
+def test_a_node_that_answers_without_a_token_accepts_any_token_even_outside_a_rotation():
+    # --adminInsecureNoAuth: it also accepts the current token, but "accepts current" would
+    # hide that it checks none.
+    state, detail = node_state(None, None, rotating=False, tokenless=True)
+    assert state == State.ANY
+    assert "--adminInsecureNoAuth" in detail
+    assert row(State.ANY, rotating=False).state_label == "accepts any token (insecure)"
+
+
 def row(state: str, rotating: bool = True) -> NodeCheckRow:
     from django.utils import timezone
 

@@ -225,8 +225,8 @@ async def test_raft_groups_match_every_nodes_answer(
             assert row.field("commit") == f"{own.commit_index:,}"
             assert row.field("applied") == f"{own.applied_index:,}"
             assert row.field("lag") == "0"
-            if node == own_view.leader_node_id:
-                assert row.field("contact") == "unknown"
+            if node == own_view.leader_node_id:  # a leader hears no heartbeat: it is the leader
+                assert row.field("contact") == "leader"
             else:
                 assert row.field("contact").endswith("ago")
 

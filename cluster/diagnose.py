@@ -1,0 +1,172 @@
+"""Node failures as a cause and a next step, in one place (DESIGN.md "Truth under failure").
+
+Every page shows its failures grouped: one line per cause, with the nodes it affects and
+what to do, and the nodes' raw error text behind a disclosure. Raw text comes from the
+nodes (untrusted): it is capped here and escaped by the templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cluster.client import MAX_DETAIL_CHARS
+from cluster.fanout import NodeStatus
+
+
+@dataclass(frozen=True)
+class Cause:
+    key: str
+    title: str  # the short label of a node's status pill
+    cause: str
+    next_step: str
+
+
+CAUSES = {
+    c.key: c
+    for c in (
+        Cause(
+            "refused",
+            "down",
+            "connection refused",
+            "is the node running, and is its --address reachable from the portal?",
+        ),
+        Cause(
+            "timeout",
+            "timeout",
+            "no answer before the deadline",
+            "the node is overloaded or the network is slow "
+            "(the deadline is ELASTICKV_ADMIN_RPC_TIMEOUT)",
+        ),
+        Cause(
+            "token",
+            "auth failed",
+            "invalid admin token",
+            "the node's --adminTokenFile holds another token; see Settings → Node token",
+        ),
+        Cause(
+            "no_admin",
+            "no Admin",
+            "the Admin service is not registered",
+            "start the node with --adminTokenFile (or --adminInsecureNoAuth)",
+        ),
+        Cause(
+            "keyviz_off",
+            "KeyViz off",
+            "KeyViz disabled",
+            "start the node with --keyvizEnabled",
+        ),
+        Cause(
+            "oversized",
+            "too large",
+            "the answer is larger than the portal's receive cap",
+            "raise ELASTICKV_ADMIN_MAX_RECEIVE_BYTES",
+        ),
+        Cause(
+            "malformed",
+            "malformed",
+            "the answer breaks the Admin contract",
+            "check that the node runs a supported elastickv version",
+        ),
+        Cause(
+            "unavailable",
+            "unavailable",
+            "the node answered UNAVAILABLE",
+            "it may be shutting down or starting; check its log",
+        ),
+        Cause(
+            "other",
+            "error",
+            "unexpected error",
+            "check the node's log for this call",
+        ),
+    )
+}
+
+
+def cause_of(code: str | None, error: str | None) -> Cause:
+    """The cause of one failed call, from its code and the client's message
+    (cluster/client.py classify words them)."""
+    text = (error or "").lower()
+    if code == "UNAVAILABLE":
+        if text.startswith("unreachable"):
+            return CAUSES["refused"]
+        if "keyviz disabled" in text:
+            return CAUSES["keyviz_off"]
+        return CAUSES["unavailable"]
+    key = {
+        "DEADLINE_EXCEEDED": "timeout",
+        "UNAUTHENTICATED": "token",
+        "UNIMPLEMENTED": "no_admin",
+        "OVERSIZED": "oversized",
+        "MALFORMED": "malformed",
+    }.get(code or "", "other")
+    return CAUSES[key]
+
+
+def cap(text: str | None) -> str:
+    """Node-controlled text, bounded."""
+    if not text:
+        return ""
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Affected:
+    node: str
+    address: str
+    code: str
+    detail: str  # raw, capped
+    last_seen_ms: int | None = None
+
+
+@dataclass
+class Problem:
+    """One cause and every node it affects."""
+
+    cause: Cause
+    nodes: list[Affected] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.cause.key
+
+
+def group_failures(
+    statuses: Iterable[NodeStatus], seed_errors: dict[str, str] | None = None
+) -> list[Problem]:
+    """Failed node statuses grouped by cause, first-seen order; a seed's error joins its
+    node's cause (shown once, not once per place it was seen)."""
+    problems: dict[str, Problem] = {}
+    seen: set[str] = set()
+    for s in statuses:
+        if s.ok or s.code == "WAITING":
+            continue
+        cause = cause_of(s.code, s.error)
+        problem = problems.setdefault(cause.key, Problem(cause))
+        problem.nodes.append(
+            Affected(s.node, s.address, s.code or "", cap(s.error), s.last_seen_ms)
+        )
+        seen.add(s.address)
+    for address, error in (seed_errors or {}).items():
+        if address in seen:
+            continue
+        code = _code_from_message(error)
+        cause = cause_of(code, error)
+        problem = problems.setdefault(cause.key, Problem(cause))
+        problem.nodes.append(Affected(address, address, code or "", cap(error)))
+    return list(problems.values())
+
+
+def _code_from_message(message: str) -> str | None:
+    """A seed error is kept as its message only: recover its class from the wording."""
+    lowered = message.lower()
+    if lowered.startswith("unreachable"):
+        return "UNAVAILABLE"
+    if lowered.startswith("no answer to"):
+        return "DEADLINE_EXCEEDED"
+    if "rejected the portal's token" in lowered:
+        return "UNAUTHENTICATED"
+    if "not supported by this node" in lowered:
+        return "UNIMPLEMENTED"
+    return None
