@@ -887,7 +887,7 @@ class AdapterSource:
 
     node: str
     address: str
-    state: str  # "ok", "unsupported" (UNIMPLEMENTED) or "failed"
+    state: str  # "ok", "unsupported" (UNIMPLEMENTED), "waiting" (slow, not asked) or "failed"
     error: str | None = None
 
 
@@ -904,6 +904,10 @@ class AdaptersView:
     @property
     def unsupported(self) -> list[AdapterSource]:
         return [s for s in self.sources if s.state == "unsupported"]
+
+    @property
+    def waiting(self) -> list[AdapterSource]:
+        return [s for s in self.sources if s.state == "waiting"]
 
     @property
     def unsupported_everywhere(self) -> bool:
@@ -946,16 +950,22 @@ def adapter_samples(
 
 
 async def adapters() -> AdaptersView:
-    """GetAdapterSummary on every node that passed the health check, merged."""
+    """GetAdapterSummary on every node that passed the health check promptly, merged. A
+    slow node is not asked: its call would hold the page past its budget (the live refresh
+    asks again once it answers promptly)."""
     client = node_client()
     health = await cluster_health()
-    answering = [n for n in health.nodes if n.address in health.groups]
+    prompt = {s.address for s in health.statuses if s.state not in ("slow", "waiting")}
+    answering = [n for n in health.nodes if n.address in health.groups and n.address in prompt]
     result = await fan_out(client, answering, "GetAdapterSummary", validate=adapter_summaries_of)
     by_address = {s.address: s for s in result.statuses}
     sources = []
     for node, status in zip(health.nodes, health.statuses, strict=True):
         asked = by_address.get(node.address)
-        if asked is None:
+        if asked is None and status.state in ("slow", "waiting"):
+            why = f"{status.state}: not asked within the page's {health.budget_s:g} s budget"
+            sources.append(AdapterSource(node.label, node.address, "waiting", why))
+        elif asked is None:
             sources.append(AdapterSource(node.label, node.address, "failed", status.error))
         elif asked.ok:
             sources.append(AdapterSource(node.label, node.address, "ok"))

@@ -209,6 +209,29 @@ async def test_a_slow_node_is_waited_for_only_up_to_the_budget_then_filled_in(
     assert page.find(id="live").attrs["hx-trigger"] == "every 5s"
 
 
+async def test_a_slow_node_does_not_hold_the_adapters_page_past_its_budget(
+    devcluster_factory, portal, parse_html
+):
+    cluster = devcluster_factory(profile="design")
+    # Slow on every method: asking it GetAdapterSummary would cost the page 3 s.
+    cluster.set_fault("n2", delay_s=3.0)
+    client = portal(cluster.addresses, rpc_timeout_s=5.0, page_budget_s=1.0, slow_node_s=1.5)
+    await client.get("/")  # its health answer arrives later, marked slow
+    await eventually(
+        lambda: api(client, "/api/nodes"),
+        lambda b: statuses(b)["n2"]["state"] == "slow",
+    )
+    cluster.reset_rpc_counts()
+    body = await api(client, "/api/adapters/summary")
+    sources = {s["node"]: s for s in body["data"]["sources"]}
+    assert sources["n2"]["state"] == "waiting"
+    assert "not asked within the page's 1 s budget" in sources["n2"]["error"]
+    assert {sources[n]["state"] for n in ("n1", "n3")} == {"ok"}
+    assert cluster.rpc_counts("n2").get("GetAdapterSummary", 0) == 0
+    page = parse_html((await client.get("/adapters/")).content.decode())
+    assert "n2" in page.find(data_testid="adapters-waiting").words
+
+
 # -- 3. a fixed node is re-checked at once ----------------------------------------------------
 
 
