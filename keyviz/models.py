@@ -55,12 +55,14 @@ class StoredColumn(models.Model):
     series = models.SmallIntegerField()
     column_ms = models.BigIntegerField()
     step_ms = models.BigIntegerField()
-    cells = models.BinaryField()
-    contributors = models.JSONField(default=dict, blank=True)
+    # Small fields first, the node -> time map last: SQLite reads a row's columns in
+    # order, so a read that skips the map (the matrix API) never walks through it.
     missing = models.JSONField(default=list, blank=True)
     unknown_all = models.BooleanField(default=False)
     dirty = models.BooleanField(default=False)
     updated_ms = models.BigIntegerField()
+    cells = models.BinaryField()
+    contributors = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = (

@@ -55,12 +55,12 @@ class Migration(migrations.Migration):
                 ("series", models.SmallIntegerField()),
                 ("column_ms", models.BigIntegerField()),
                 ("step_ms", models.BigIntegerField()),
-                ("cells", models.BinaryField()),
-                ("contributors", models.JSONField(blank=True, default=dict)),
                 ("missing", models.JSONField(blank=True, default=list)),
                 ("unknown_all", models.BooleanField(default=False)),
                 ("dirty", models.BooleanField(default=False)),
                 ("updated_ms", models.BigIntegerField()),
+                ("cells", models.BinaryField()),
+                ("contributors", models.JSONField(blank=True, default=dict)),
             ],
             options={
                 "constraints": [
