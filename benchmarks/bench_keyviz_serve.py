@@ -43,7 +43,7 @@ from benchmarks.signed_in import viewer_client  # noqa: E402
 from keyviz import store  # noqa: E402
 from keyviz.columns import FLAG_UNKNOWN, MergedColumn  # noqa: E402
 from keyviz.matrix import RowMeta  # noqa: E402
-from keyviz.models import TIER_1H, Bucket, CollectorState, StoredColumn  # noqa: E402
+from keyviz.models import TIER_1H, TIER_15M, Bucket, CollectorState, StoredColumn  # noqa: E402
 from keyviz.service import COLLECTOR_STATE_KEY  # noqa: E402
 from proto import admin_pb2  # noqa: E402
 
@@ -84,14 +84,18 @@ def clear() -> None:
     store.clear_bucket_cache()
 
 
-def fill(n_nodes: int, now: int, day_cols: int, month_cols: int) -> int:
-    """Tier 0: `day_cols` minutes before now; tier 2: `month_cols` hours. Bytes stored."""
-    rng = np.random.default_rng(n_nodes)
+def node_names(n_nodes: int) -> list[str]:
+    return [f"n{i + 1}" for i in range(n_nodes)]
+
+
+def fill_fine(rng: np.random.Generator, nodes: list[str], now: int, cols: int) -> None:
+    """Tier 0, through store.save_merged as the collector writes it: `cols` one-minute
+    columns ending at the last whole minute before `now`; the first node missing from
+    every 10th column (its contributors are the others)."""
     meta = rows()
-    nodes = [f"n{i + 1}" for i in range(n_nodes)]
-    first = (now // STEP - day_cols) * STEP
+    first = (now // STEP - cols) * STEP
     batch: list[MergedColumn] = []
-    for c in range(day_cols):
+    for c in range(cols):
         t = first + (c + 1) * STEP
         values, flags = cells(rng, c)
         batch.append(
@@ -110,22 +114,28 @@ def fill(n_nodes: int, now: int, day_cols: int, month_cols: int) -> int:
             store.save_merged(batch)
             batch = []
     store.save_merged(batch)
-    # Tier 2 straight from the store's own cell encoding (compacting 30 days of
-    # one-minute columns would take longer than the measurement).
+
+
+def fill_coarse(tier: int, rng: np.random.Generator, nodes: list[str], now: int, cols: int) -> None:
+    """`cols` columns of a compacted tier (15 min or 1 h) ending at its last whole window
+    before `now`, straight from the store's own cell encoding (compacting days of
+    one-minute columns would take longer than the measurement). After fill_fine (its
+    buckets), so its writes do not mark these columns dirty."""
+    width = store.TIER_STEP_MS[tier]
     pks = dict(Bucket.objects.values_list("bucket_id", "pk"))
-    pk_array = np.array([pks[r.bucket_id] for r in meta], dtype=np.int64)
-    hour0 = (now // HOUR - month_cols) * HOUR
+    pk_array = np.array([pks[r.bucket_id] for r in rows()], dtype=np.int64)
+    first = (now // width - cols) * width
     objs = []
-    for c in range(month_cols):
-        t = hour0 + (c + 1) * HOUR
+    for c in range(cols):
+        t = first + (c + 1) * width
         values, flags = cells(rng, c)
         objs.append(
             StoredColumn(
-                tier=TIER_1H,
+                tier=tier,
                 series=WRITES,
                 column_ms=t,
-                step_ms=HOUR,
-                cells=store.merged_blob(pk_array, values * 60, flags),
+                step_ms=width,
+                cells=store.merged_blob(pk_array, values * (width // STEP), flags),
                 contributors=dict.fromkeys(nodes, t - 700),
                 missing=[],
                 unknown_all=False,
@@ -134,6 +144,10 @@ def fill(n_nodes: int, now: int, day_cols: int, month_cols: int) -> int:
             )
         )
     StoredColumn.objects.bulk_create(objs, batch_size=200)
+
+
+def save_collector_state(nodes: list[str], now: int) -> None:
+    """A collector's state, as the page and the API show it (per-node status, age)."""
     store.save_state(
         COLLECTOR_STATE_KEY,
         {
@@ -147,10 +161,26 @@ def fill(n_nodes: int, now: int, day_cols: int, month_cols: int) -> int:
             ],
         },
     )
+
+
+def stored_bytes() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT COALESCE(SUM(LENGTH(cells)), 0) FROM keyviz_storedcolumn")
         (stored,) = cursor.fetchone()
     return int(stored)
+
+
+def fill(n_nodes: int, now: int, day_cols: int, month_cols: int, week_cols: int = 0) -> int:
+    """Tier 0: `day_cols` minutes before now; tier 1: `week_cols` quarter hours; tier 2:
+    `month_cols` hours; and the collector's state. Bytes stored."""
+    rng = np.random.default_rng(n_nodes)
+    nodes = node_names(n_nodes)
+    fill_fine(rng, nodes, now, day_cols)
+    if week_cols:
+        fill_coarse(TIER_15M, rng, nodes, now, week_cols)
+    fill_coarse(TIER_1H, rng, nodes, now, month_cols)
+    save_collector_state(nodes, now)
+    return stored_bytes()
 
 
 async def measure(client: Any, label: str, query: dict[str, str], runs: int) -> float:
