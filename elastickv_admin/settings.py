@@ -111,6 +111,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Registers ServeStatic's system checks (its settings, middleware order).
+    "servestatic",
     "channels",
     "django_htmx",
     "axes",
