@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from audit.models import GENESIS_MAC, AuditChain, AuditEvent
+from audit.models import AuditChain, AuditEvent
 
 VERIFY_CHUNK = 5000
 PRUNE_ACTION = "audit.pruned"
@@ -146,8 +146,3 @@ def _check_event(event: AuditEvent, expected_seq: int, expected_prev: str, key: 
     if not verify_event(event, key):
         return "MAC does not match (event edited)"
     return ""
-
-
-def chain_head_mac() -> str:
-    head = AuditChain.objects.filter(pk=1).values_list("head_mac", flat=True).first()
-    return head or GENESIS_MAC

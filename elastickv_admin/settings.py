@@ -40,8 +40,8 @@ from keyviz.align import parse_step
 # node failures reach the operator through the pages and our own log instead.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(env_str("ELASTICKV_ADMIN_DATA_DIR") or BASE_DIR / "var").resolve()
+# ./var of the working directory (README), never a directory inside an installed package.
+DATA_DIR = Path(env_str("ELASTICKV_ADMIN_DATA_DIR") or "var").resolve()
 DEMO = env_bool("ELASTICKV_ADMIN_DEMO")
 # Set by `elastickv-admin demo` for its banner: which devcluster profile runs and when
 # the synthetic KeyViz history ends (Unix ms; 0 = none written).
@@ -111,6 +111,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Registers ServeStatic's system checks (its settings, middleware order).
+    "servestatic",
     "channels",
     "django_htmx",
     "axes",
@@ -147,7 +149,8 @@ ASGI_APPLICATION = "elastickv_admin.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # templates/ is found as elastickv_admin/templates (a symlink in the checkout, so
+        # the wheel ships it as package data): the app loader, no path of the checkout.
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -224,7 +227,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# static/ is found as elastickv_admin/static by the app finder (as templates/ above).
 # Collected with hashed names at `serve`; the tests and DEBUG read from the finders.
 SERVESTATIC_USE_FINDERS = DEBUG or env_bool("ELASTICKV_ADMIN_STATIC_FINDERS")
 SERVESTATIC_AUTOREFRESH = DEBUG

@@ -7,11 +7,6 @@ from elastickv_admin.api import is_api_request
 from elastickv_admin.errors import error_response
 
 
-def not_built(request: HttpRequest, room: str) -> HttpResponse:
-    """A room the navigation names whose feature has not shipped yet."""
-    return render(request, "not_built.html", {"room": room}, status=501)
-
-
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_request(request):
         return error_response(400, "bad request")

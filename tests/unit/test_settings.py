@@ -240,3 +240,11 @@ def test_json_log_format_writes_one_json_object_per_line(tmp_path):
 def test_unknown_log_format_is_refused(tmp_path):
     result = load_settings(tmp_path, SECRET_KEY="k" * 40, LOG_FORMAT="xml")
     assert "LOG_FORMAT must be plain or json, got 'xml'" in result.stderr
+
+
+def test_servestatic_system_checks_run_and_refuse_a_bad_setting(settings):
+    """servestatic is an installed app, so `check` (run by serve) validates its settings."""
+    from django.core import checks
+
+    settings.SERVESTATIC_MAX_AGE = -1
+    assert "servestatic.E014" in [message.id for message in checks.run_checks()]

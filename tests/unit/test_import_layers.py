@@ -1,0 +1,142 @@
+"""Imports point down: the project's packages form layers, and a module imports only from
+its own layer's package or from the layers below it, so no import cycle between packages.
+
+`elastickv_admin` is two layers: its foundation modules (settings reader, error envelope,
+metrics, crypto...), which every app uses, and the project shell on top (settings, urls,
+ASGI app, command line, context processor...), which wires the apps together. Imports inside
+functions count too: a lazy import that dodges a cycle at import time is still a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Top to bottom; a layer may import from the layers after it, never from those before it.
+LAYERS = [
+    "elastickv_admin",  # the project shell: every elastickv_admin module not in FOUNDATION
+    "demo",
+    "keyviz",
+    "cluster",
+    "accounts",
+    "audit",
+    "devcluster",
+    "elastickv_admin.foundation",
+    "proto",
+]
+FOUNDATION = {
+    "__init__",
+    "api",
+    "config",
+    "crypto",
+    "env",
+    "errors",
+    "metrics",
+    "middleware",
+    "net",
+}
+
+# Imports that point up today (module -> module it imports), each a package cycle to untangle.
+# A new one fails the test; so does an entry here that no longer exists (drop it).
+KNOWN_UPWARD = {
+    # cluster pages preview keys and read KeyViz history: key previews belong below both.
+    ("cluster.serialize", "keyviz.keys"),
+    ("cluster.services", "keyviz.keys"),
+    ("cluster.services", "keyviz.store"),
+    ("cluster.templatetags.cluster_format", "keyviz.keys"),
+    # audit's viewer and prune command read the retention from accounts' site settings.
+    ("audit.views", "accounts.models"),
+    ("audit.management.commands.audit_prune", "accounts.models"),
+    # the sign-in pages read the project shell's navigation (a lazy import dodges the cycle).
+    ("accounts.views", "elastickv_admin.context"),
+}
+
+
+def packages() -> list[str]:
+    """The top-level packages the wheel ships (pyproject's packages.find include)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    return sorted(pattern.rstrip("*") for pattern in include)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, own: str, names: set[str]) -> set[str]:
+    """Modules of the project `path` imports, anywhere in the file; `from pkg import mod`
+    names the submodule when there is one."""
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name in names}
+
+
+def layer_of(module: str) -> int:
+    top, _, rest = module.partition(".")
+    if top == "elastickv_admin" and rest.split(".")[0] in FOUNDATION | {""}:
+        return LAYERS.index("elastickv_admin.foundation")
+    return LAYERS.index(top)
+
+
+def project_imports() -> dict[str, set[str]]:
+    files = {module_name(p): p for pkg in packages() for p in (ROOT / pkg).rglob("*.py")}
+    names = set(files)
+    return {module: imported_modules(path, module, names) for module, path in files.items()}
+
+
+def upward_imports() -> set[tuple[str, str]]:
+    return {
+        (module, target)
+        for module, targets in project_imports().items()
+        for target in targets
+        if module.split(".")[0] != target.split(".")[0] or layer_of(module) != layer_of(target)
+        if layer_of(target) < layer_of(module)
+    }
+
+
+def test_every_shipped_package_has_a_layer():
+    assert set(packages()) <= set(LAYERS)
+
+
+def test_imports_point_down_the_layers_except_the_known_cycles():
+    upward = upward_imports()
+    new = sorted(upward - KNOWN_UPWARD)
+    assert not new, f"imports pointing up the layers (import cycles between packages): {new}"
+    gone = sorted(KNOWN_UPWARD - upward)
+    assert not gone, f"fixed, drop them from KNOWN_UPWARD: {gone}"
+
+
+def test_the_checker_sees_lazy_relative_and_submodule_imports(tmp_path):
+    """The checker itself: an import inside a function, `from . import x` and
+    `from package import module` each name the module imported."""
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from . import sibling\n"
+        "from elastickv_admin import metrics\n"
+        "def later():\n"
+        "    import keyviz.store\n",
+        encoding="utf-8",
+    )
+    names = {"cluster", "cluster.sibling", "elastickv_admin", "elastickv_admin.metrics"}
+    names |= {"keyviz", "keyviz.store"}
+    assert imported_modules(source, "cluster.mod", names) == {
+        "cluster",
+        "cluster.sibling",
+        "elastickv_admin",
+        "elastickv_admin.metrics",
+        "keyviz.store",
+    }
