@@ -852,7 +852,7 @@ function drawKeyAxis(ctx) {
     if (y < p.y - 1 || y > p.y + p.h + 1) continue;
     ctx.fillStyle = THEME.faint;
     ctx.fillRect(p.x - 5, Math.round(stride === 1 ? top : y), 4, 1);
-    drawKey(ctx, row.start_text, row.start_reserved, 8, y, p.x - 18);
+    drawKey(ctx, row.start_label || row.start_text, row.start_label ? null : row.start_reserved, 8, y, p.x - 18);
   }
   ctx.fillStyle = THEME.muted;
   ctx.font = THEME.fontSans;
@@ -989,7 +989,7 @@ function drawOverlay() {
     const row = K.grid.rows[K.hover.r];
     ctx.textBaseline = "middle";
     ctx.textAlign = "left";
-    drawKey(ctx, row.start_text, row.start_reserved, 8, y, p.x - 18, "#ffffff");
+    drawKey(ctx, row.start_label || row.start_text, row.start_label ? null : row.start_reserved, 8, y, p.x - 18, "#ffffff");
   }
   ctx.save();
   ctx.beginPath();
@@ -1048,7 +1048,7 @@ function renderTotalsText(totals) {
   el.rowTotals.replaceChildren(
     ...top(totals.rows, 20).map((i) => {
       const row = g.rows[totals.r0 + i];
-      return h("tr", {}, h("td", { class: "mono", text: `[${row.start_text}, ${row.end_text})` }),
+      return h("tr", {}, h("td", {}, keyRange(row)),
         h("td", { class: "mono", text: row.bucket_id }), h("td", { class: "num", text: fmtValue(series, totals.rows[i]) }));
     }),
   );
@@ -1084,7 +1084,8 @@ function flagPills(flags, c) {
 
 function keyRange(row) {
   return h("span", { class: "mono" },
-    "[", keyNode(row.start_text, row.start_reserved), ", ", keyNode(row.end_text, row.end_reserved), ")");
+    "[", keyNode(row.start_text, row.start_reserved, row.start_label), ", ",
+    keyNode(row.end_text, row.end_reserved, row.end_label), ")");
 }
 
 function routeList(row) {
@@ -1151,8 +1152,10 @@ function showTooltip(cell, anchor) {
   el.tooltip.style.top = `${y}px`;
 }
 
-function keyNode(text, reservedLabel) {
+/** A key: its family's label ("SQS queue jobs") with the raw key as title, else the preview. */
+function keyNode(text, reservedLabel, label) {
   if (text === "-inf" || text === "+inf") return h("span", { class: "key inf", text: text === "-inf" ? "−∞" : "+∞" });
+  if (label) return h("span", { class: "key label", title: text, text: label });
   const hit = reservedLabel && RESERVED.find(([prefix]) => text.startsWith(prefix));
   const rest = hit ? text.slice(hit[0].length) : text;
   return h("span", { class: "key" },
