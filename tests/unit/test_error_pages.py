@@ -100,3 +100,23 @@ def test_an_api_crash_is_the_json_envelope_without_the_exceptions_text(make_user
         "code": 500,
         "message": "internal error; the portal log has the details",
     }
+
+
+def test_a_crash_while_drawing_the_500_page_still_answers_a_plain_500(make_user, tmp_path):
+    # The styled page needs templates and context (the database, for the user): when it
+    # fails too, the answer is a plain page, not the server's bare crash.
+    import copy
+
+    from django.conf import settings
+
+    (tmp_path / "error.html").write_text('{% url "no-such-page" %}')
+    templates = copy.deepcopy(settings.TEMPLATES)
+    templates[0]["DIRS"] = [tmp_path, *templates[0]["DIRS"]]
+    with ERRORS, override_settings(TEMPLATES=templates):
+        client = Client(raise_request_exception=False)
+        client.force_login(make_user("audrey", "auditor"))
+        response = client.get("/audit-boom/")
+    assert response.status_code == 500
+    text = response.content.decode()
+    assert "<h1>Server error</h1>" in text
+    assert SECRET not in text
