@@ -3,6 +3,8 @@ to do and never leaking the exception; JSON envelopes under /api/."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client, override_settings
 
@@ -110,7 +112,7 @@ def test_a_crash_while_drawing_the_500_page_still_answers_a_plain_500(make_user,
     from django.conf import settings
 
     (tmp_path / "error.html").write_text('{% url "no-such-page" %}')
-    templates = copy.deepcopy(settings.TEMPLATES)
+    templates: list[dict[str, Any]] = copy.deepcopy(settings.TEMPLATES)
     templates[0]["DIRS"] = [tmp_path, *templates[0]["DIRS"]]
     with ERRORS, override_settings(TEMPLATES=templates):
         client = Client(raise_request_exception=False)
