@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 from base64 import b32encode
+from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import segno
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -46,10 +47,29 @@ def home_for(user: User) -> str:
     return reverse("accounts:tokens")
 
 
+def _may_open(url: str, user: User) -> bool:
+    """Whether the policy lets `user` open the page at `url` (a local URL)."""
+    from accounts.middleware import allowed
+    from accounts.policy import access_for
+
+    try:
+        match = resolve(urlsplit(url).path)
+    except Resolver404:
+        return True  # not a page of ours to refuse: the 404 page answers
+    return allowed(access_for(match.view_name), user)
+
+
 def _next_url(request: HttpRequest, fallback: str = "", user: User | None = None) -> str:
+    """Where to go after signing in: `next` if it is local and, once the user is known,
+    a page their roles open (an auditor sent to / lands on the audit log, not on a
+    refusal); else `fallback`, else the user's first page."""
     candidate = request.POST.get("next") or request.GET.get("next") or ""
-    if candidate and url_has_allowed_host_and_scheme(
-        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    if (
+        candidate
+        and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        and (user is None or _may_open(candidate, user))
     ):
         return candidate
     if fallback:
@@ -135,11 +155,12 @@ def _enrolment(user: User, device: TOTPDevice) -> dict[str, Any]:
     return {"secret": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)), "qr": qr}
 
 
-def _code_error(device: TOTPDevice) -> str:
-    wait = device.locked_for()
+def _code_error(wait: timedelta | None) -> str:
+    """What went wrong with a code. `wait`: the back-off the attempt was made in (the
+    code was then refused unchecked); only then is there anything to wait for."""
     if wait is not None:
         return f"Too many wrong codes: wait {max(1, int(wait.total_seconds()))} s and try again."
-    return "That code is not valid. Check your device's clock and try the current code."
+    return "Wrong code; try again. Check your device's clock and use the current code."
 
 
 @sensitive_post_parameters("otp_token")
@@ -162,6 +183,7 @@ def login_mfa(request: HttpRequest) -> HttpResponse:
     form = CodeForm(request.POST if request.method == "POST" else None)
     error = ""
     if request.method == "POST" and form.is_valid():
+        wait = device.locked_for()  # before this attempt: a wrong code starts a back-off
         ok = (
             actions.do_confirm_totp(user, device, form.code())
             if enrolling
@@ -172,7 +194,7 @@ def login_mfa(request: HttpRequest) -> HttpResponse:
             request.session.pop(PENDING, None)
             actions.do_login(request, user, mfa=True)
             return redirect(next_url)
-        error = _code_error(device)
+        error = _code_error(wait)
     context: dict[str, Any] = {"form": form, "error": error, "enrolling": enrolling, "who": user}
     if enrolling:
         context.update(_enrolment(user, device))
@@ -248,12 +270,13 @@ def mfa(request: HttpRequest) -> HttpResponse:
         pending, _ = actions.do_start_totp(user)
     elif step == "confirm" and pending is not None:
         form = CodeForm(request.POST)
+        wait = pending.locked_for()
         if form.is_valid() and actions.do_confirm_totp(user, pending, form.code()):
             request.session["mfa_verified"] = True
             device, pending = pending, None
             message = "Two-factor sign-in is on. You will be asked for a code at every sign-in."
         elif form.is_valid():
-            error = _code_error(pending)
+            error = _code_error(wait)
     elif step == "remove" and device is not None:
         if required:
             error = "Admins must keep a second factor on this portal (site setting)."

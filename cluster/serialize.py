@@ -225,6 +225,8 @@ def key_json(raw: bytes, preview: KeyPreview) -> Json:
         "is_hex": preview.is_hex,
         "reserved_prefix": preview.reserved_prefix,
         "reserved_label": preview.reserved_label,
+        "label": preview.label,
+        "family": preview.family,
     }
 
 

@@ -346,6 +346,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "accounts:login"
+CSRF_FAILURE_VIEW = "elastickv_admin.views.csrf_failure"  # the portal's page, not a bare 403
 LOGIN_REDIRECT_URL = "cluster:overview"
 # Reverse proxies in front of the portal whose X-Forwarded-For / -Proto entries are trusted;
 # the client address is the entry that many hops from the right (0: the TCP peer,

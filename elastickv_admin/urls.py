@@ -21,5 +21,6 @@ if settings.DEMO:
     urlpatterns.append(path("", include("demo.urls")))
 
 handler400 = "elastickv_admin.views.bad_request"
+handler403 = "elastickv_admin.views.permission_denied"
 handler404 = "elastickv_admin.views.page_not_found"
 handler500 = "elastickv_admin.views.server_error"

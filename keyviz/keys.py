@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keyviz.families import match_family
+
 # elastickv's internal key spaces; shown with a label so operators do not
 # mistake them for user data.
 RESERVED_PREFIXES: tuple[tuple[bytes, str], ...] = (
@@ -25,7 +27,9 @@ class KeyPreview:
     `text` is the whole preview (reserved prefix included). `reserved_prefix`
     and `reserved_label` name the internal key space, if any. `is_hex` says the
     part after the prefix was not printable UTF-8 and is shown as `0x...`.
-    `truncated` says the key was longer than the preview.
+    `truncated` says the key was longer than the preview. `label` reads the
+    key by its family (keyviz/families.py), e.g. "DynamoDB table orders";
+    None outside the known families, where `text` is what to show.
     """
 
     text: str
@@ -34,6 +38,8 @@ class KeyPreview:
     is_hex: bool = False
     is_infinite: bool = False
     truncated: bool = False
+    label: str | None = None
+    family: str | None = None
 
 
 def _printable(raw: bytes) -> str | None:
@@ -61,20 +67,43 @@ def key_preview(
             break
     rest = key[len(prefix) :]
     truncated = len(key) > max_bytes
-    cut = rest[: max(0, max_bytes - len(prefix))]
-    text = _printable(cut)
-    if text is None and truncated:
-        # The cut may split a multi-byte character; drop up to 3 trailing bytes.
-        for back in (1, 2, 3):
-            if len(cut) > back and (text := _printable(cut[:-back])) is not None:
-                cut = cut[:-back]
-                break
-    is_hex = text is None and bool(rest)
-    body = "0x" + cut.hex() if text is None else text
+    body, is_hex = _body(rest, max(0, max_bytes - len(prefix)))
+    family_label, family = _family_label(key, max_bytes)
     return KeyPreview(
         text=prefix.decode("ascii") + body + ("…" if truncated else ""),
         reserved_prefix=prefix.decode("ascii") if prefix else None,
         reserved_label=label,
         is_hex=is_hex,
         truncated=truncated,
+        label=family_label,
+        family=family,
     )
+
+
+def _body(rest: bytes, budget: int) -> tuple[str, bool]:
+    """The first `budget` bytes of `rest` as text, else hex; and whether it is hex."""
+    cut = rest[:budget]
+    text = _printable(cut)
+    if text is None and len(rest) > budget:
+        # The cut may split a multi-byte character; drop up to 3 trailing bytes.
+        for back in (1, 2, 3):
+            if len(cut) > back and (text := _printable(cut[:-back])) is not None:
+                cut = cut[:-back]
+                break
+    if text is None:
+        return "0x" + cut.hex(), bool(rest)
+    return text, False
+
+
+def _family_label(key: bytes, max_bytes: int) -> tuple[str | None, str | None]:
+    """`key` read by its family ("Redis string k"), and the family; (None, None) if none."""
+    hit = match_family(key)
+    if hit is None:
+        return None, None
+    fam, rest = hit
+    if fam.rest == "none" or not rest:
+        return fam.name, fam.family
+    body, _ = _body(rest, max_bytes)
+    if fam.rest == "path":
+        body = body.replace("|", "/", 1)  # bucket|object -> bucket/object
+    return f"{fam.name} {body}{'…' if len(rest) > max_bytes else ''}", fam.family

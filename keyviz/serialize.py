@@ -12,6 +12,8 @@ JSON (`matrix_to_json`)::
           "start": "<base64>", "end": "<base64>",
           "start_text": "user:1", "end_text": "+inf",   # keys.key_preview
           "start_reserved": null, "end_reserved": null, # e.g. "transaction metadata"
+          "start_label": null, "end_label": null,       # e.g. "DynamoDB table orders"
+          "family": null,                 # the start key's family (keyviz/families.py)
           "route_ids": [7], "route_ids_truncated": false, "route_count": 1,
           "lineage_id": "", "member_bucket_ids": [],    # filled for joined rows
           "values": [..M ints..],
@@ -109,6 +111,9 @@ def row_metadata(row: RowMeta) -> dict[str, Any]:
         "end_text": end.text,
         "start_reserved": start.reserved_label,
         "end_reserved": end.reserved_label,
+        "start_label": start.label,
+        "end_label": end.label,
+        "family": start.family,
         "route_ids": list(row.route_ids),
         "route_ids_truncated": row.route_ids_truncated,
         "route_count": row.route_count,

@@ -12,6 +12,7 @@ ensure_venv dev
 ensure_debian_packages postgresql || log "PostgreSQL unavailable: the services tier will not run"
 ensure_debian_packages redis-server || log "Redis unavailable: the services tier will not run"
 ensure_debian_packages chromium fonts-dejavu-core || log "Chromium unavailable: the browser tier will not run"
+ensure_debian_packages nodejs || log "Node.js unavailable: the JavaScript unit tests will not run"
 
 WORK="$(mktemp -d /tmp/ekv-admin-test.XXXXXX)"
 chmod 755 "$WORK"
@@ -89,6 +90,17 @@ run_tier "unit + integration + browser (SQLite)" -m "not services" "$@"
 # The same settings code on real PostgreSQL and Redis.
 DATABASE_URL="${ELASTICKV_ADMIN_TEST_POSTGRES_URL:-}" REDIS_URL="${ELASTICKV_ADMIN_TEST_REDIS_URL:-}" \
   run_tier "services (PostgreSQL + Redis)" -m services "$@"
+
+# The browser's pure ES modules (static/js/timefmt.js, ...), under a non-UTC zone so
+# local time and UTC differ.
+if command -v node >/dev/null 2>&1; then
+  log "node --test tests/js"
+  TZ=Asia/Tokyo node --test tests/js || status=1
+elif [ "${CI:-}" = "true" ]; then
+  log "node not found: under CI=true the JavaScript tests must run"; status=1
+else
+  log "node not found: the JavaScript unit tests did not run"
+fi
 
 if [ "$status" -eq 0 ]; then log "all checks passed"; else log "FAILED"; fi
 exit "$status"

@@ -113,9 +113,17 @@ def state_label(state: str) -> str:
 
 @register.simple_tag
 def key_html(preview: KeyPreview) -> SafeString:
-    """A route boundary: reserved prefixes as a labelled chip, the rest as code."""
+    """A route boundary: read by its family ("SQS queue jobs", raw key in the title),
+    else reserved prefixes as a labelled chip and the rest as code."""
     if preview.is_infinite:
         return format_html('<span class="key inf">{}</span>', preview.text)
+    if preview.label:
+        return format_html(
+            '<span class="key label" title="{}" data-family="{}">{}</span>',
+            preview.text,
+            preview.family or "",
+            preview.label,
+        )
     rest = preview.text
     chip = ""
     if preview.reserved_prefix:

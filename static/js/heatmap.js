@@ -18,6 +18,11 @@
 // handlers: everything is wired here, and text from nodes only ever reaches
 // the DOM through textContent.
 
+import {
+  fmtClock, fmtDateTime, fmtRange, fmtTick, fromInput, preferenceCookie, prefersLocal, toInput,
+  useLocalTime, zoneName, zoneOffsetMs,
+} from "./timefmt.js";
+
 const root = document.getElementById("keyviz");
 const cfg = root.dataset;
 const RESERVED = JSON.parse(document.getElementById("kv-reserved").textContent); // [[prefix, label]]
@@ -52,6 +57,8 @@ const el = {
   rowTotals: $("kv-row-totals").tBodies[0],
   colTotals: $("kv-col-totals").tBodies[0],
   drawer: $("kv-drawer"),
+  tz: $("kv-tz"),
+  tzLabels: document.querySelectorAll("[data-tz-name]"),
   drawerTitle: $("kv-drawer-title"),
   drawerBody: $("kv-drawer-body"),
 };
@@ -192,22 +199,8 @@ function fmtDuration(ms) {
   return `${+(ms / 3600e3).toFixed(1)} h`;
 }
 
-const pad2 = (n) => String(n).padStart(2, "0");
-function fmtClock(t, seconds) {
-  const d = new Date(t);
-  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}${seconds ? ":" + pad2(d.getSeconds()) : ""}`;
-}
-function fmtDateTime(t, seconds = true) {
-  const d = new Date(t);
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${fmtClock(t, seconds)}`;
-}
-const MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(" ");
-
-/** A datetime-local input value <-> unix ms (local time). */
-const toLocalInput = (t) => {
-  const d = new Date(t);
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}T${fmtClock(t, true)}`;
-};
+// Times: UTC unless the user chose local time (timefmt.js; the choice is a cookie).
+useLocalTime(prefersLocal(document.cookie));
 
 function b64ToBytes(b64) {
   const bin = atob(b64 || "");
@@ -852,14 +845,14 @@ function drawKeyAxis(ctx) {
     if (y < p.y - 1 || y > p.y + p.h + 1) continue;
     ctx.fillStyle = THEME.faint;
     ctx.fillRect(p.x - 5, Math.round(stride === 1 ? top : y), 4, 1);
-    drawKey(ctx, row.start_text, row.start_reserved, 8, y, p.x - 18);
+    drawKey(ctx, row.start_label || row.start_text, row.start_label ? null : row.start_reserved, 8, y, p.x - 18);
   }
   ctx.fillStyle = THEME.muted;
   ctx.font = THEME.fontSans;
   ctx.textBaseline = "middle";
   ctx.fillText(`start key · ${g.R} rows`, 8, PAD.top / 2 - 2);
   ctx.textAlign = "right";
-  ctx.fillText(`time · ${fmtDuration(g.step)} columns`, p.x + p.w, PAD.top / 2 - 2);
+  ctx.fillText(`time (${zoneName()}) · ${fmtDuration(g.step)} columns`, p.x + p.w, PAD.top / 2 - 2);
   ctx.textAlign = "left";
 }
 
@@ -875,8 +868,9 @@ function drawTimeAxis(ctx) {
   const pxPerMs = p.w / Math.max(1, t1 - t0);
   const interval = TICKS.find((i) => i * pxPerMs >= 84) || TICKS[TICKS.length - 1];
   const seconds = interval < 60e3;
-  // Align ticks to local wall-clock boundaries.
-  const offset = -new Date(t0).getTimezoneOffset() * 60e3;
+  // Align ticks to the chosen zone's wall-clock boundaries.
+  const offset = zoneOffsetMs(t0);
+  K.ticks = [];
   const y = p.y + p.h + PAD.colBars;
   ctx.font = THEME.fontSans;
   ctx.textBaseline = "top";
@@ -888,10 +882,10 @@ function drawTimeAxis(ctx) {
     ctx.fillRect(Math.round(x), p.y, 1, p.h);
     ctx.fillStyle = THEME.faint;
     ctx.fillRect(Math.round(x), y, 1, 4);
-    const d = new Date(t);
-    const midnight = d.getHours() === 0 && d.getMinutes() === 0 && d.getSeconds() === 0;
-    ctx.fillStyle = midnight ? THEME.ink : THEME.muted;
-    ctx.fillText(midnight && !seconds ? `${MONTHS[d.getMonth()]} ${d.getDate()}` : fmtClock(t, seconds), x, y + 5);
+    const tick = fmtTick(t, seconds);
+    K.ticks.push(tick.text);
+    ctx.fillStyle = tick.midnight ? THEME.ink : THEME.muted;
+    ctx.fillText(tick.text, x, y + 5);
   }
   ctx.textAlign = "left";
 }
@@ -989,7 +983,7 @@ function drawOverlay() {
     const row = K.grid.rows[K.hover.r];
     ctx.textBaseline = "middle";
     ctx.textAlign = "left";
-    drawKey(ctx, row.start_text, row.start_reserved, 8, y, p.x - 18, "#ffffff");
+    drawKey(ctx, row.start_label || row.start_text, row.start_label ? null : row.start_reserved, 8, y, p.x - 18, "#ffffff");
   }
   ctx.save();
   ctx.beginPath();
@@ -1048,14 +1042,14 @@ function renderTotalsText(totals) {
   el.rowTotals.replaceChildren(
     ...top(totals.rows, 20).map((i) => {
       const row = g.rows[totals.r0 + i];
-      return h("tr", {}, h("td", { class: "mono", text: `[${row.start_text}, ${row.end_text})` }),
+      return h("tr", {}, h("td", {}, keyRange(row)),
         h("td", { class: "mono", text: row.bucket_id }), h("td", { class: "num", text: fmtValue(series, totals.rows[i]) }));
     }),
   );
   el.colTotals.replaceChildren(
     ...top(totals.cols, 20).map((i) => {
       const [a, b] = g.window(totals.c0 + i);
-      return h("tr", {}, h("td", { text: `${fmtDateTime(a)} – ${fmtClock(b, true)}` }),
+      return h("tr", {}, h("td", { text: fmtRange(a, b, true) }),
         h("td", { class: "num", text: fmtValue(series, totals.cols[i]) }));
     }),
   );
@@ -1084,7 +1078,8 @@ function flagPills(flags, c) {
 
 function keyRange(row) {
   return h("span", { class: "mono" },
-    "[", keyNode(row.start_text, row.start_reserved), ", ", keyNode(row.end_text, row.end_reserved), ")");
+    "[", keyNode(row.start_text, row.start_reserved, row.start_label), ", ",
+    keyNode(row.end_text, row.end_reserved, row.end_label), ")");
 }
 
 function routeList(row) {
@@ -1116,7 +1111,7 @@ function showTooltip(cell, anchor) {
   const rate = s.value / (K.grid.step / 1000);
   const members = s.row.member_bucket_ids || [];
   fill(el.tooltip,
-    h("div", { class: "kv-tt-time" }, `${fmtDateTime(s.start, seconds)} → ${fmtClock(s.end, seconds)}`,
+    h("div", { class: "kv-tt-time" }, fmtRange(s.start, s.end, seconds),
       h("span", { class: "dim", text: ` · ${fmtDuration(K.grid.step)}` })),
     h("div", { class: "kv-tt-key" }, keyRange(s.row)),
     h("div", { class: "kv-tt-bucket mono" }, s.row.bucket_id,
@@ -1151,8 +1146,10 @@ function showTooltip(cell, anchor) {
   el.tooltip.style.top = `${y}px`;
 }
 
-function keyNode(text, reservedLabel) {
+/** A key: its family's label ("SQS queue jobs") with the raw key as title, else the preview. */
+function keyNode(text, reservedLabel, label) {
   if (text === "-inf" || text === "+inf") return h("span", { class: "key inf", text: text === "-inf" ? "−∞" : "+∞" });
+  if (label) return h("span", { class: "key label", title: text, text: label });
   const hit = reservedLabel && RESERVED.find(([prefix]) => text.startsWith(prefix));
   const rest = hit ? text.slice(hit[0].length) : text;
   return h("span", { class: "key" },
@@ -1374,7 +1371,7 @@ function openDrawer(cell) {
   const head = [
     section("Cell",
       facts([
-        ["Window", `${fmtDateTime(s.start, seconds)} → ${fmtClock(s.end, seconds)} (${fmtDuration(g.step)})`],
+        ["Window", `${fmtRange(s.start, s.end, seconds)} (${fmtDuration(g.step)})`],
         ["Value", h("span", {}, h("strong", { text: fmtValue(series, s.value) }), ` ${isBytes(series) ? "" : UNITS[series]}`)],
         ["Flags", s.flags ? h("span", {}, flagPills(s.flags, cell.c)) : "none"],
         ["Key range", keyRange(row)],
@@ -1461,7 +1458,7 @@ async function loadBucket(bucketId, cell) {
             h("td", { class: "num", text: fmtValue(series, c.value) }),
             h("td", { class: "num", text: c.raft_group_id ? String(c.raft_group_id) : "—" }),
             h("td", { class: "num", text: c.leader_term ? String(c.leader_term) : "—" }),
-            h("td", { text: fmtClock(c.node_column_unix_ms, true) })))))
+            h("td", { text: `${fmtClock(c.node_column_unix_ms, true)} ${zoneName()}` })))))
         : h("p", {
           class: "caption",
           text: doc.per_node === false
@@ -1587,7 +1584,7 @@ function renderSummary() {
   const ok = nodes.filter((n) => n.ok).length;
   el.summary.replaceChildren(
     h("strong", { text: `${g.R} × ${g.C}` }), ` cells · ${fmtDuration(g.step)} columns`,
-    g.C ? ` · ${fmtDateTime(first, seconds)} → ${fmtClock(last, seconds)}` : "",
+    g.C ? ` · ${fmtRange(first, last, seconds)}` : "",
     !nodes.length && !K.collector && K.storeMessage
       ? h("span", { class: "kv-bad", text: " · no collector yet" })
       : h("span", { class: nodes.length && ok < nodes.length ? "kv-bad" : "kv-ok", text: ` · ${ok} of ${nodes.length} nodes` }),
@@ -1755,8 +1752,8 @@ function syncControls() {
   for (const input of el.controls.elements.range) input.checked = input.value === s.range;
   el.custom.hidden = s.range !== "custom";
   if (s.range === "custom") {
-    el.from.value = toLocalInput(s.from);
-    el.to.value = toLocalInput(s.to);
+    el.from.value = toInput(s.from);
+    el.to.value = toInput(s.to);
   }
   el.rows.value = String(s.rows);
   if (!Array.from(el.rows.options).some((o) => o.value === String(s.rows))) {
@@ -1809,12 +1806,32 @@ el.controls.addEventListener("change", (e) => {
     } else navigate({ ...s, range: t.value, from: null, to: null, live: s.live || s.range === "custom" });
   } else if (t === el.rows) navigate({ ...s, rows: Number(t.value) });
   else if (t === el.live) navigate({ ...s, live: t.checked });
+  else if (t === el.tz) setZone(t.value === "local");
 });
+
+/** Switch between UTC and local time, remember it, and redraw every time shown. */
+function setZone(local) {
+  useLocalTime(local);
+  document.cookie = preferenceCookie(local);
+  syncZone();
+  if (K.state.range === "custom") syncControls();
+  if (K.grid) {
+    draw();
+    renderSummary();
+    renderTotalsText(visibleTotals());
+  }
+}
+
+function syncZone() {
+  el.tz.value = prefersLocal(document.cookie) ? "local" : "utc";
+  el.tzLabels.forEach((n) => (n.textContent = zoneName()));
+}
+syncZone();
 
 el.controls.addEventListener("submit", (e) => {
   e.preventDefault();
-  const from = new Date(el.from.value).getTime();
-  const to = new Date(el.to.value).getTime();
+  const from = fromInput(el.from.value);
+  const to = fromInput(el.to.value);
   if (!(from < to)) {
     notice("Custom window: from must be before to.");
     return;
@@ -2343,6 +2360,7 @@ window.keyviz = {
   get amended() { return K.amended; }, // amendments applied (live)
   rowIds: () => (K.grid ? K.grid.rows.map((r) => r.bucket_id) : []),
   columns: () => (K.grid ? K.grid.times.slice() : []),
+  timeTicks: () => (K.ticks || []).slice(), // the time axis' labels, as drawn
   value: (bucketId, t) => {
     const g = K.grid;
     const r = g.index.get(bucketId);

@@ -151,7 +151,7 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     route = cluster.route_for_key(HOT)
     start, end = key_preview(route.start).text, key_preview(route.end, is_end=True).text
     assert f"[{start}, {end.replace('+inf', '+∞')})" in text.replace("\n", "")
-    assert re.search(r"\d\d:\d\d → \d\d:\d\d · 1 min", text)
+    assert re.search(r"\d\d:\d\d → \d\d:\d\d UTC · 1 min", text)
     page.screenshot(path=str(artifacts_dir / "keyviz-tooltip.png"))
 
     # Click pins it and opens the cell detail: each node's contribution, group, leader.

@@ -53,10 +53,12 @@ def test_hlc_shows_its_wall_clock_part_only_when_plausible():
     assert hlc_time(42) == ""
 
 
-def test_reserved_prefixes_get_a_labelled_chip():
+def test_transaction_keys_read_as_their_family_with_the_raw_key_in_the_title():
     html = key_html(key_preview(b"!txn|\x00\x01"))
-    assert '<span class="prefix" title="transaction metadata">!txn|</span>' in html
-    assert '<code class="key hex">0x0001</code>' in html
+    assert (
+        html
+        == '<span class="key label" title="!txn|0x0001" data-family="txn">transaction records</span>'
+    )
 
 
 def test_infinite_ends_and_text_keys():

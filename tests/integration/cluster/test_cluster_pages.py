@@ -314,6 +314,7 @@ async def test_routes_match_list_routes(devcluster_factory, portal, truth, parse
         "!txn|",
         "transaction metadata",
     )
+    assert (txn["start"]["label"], txn["start"]["family"]) == ("transaction records", "txn")
     binary = next(r for r in data["routes"] if r["start"]["hex"] == "80")
     assert (binary["start"]["preview"], binary["start"]["is_hex"]) == ("0x80", True)
 
@@ -356,8 +357,9 @@ async def test_routes_match_list_routes(devcluster_factory, portal, truth, parse
         for r in full.find(id="routes-table").find_all("tr")
         if r.find_all(data_hex=b"!txn|".hex(), data_field="start")
     )
-    chip = txn_row.find(data_field="start").find("span", class_="prefix")
-    assert (chip.words, chip.attrs["title"]) == ("!txn|", "transaction metadata")
+    # Read by its family; the raw key one hover away.
+    label = txn_row.find(data_field="start").find("span", class_="label")
+    assert (label.words, label.attrs["title"]) == ("transaction records", "!txn|")
     assert full.find(id="routes-table").find_all("tr")[1].field("start") == "-inf"
 
 

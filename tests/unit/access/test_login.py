@@ -211,3 +211,26 @@ def test_the_sign_in_page_carries_the_inline_icon_so_browsers_ask_for_no_favicon
     # Without it a browser asks for /favicon.ico, a 404 in its console on every sign-in.
     page = Client().get("/login/").content.decode()
     assert '<link rel="icon" href="data:image/svg+xml,' in page
+
+
+@pytest.mark.django_db
+def test_an_auditor_sent_to_the_overview_lands_on_the_audit_log_not_on_a_refusal(make_user):
+    # The flow of a browser: the overview asks for a sign-in with next=/, which the
+    # auditor's roles do not open; before, they landed on "Permission denied" (audited).
+    make_user("audrey", "auditor")
+    client = Client()
+    asked = client.get("/")
+    assert asked["Location"] == "/login/?next=/"
+    response = client.post(
+        "/login/?next=/", {"username": "audrey", "password": PASSWORD, "next": "/"}
+    )
+    assert response["Location"] == "/audit/"
+    assert client.get(response["Location"]).status_code == 200
+    assert not AuditEvent.objects.filter(action="permission.denied").exists()
+
+
+@pytest.mark.django_db
+def test_a_next_page_the_roles_open_is_kept(make_user):
+    make_user("audrey", "auditor")
+    response = login(Client(), "audrey", PASSWORD, QUERY_STRING="next=/audit/%3Faction%3Dlogin")
+    assert response["Location"] == "/audit/?action=login"

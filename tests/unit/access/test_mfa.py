@@ -77,6 +77,10 @@ def test_a_wrong_code_is_refused_audited_and_throttled(make_user):
         "/login/mfa/", {"otp_token": "123456" if code_for(device) != "123456" else "654321"}
     )
     assert wrong.status_code == 400
+    # One wrong code says what happened, not "too many" and no wait.
+    assert b"Wrong code; try again." in wrong.content
+    assert b"Too many" not in wrong.content
+    assert b"wait" not in wrong.content
     assert AuditEvent.objects.filter(action="mfa.failed", outcome="failure").count() == 1
     # Right away even the right code waits out the back-off.
     throttled = client.post("/login/mfa/", {"otp_token": code_for(device)})
