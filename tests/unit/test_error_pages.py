@@ -113,7 +113,7 @@ def test_a_crash_while_drawing_the_500_page_still_answers_a_plain_500(make_user,
 
     (tmp_path / "error.html").write_text('{% url "no-such-page" %}')
     templates: list[dict[str, Any]] = copy.deepcopy(settings.TEMPLATES)
-    templates[0]["DIRS"] = [tmp_path, *templates[0]["DIRS"]]
+    templates[0]["DIRS"] = [tmp_path, *templates[0].get("DIRS", [])]
     with ERRORS, override_settings(TEMPLATES=templates):
         client = Client(raise_request_exception=False)
         client.force_login(make_user("audrey", "auditor"))
