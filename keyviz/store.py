@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from django.db import DatabaseError, transaction
 from django.db.models import Max, Value
-from django.db.models.functions import Greatest, Least
+from django.db.models.functions import Greatest, Least, Length
 from numpy.typing import NDArray
 
 from elastickv_admin.config import portal_config
@@ -53,6 +53,8 @@ DEFAULT_STEP_MS = 60_000  # the nodes' default, when tier 0 holds no column to s
 # prune allows for the lag.
 LAST_SEEN_SLACK_MS = 15 * 60_000
 BUCKET_CACHE_LIMIT = 65_536
+# Decoded merged columns kept in memory between reads (13 bytes a cell: about 52 MB).
+DECODED_CACHE_CELLS = 4_000_000
 _CHUNK = 900  # ids per IN (...) query, under SQLite's oldest parameter limit
 
 
@@ -198,8 +200,10 @@ _meta_by_pk: _Lru[int, tuple[RowMeta, str, float]] = _Lru()
 
 
 def clear_bucket_cache() -> None:
+    """Forget what this process cached of the store (buckets, decoded columns)."""
     _cache.clear()
     _meta_by_pk.clear()
+    _decoded.clear()
 
 
 def _rank(node: str) -> tuple[int, str]:
@@ -768,24 +772,143 @@ def check_meta(
 
 
 def _column_rows(
-    series: int, tier: int, from_ms: int, to_ms: int, *, contributors: bool = True
+    series: int, tier: int, from_ms: int, to_ms: int
 ) -> list[tuple[int, int, bytes | memoryview, Any, Any, bool]]:
+    fields = ("column_ms", "step_ms", "cells", "contributors", "missing", "unknown_all")
+    return list(
+        StoredColumn.objects.filter(
+            tier=tier, series=series, column_ms__gte=from_ms, column_ms__lt=to_ms
+        )
+        .order_by("column_ms")
+        .values_list(*fields)
+    )
+
+
+def _column_heads(
+    series: int, tier: int, from_ms: int, to_ms: int, *, contributors: bool = True
+) -> list[tuple[int, int, int, int, Any, Any, bool]]:
+    """(column_ms, step_ms, updated_ms, cells length, contributors, missing, unknown_all) of
+    the window's columns, without their cells (the decoded-column cache has most of them)."""
     rows = StoredColumn.objects.filter(
         tier=tier, series=series, column_ms__gte=from_ms, column_ms__lt=to_ms
     ).order_by("column_ms")
+    rows = rows.annotate(size=Length("cells"))
     if contributors:
-        return list(
-            rows.values_list(
-                "column_ms", "step_ms", "cells", "contributors", "missing", "unknown_all"
-            )
-        )
+        fields = ("column_ms", "step_ms", "updated_ms", "size", "contributors", "missing")
+        return [(*r, u) for *r, u in rows.values_list(*fields, "unknown_all")]
     # The node -> time maps are most of a column's JSON at 100 nodes: not decoded when unused.
     return [
-        (t, step, cells, {}, miss, unknown)
-        for t, step, cells, miss, unknown in rows.values_list(
-            "column_ms", "step_ms", "cells", "missing", "unknown_all"
+        (t, step, updated, size, {}, miss, unknown)
+        for t, step, updated, size, miss, unknown in rows.values_list(
+            "column_ms", "step_ms", "updated_ms", "size", "missing", "unknown_all"
         )
     ]
+
+
+def _column_cells(
+    series: int, tier: int, times: Sequence[int], from_ms: int, to_ms: int
+) -> list[tuple[int, int, bytes | memoryview]]:
+    """(column_ms, updated_ms, cells) of these columns: by range when they are most of the
+    window (a cold cache), else by id lists."""
+    rows = StoredColumn.objects.filter(tier=tier, series=series)
+    fields = ("column_ms", "updated_ms", "cells")
+    wanted = set(times)
+    if len(times) > _CHUNK:
+        window = rows.filter(column_ms__gte=from_ms, column_ms__lt=to_ms)
+        return [r for r in window.values_list(*fields) if r[0] in wanted]
+    return list(rows.filter(column_ms__in=list(times)).values_list(*fields))
+
+
+@dataclass(frozen=True, eq=False)
+class _Decoded:
+    """One merged column's cells, decoded: bucket pks, values (uint64), flags or None."""
+
+    version: tuple[int, int]  # (updated_ms, cells length): a rewrite changes it
+    pks: NDArray[np.uint32]
+    values: U64
+    flags: U8 | None
+
+    @property
+    def size(self) -> int:
+        return int(self.pks.shape[0])
+
+
+class _DecodedColumns:
+    """Decoded merged columns kept between reads, at most `limit` cells (least recently used
+    out first). A page load reads a day of columns of which only the newest changed since the
+    last load; a column is taken from here while its (updated_ms, cells length) is what the
+    database says now, so an amendment or a recompaction is read again."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._map: OrderedDict[tuple[int, int, int], _Decoded] = OrderedDict()
+        self._cells = 0
+
+    def get(self, key: tuple[int, int, int], version: tuple[int, int]) -> _Decoded | None:
+        with self._lock:
+            found = self._map.get(key)
+            if found is None or found.version != version:
+                return None
+            self._map.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[int, int, int], decoded: _Decoded) -> None:
+        with self._lock:
+            old = self._map.pop(key, None)
+            if old is not None:
+                self._cells -= old.size
+            self._map[key] = decoded
+            self._cells += decoded.size
+            while self._cells > self.limit and self._map:
+                _, gone = self._map.popitem(last=False)
+                self._cells -= gone.size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._map.clear()
+            self._cells = 0
+
+
+_decoded = _DecodedColumns(DECODED_CACHE_CELLS)
+
+
+def _decoded_window(
+    series: int,
+    tier: int,
+    heads: Sequence[tuple[int, int, int, int, Any, Any, bool]],
+    from_ms: int,
+    to_ms: int,
+) -> list[_Decoded]:
+    """The decoded cells of every column in `heads`, from the cache or decoded now."""
+    out: list[_Decoded | None] = [_decoded.get((tier, series, h[0]), (h[2], h[3])) for h in heads]
+    todo = [h[0] for h, d in zip(heads, out, strict=True) if d is None]
+    if not todo:
+        return [d for d in out if d is not None]
+    with reading("reading KeyViz history"):
+        fetched = _column_cells(series, tier, todo, from_ms, to_ms)
+    counts, pks, arrays = decode_cells_many(
+        cellblob.MERGED_FIELDS,
+        [r[2] for r in fetched],
+        lambda j: _where(tier, series, fetched[j][0]),
+    )
+    values = arrays.get("value", np.zeros(pks.shape[0], dtype=np.uint8)).astype(
+        np.uint64, copy=False
+    )
+    flags = arrays.get("flags")
+    edges = np.concatenate(([0], np.cumsum(counts))).tolist()
+    new: dict[int, _Decoded] = {}
+    for j, (t, updated, blob) in enumerate(fetched):
+        a, b = edges[j], edges[j + 1]
+        column_flags = None if flags is None else flags[a:b]
+        if column_flags is not None and not column_flags.any():
+            column_flags = None
+        decoded = _Decoded((updated, len(blob)), pks[a:b], values[a:b], column_flags)
+        _decoded.put((tier, series, t), decoded)
+        new[t] = decoded
+    empty = _Decoded((0, 0), np.zeros(0, np.uint32), np.zeros(0, np.uint64), None)
+    # A column deleted between the two queries (pruned) reads as empty this once.
+    return [d if d is not None else new.get(h[0], empty) for h, d in zip(heads, out, strict=True)]
 
 
 def _where(tier: int, series: int, t: int) -> str:
@@ -818,28 +941,29 @@ def read_matrix(
     elif tier not in (TIER_FINE, TIER_15M, TIER_1H):
         raise ValueError(f"tier {tier} does not exist (0, 1 or 2)")
     with reading("reading KeyViz history"):
-        stored = _column_rows(series, tier, from_ms, to_ms, contributors=contributors)
+        stored = _column_heads(series, tier, from_ms, to_ms, contributors=contributors)
     n_cols = len(stored)
     times = np.fromiter((r[0] for r in stored), dtype=np.int64, count=n_cols)
     step = TIER_STEP_MS.get(tier) or (int(stored[-1][1]) if stored else DEFAULT_STEP_MS)
     fed: list[Mapping[str, int]] = []
     missing: list[tuple[str, ...]] = []
     unknown_cols: list[int] = []
-    for j, (t, _, _, contrib, miss, unknown_all) in enumerate(stored):
+    for j, (t, _, _, _, contrib, miss, unknown_all) in enumerate(stored):
         c, m = check_meta(contrib, miss, partial(_where, tier, series, t))
         fed.append(c)
         missing.append(m)
         if unknown_all:
             unknown_cols.append(j)
-    counts, all_pks, arrays = decode_cells_many(
-        cellblob.MERGED_FIELDS,
-        [r[2] for r in stored],
-        lambda j: _where(tier, series, stored[j][0]),
-    )
-    values_flat = arrays.get("value", np.zeros(all_pks.shape[0], dtype=np.uint8))
-    values_flat = values_flat.astype(np.uint64, copy=False)
+    columns = _decoded_window(series, tier, stored, from_ms, to_ms)
+    counts = np.fromiter((d.size for d in columns), dtype=np.int64, count=n_cols)
+    all_pks = np.concatenate([d.pks for d in columns]) if columns else np.zeros(0, np.uint32)
+    values_flat = np.concatenate([d.values for d in columns]) if columns else np.zeros(0, np.uint64)
     col_idx = np.repeat(np.arange(n_cols, dtype=np.intp), counts)
-    flags_flat = arrays.get("flags")
+    flags_flat: U8 | None = None
+    if any(d.flags is not None for d in columns):
+        flags_flat = np.concatenate(
+            [d.flags if d.flags is not None else np.zeros(d.size, np.uint8) for d in columns]
+        )
     # Distinct pks without a sort of every cell: a presence table indexed by pk.
     warnings: list[str] = []
     with reading("reading bucket metadata"):

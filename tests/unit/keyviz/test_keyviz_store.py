@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
 
 from keyviz import cellblob, store
 from keyviz.columns import FLAG_CONFLICT, FLAG_SOFT, FLAG_UNKNOWN
@@ -574,3 +576,30 @@ def test_read_matrix_without_contributors_keeps_values_and_missing_nodes():
     assert lean.contributors == ({},)
     assert lean.missing == full.missing
     assert lean.matrix.values.tolist() == full.matrix.values.tolist()
+
+
+def test_a_rewritten_column_is_read_again_not_served_from_the_decoded_cache():
+    # The decoded-column cache serves repeated page loads; an amendment rewrites a column
+    # (new cells, new updated_ms) and the next read must show it.
+    store.save_merged([merged(T0 + STEP, {"a": 10}), merged(T0 + 2 * STEP, {"a": 1})])
+    first = store.read_matrix(WRITES, T0, T0 + 3 * STEP, tier=0)
+    again = store.read_matrix(WRITES, T0, T0 + 3 * STEP, tier=0)
+    assert again.matrix.values.tolist() == first.matrix.values.tolist() == [[10, 1]]
+    time.sleep(0.002)  # an amendment comes later than the write it replaces
+    store.save_merged([merged(T0 + STEP, {"a": 12, "b": 3})])
+    amended = store.read_matrix(WRITES, T0, T0 + 3 * STEP, tier=0)
+    assert [r.bucket_id for r in amended.matrix.rows] == ["a", "b"]
+    assert amended.matrix.values.tolist() == [[12, 1], [3, 0]]
+
+
+def test_a_warm_read_takes_no_cells_from_the_database():
+    store.save_merged([merged(T0 + i * STEP, {"a": i, "b": 1}) for i in range(1, 40)])
+    cold = store.read_matrix(WRITES, T0, T0 + 40 * STEP, tier=0)
+    with CaptureQueriesContext(connection) as queries:
+        warm = store.read_matrix(WRITES, T0, T0 + 40 * STEP, tier=0)
+    assert warm.matrix.values.tolist() == cold.matrix.values.tolist()
+    # Only the columns' heads are read: every column's cells are already decoded.
+    selects = [q["sql"] for q in queries if "keyviz_storedcolumn" in q["sql"]]
+    assert len(selects) == 1
+    assert '"keyviz_storedcolumn"."cells")' in selects[0]  # only inside LENGTH(...)
+    assert selects[0].count('"keyviz_storedcolumn"."cells"') == 1
