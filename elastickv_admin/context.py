@@ -25,6 +25,7 @@ NAVIGATION = (
     ("Routes", "cluster:routes"),
     ("Adapters", "cluster:adapters"),
     ("Key Visualizer", "keyviz:heatmap"),
+    ("Hot ranges", "keyviz:hot-ranges"),
     ("Audit log", "audit"),
     ("Settings", "settings"),
     ("Demo cluster", "demo:card"),  # only while the demo runs (its URL exists then)
