@@ -4,7 +4,9 @@
 
 One store read covers the window and, before it, enough history for the sparkline
 and for `hot_since`: [to - max(window, 1 h), to), on the tier `tier_for_window` picks
-for that start. The numpy parts below are pure (matrix in, arrays out):
+for that start. The sparkline is that whole read in at most 60 points (the last hour
+for a preset window; the window itself for a longer from/to). The numpy parts below
+are pure (matrix in, arrays out):
 
 - a range's rate is its count over the window divided by the window's seconds;
 - its share is its part of the cluster's count over the window;
@@ -209,13 +211,11 @@ def compute(q: HotQuery, matrix: MergedMatrix, tier: int) -> HotRanges:
     rates = totals.astype(np.float64) / seconds
     share = shares(totals)
     since, complete = hot_since(values, times, matrix.step_ms)
-    spark_cols = int(np.searchsorted(times, q.to_ms - LOOKBACK_MS, side="left"))
     chosen = top_rows(rates, q.limit)
-    spark = sparkline(values[chosen, spark_cols:])
+    # The whole read: the last hour for a preset window, the window itself when longer.
+    spark = sparkline(values[chosen])
     spark_n = spark.shape[1]
-    spark_step = (
-        (int(times[-1]) - int(times[spark_cols]) + matrix.step_ms) // spark_n if spark_n else 0
-    )
+    spark_step = (int(times[-1]) - int(times[0]) + matrix.step_ms) // spark_n if spark_n else 0
     entries: list[dict[str, Any]] = []
     for k, i in enumerate(chosen.tolist()):
         row = matrix.rows[i]
