@@ -3,6 +3,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -12,7 +14,7 @@ from django.views.decorators.http import require_safe
 from elastickv_admin.api import ApiResult, api_view
 from elastickv_admin.config import portal_config
 from elastickv_admin.errors import ApiError
-from keyviz import hot, serialize, service
+from keyviz import events, hot, serialize, service
 from keyviz.budgets import DEFAULT_ROWS, MAX_ROWS
 from keyviz.keys import RESERVED_PREFIXES
 from keyviz.params import parse_matrix_query
@@ -175,3 +177,35 @@ async def hot_ranges(request: HttpRequest) -> HttpResponse:
         entry["share_pct"] = entry["share"] * 100
         entry["spark_points"] = _spark_points(entry["sparkline"])
     return render(request, "keyviz/hot.html", {**context, "doc": doc})
+
+
+async def _events_doc(request: HttpRequest) -> dict[str, Any]:
+    query = events.parse_event_query(request.GET, now_ms=int(time.time() * 1000))
+    try:
+        doc: dict[str, Any] = await sync_to_async(events.read_events)(query)
+    except DatabaseError as exc:
+        raise ApiError(503, f"the cluster timeline could not be read: {exc}") from None
+    return doc
+
+
+@api_view
+async def api_events(request: HttpRequest) -> ApiResult:
+    """The cluster timeline (README "Cluster timeline")."""
+    return await _events_doc(request)
+
+
+@require_safe
+async def events_page(request: HttpRequest) -> HttpResponse:
+    """The Events page: the timeline with its type and time filters."""
+    context: dict[str, Any] = {
+        "types": events.TYPES,
+        "chosen": [t for t in (request.GET.get("type") or "").split(",") if t],
+        "api_url": f"{reverse('keyviz:api-events')}?{request.GET.urlencode()}",
+    }
+    try:
+        doc = await _events_doc(request)
+    except ApiError as exc:
+        return render(
+            request, "keyviz/events.html", {**context, "error": str(exc)}, status=exc.status
+        )
+    return render(request, "keyviz/events.html", {**context, "doc": doc})
