@@ -305,6 +305,9 @@ class Collector:
 
     async def _observe_events(self, joined: Sequence[str], left: Sequence[str]) -> None:
         """The cluster timeline (keyviz/events.py): what changed since the last tick."""
+        catalog = await self.events.catalog_if_due(
+            [t.node for t in sorted(self.nodes.tracks.values(), key=lambda t: not t.ok)]
+        )
         seen = self.events.observe(
             wall_ms(),
             joined=joined,
@@ -312,6 +315,7 @@ class Collector:
             nodes_ok={t.label: (t.ok, t.error) for t in self.nodes.tracks.values()},
             leaders=self.nodes.leader_terms,
             leaders_taken_ms=self.nodes.leader_terms_ms,
+            catalog=catalog,
         )
         if seen:
             await self.history.call("save events", events.save, seen)

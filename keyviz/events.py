@@ -7,6 +7,10 @@ returns one Event per change, timed when it was seen:
 
 - `leader_changed`: a group's leader or term differs from the previous overview (a
   group first seen is not a change); details {from, to, term};
+- `route_split` / `route_merged` / `route_moved`: the route catalog (ListRoutes, asked
+  as often as the leaders) has a new `catalog_version` and a route was replaced by two or
+  more inside its range, two or more by one covering them, or a route now lives in
+  another Raft group; details {route_id, into | from | from_group, to_group, version};
 - `node_joined` / `node_left`: membership changes;
 - `node_down` / `node_up`: a node stops or starts answering the collector (details
   {error} for down).
@@ -17,17 +21,32 @@ cluster again. `GET /api/events?from=&to=&type=` and the Events page read them b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import QuerySet
 
+from cluster.aggregate import RouteEntry
+from cluster.client import node_client
+from cluster.fanout import Node, call_node
+from cluster.services import routes_of
 from elastickv_admin.errors import ParamError
+from keyviz import intake
 from keyviz.models import Event
 from keyviz.params import MAX_UNIX_MS
 
-TYPES = ("leader_changed", "node_joined", "node_left", "node_down", "node_up")
+TYPES = (
+    "leader_changed",
+    "route_split",
+    "route_merged",
+    "route_moved",
+    "node_joined",
+    "node_left",
+    "node_down",
+    "node_up",
+)
 MAX_EVENTS = 1000
 DEFAULT_WINDOW_MS = 24 * 3_600_000
 # Node-controlled strings are cut before they are stored.
@@ -50,6 +69,21 @@ class EventObserver:
     nodes_ok: dict[str, bool] | None = None
     leaders: dict[int, tuple[str, int]] | None = None
     leaders_taken_ms: int = 0
+    catalog: tuple[int, tuple[RouteEntry, ...]] | None = None
+    _catalog_due: float = 0.0
+
+    async def catalog_if_due(self, nodes: Sequence[Node]) -> tuple[int, list[RouteEntry]] | None:
+        """ListRoutes from the first of `nodes` that answers, as often as the leaders are
+        asked; None when not due or no node answered."""
+        if time.monotonic() < self._catalog_due:
+            return None
+        self._catalog_due = time.monotonic() + intake.LEADERS_EVERY_S
+        client = node_client()
+        for node in nodes:
+            got, _ = await call_node(client, node, "ListRoutes", validate=_catalog_of)
+            if got is not None:
+                return got
+        return None
 
     def observe(
         self,
@@ -60,8 +94,14 @@ class EventObserver:
         nodes_ok: Mapping[str, tuple[bool, str | None]],
         leaders: Mapping[int, tuple[str, int]],
         leaders_taken_ms: int,
+        catalog: tuple[int, Sequence[RouteEntry]] | None = None,
     ) -> list[Observed]:
         out: list[Observed] = []
+        if catalog is not None:
+            version, routes = catalog
+            if self.catalog is not None and version != self.catalog[0]:
+                out += catalog_changes(self.catalog[1], routes, now_ms, version)
+            self.catalog = (version, tuple(routes))
         if self.nodes_ok is not None:
             out += [Observed("node_joined", now_ms, node[:_TEXT]) for node in joined]
             out += [Observed("node_left", now_ms, node[:_TEXT]) for node in left]
@@ -91,6 +131,49 @@ def _leader_changes(
             continue  # new group, no change, or no leader named yet
         details = {"from": old[0][:_TEXT], "to": leader[:_TEXT], "term": term}
         out.append(Observed("leader_changed", at_ms, leader[:_TEXT], group, details))
+    return out
+
+
+def _catalog_of(response: Any) -> tuple[int, list[RouteEntry]]:
+    return int(response.catalog_version), routes_of(response)
+
+
+def _within(inner: RouteEntry, outer: RouteEntry) -> bool:
+    """Whether inner's key range lies inside outer's (b"" end = +infinity)."""
+    if inner.start < outer.start:
+        return False
+    return not outer.end or (bool(inner.end) and inner.end <= outer.end)
+
+
+def catalog_changes(
+    before: Sequence[RouteEntry], after: Sequence[RouteEntry], at_ms: int, version: int
+) -> list[Observed]:
+    """Splits, merges and moves between two route catalogs (one event per change)."""
+    old = {r.route_id: r for r in before}
+    new = {r.route_id: r for r in after}
+    removed = [r for i, r in sorted(old.items()) if i not in new]
+    added = [r for i, r in sorted(new.items()) if i not in old]
+    out: list[Observed] = []
+    for r in removed:
+        into = [a.route_id for a in added if _within(a, r)]
+        if len(into) >= 2:
+            details = {"route_id": r.route_id, "into": into, "version": version}
+            out.append(Observed("route_split", at_ms, "", r.raft_group_id, details))
+    for a in added:
+        parts = [r.route_id for r in removed if _within(r, a)]
+        if len(parts) >= 2:
+            details = {"route_id": a.route_id, "from": parts, "version": version}
+            out.append(Observed("route_merged", at_ms, "", a.raft_group_id, details))
+    for i, r in sorted(new.items()):
+        was = old.get(i)
+        if was is not None and was.raft_group_id != r.raft_group_id:
+            details = {
+                "route_id": i,
+                "from_group": was.raft_group_id,
+                "to_group": r.raft_group_id,
+                "version": version,
+            }
+            out.append(Observed("route_moved", at_ms, "", r.raft_group_id, details))
     return out
 
 

@@ -106,3 +106,26 @@ async def test_the_events_api_refuses_an_unknown_type_naming_it(portal):
     response = await client.get("/api/events", {"type": "reboot"})
     assert response.status_code == 400
     assert response.json()["message"].startswith("type:")
+
+
+async def test_a_route_split_is_one_route_split_event_at_its_time(
+    devcluster_factory, portal, monkeypatch
+):
+    cluster, client, collector = await started(devcluster_factory, portal, monkeypatch)
+    try:
+        await until(lambda: collector.events.catalog is not None)
+        target = max(cluster.routes(), key=lambda r: len(r.start))
+        at = target.start + b"\x80"
+        before = wall_ms()
+        left, right = cluster.split_route(target.route_id, at)
+        await until(lambda: events_of(client, "route_split"))
+        after = wall_ms()
+        await asyncio.sleep(1.0)
+        [event] = await events_of(client, "route_split")
+        assert event["details"]["route_id"] == target.route_id
+        assert event["details"]["into"] == sorted([left, right])
+        assert event["raft_group_id"] == target.group_id
+        assert before <= event["unix_ms"] <= after
+        assert await events_of(client, "route_merged") == []
+    finally:
+        await close_collector()

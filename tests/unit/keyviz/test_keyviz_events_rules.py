@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from cluster.aggregate import RouteEntry
 from elastickv_admin.errors import ParamError
 from keyviz import events
 
@@ -98,3 +101,45 @@ def test_bad_event_parameters_name_the_parameter(params: dict[str, str], named: 
     with pytest.raises(ParamError) as caught:
         events.parse_event_query(params, now_ms=10_000)
     assert caught.value.param == named
+
+
+def route(rid: int, start: bytes, end: bytes, group: int = 1) -> RouteEntry:
+    return RouteEntry(rid, start, end, group, "active", 0, 0)
+
+
+def test_a_route_replaced_by_two_inside_its_range_is_one_split() -> None:
+    before = [route(1, b"", b"m"), route(2, b"m", b"")]
+    after = [route(1, b"", b"m"), route(3, b"m", b"t"), route(4, b"t", b"")]
+    assert events.catalog_changes(before, after, 500, 7) == [
+        events.Observed("route_split", 500, "", 1, {"route_id": 2, "into": [3, 4], "version": 7})
+    ]
+
+
+def test_two_routes_replaced_by_one_covering_them_is_one_merge() -> None:
+    before = [route(1, b"", b"m"), route(2, b"m", b"")]
+    after = [route(5, b"", b"")]
+    assert events.catalog_changes(before, after, 500, 8) == [
+        events.Observed("route_merged", 500, "", 1, {"route_id": 5, "from": [1, 2], "version": 8})
+    ]
+
+
+def test_a_route_in_another_group_is_one_move_and_an_unchanged_catalog_nothing() -> None:
+    before = [route(1, b"", b"")]
+    assert events.catalog_changes(before, [route(1, b"", b"", group=2)], 500, 9) == [
+        events.Observed(
+            "route_moved", 500, "", 2, {"route_id": 1, "from_group": 1, "to_group": 2, "version": 9}
+        )
+    ]
+    assert events.catalog_changes(before, before, 500, 9) == []
+
+
+def test_the_catalog_version_changing_is_what_triggers_route_events() -> None:
+    o = observer()
+    old = (3, [route(1, b"", b"")])
+    new = (4, [route(2, b"", b"m"), route(3, b"m", b"")])
+    kw: dict[str, Any] = {"joined": [], "left": [], "nodes_ok": UP, "leaders": {}}
+    assert o.observe(2000, leaders_taken_ms=0, catalog=old, **kw) == []  # first catalog seen
+    assert o.observe(2100, leaders_taken_ms=0, catalog=(3, new[1]), **kw) == []  # same version
+    o.catalog = (3, tuple(old[1]))
+    [split] = o.observe(2200, leaders_taken_ms=0, catalog=new, **kw)
+    assert split.type == "route_split"
