@@ -13,7 +13,10 @@ returns one Event per change, timed when it was seen:
   another Raft group; details {route_id, into | from | from_group, to_group, version};
 - `node_joined` / `node_left`: membership changes;
 - `node_down` / `node_up`: a node stops or starts answering the collector (details
-  {error} for down).
+  {error} for down);
+- `node_token_rotation`: a step of a node token rotation (started, finished, cancelled),
+  read from the audit log when the timeline is read (details {action, actor}; never the
+  audit details, which carry fingerprints).
 
 The first observation is the baseline: a restarted collector does not record the whole
 cluster again. `GET /api/events?from=&to=&type=` and the Events page read them back.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -46,6 +50,13 @@ TYPES = (
     "node_left",
     "node_down",
     "node_up",
+    "node_token_rotation",
+)
+# Read from the audit log, not observed by the collector (the portal itself rotates).
+ROTATION_ACTIONS = (
+    "node_token.rotation_started",
+    "node_token.rotation_finished",
+    "node_token.rotation_cancelled",
 )
 MAX_EVENTS = 1000
 DEFAULT_WINDOW_MS = 24 * 3_600_000
@@ -233,22 +244,48 @@ def _selected(q: EventQuery) -> QuerySet[Event]:
     return Event.objects.filter(unix_ms__gte=q.from_ms, unix_ms__lt=q.to_ms, type__in=q.types)
 
 
+def _rotations(q: EventQuery) -> list[dict[str, Any]]:
+    from audit.models import AuditEvent, Outcome
+
+    if "node_token_rotation" not in q.types:
+        return []
+    rows = AuditEvent.objects.filter(
+        action__in=ROTATION_ACTIONS,
+        outcome=Outcome.SUCCESS,
+        time__gte=datetime.fromtimestamp(q.from_ms / 1000, UTC),
+        time__lt=datetime.fromtimestamp(q.to_ms / 1000, UTC),
+    ).order_by("-time", "-seq")[: MAX_EVENTS + 1]
+    return [
+        {
+            "type": "node_token_rotation",
+            "unix_ms": int(a.time.timestamp() * 1000),
+            "node_id": "",
+            "raft_group_id": 0,
+            "details": {"action": a.action.removeprefix("node_token."), "actor": a.actor},
+        }
+        for a in rows
+    ]
+
+
 def read_events(q: EventQuery) -> dict[str, Any]:
     """The newest MAX_EVENTS events of the window, newest first."""
     rows = list(_selected(q).order_by("-unix_ms", "-id")[: MAX_EVENTS + 1])
+    found = [
+        {
+            "type": e.type,
+            "unix_ms": e.unix_ms,
+            "node_id": e.node_id,
+            "raft_group_id": int(e.raft_group_id),
+            "details": e.details,
+        }
+        for e in rows
+    ]
+    found += _rotations(q)
+    found.sort(key=lambda e: -int(e["unix_ms"]))
     return {
         "from_unix_ms": q.from_ms,
         "to_unix_ms": q.to_ms,
         "types": list(q.types),
-        "truncated": len(rows) > MAX_EVENTS,
-        "events": [
-            {
-                "type": e.type,
-                "unix_ms": e.unix_ms,
-                "node_id": e.node_id,
-                "raft_group_id": int(e.raft_group_id),
-                "details": e.details,
-            }
-            for e in rows[:MAX_EVENTS]
-        ],
+        "truncated": len(found) > MAX_EVENTS,
+        "events": found[:MAX_EVENTS],
     }

@@ -129,3 +129,26 @@ async def test_a_route_split_is_one_route_split_event_at_its_time(
         assert await events_of(client, "route_merged") == []
     finally:
         await close_collector()
+
+
+async def test_node_token_rotation_steps_come_from_the_audit_log(portal):
+    from asgiref.sync import sync_to_async
+    from django.db import transaction
+
+    from audit.service import record_event
+
+    client = portal(["127.0.0.1:1"])
+
+    def rotate() -> None:
+        with transaction.atomic():
+            record_event("node_token.rotation_started", actor="alice", details={"fp": "x"})
+            record_event("node_token.rotation_start_refused", actor="bob", outcome="failure")
+
+    before = wall_ms()
+    await sync_to_async(rotate)()
+    after = wall_ms()
+    [step] = await events_of(client, "node_token_rotation")
+    assert step["details"] == {"action": "rotation_started", "actor": "alice"}
+    assert before - 1 <= step["unix_ms"] <= after
+    # Other types leave the audit log out.
+    assert await events_of(client, "node_down") == []
