@@ -8,6 +8,7 @@ proxy sees the whole deployment whichever process answers.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+
+log = logging.getLogger(__name__)
 
 # Every label takes its values from a closed set; whatever falls outside it is "other".
 # A series is never forgotten (least of all in multiprocess mode), so a label fed by
@@ -109,8 +112,25 @@ def registry() -> CollectorRegistry:
     return aggregated
 
 
+async def _keyviz_hot_text() -> bytes:
+    """The hot range gauges, computed on scrape from the store (keyviz/hot.py: cached until
+    a new column is stored, so a scrape between collector steps reads two rows of state).
+    Not exported when the store cannot be read: the rest of /metrics still is."""
+    from asgiref.sync import sync_to_async
+
+    from keyviz import hot
+
+    try:
+        figures = await sync_to_async(hot.metric_figures)()
+    except Exception:  # a metrics scrape must not fail on the KeyViz store
+        log.warning("hot range metrics skipped: the KeyViz store could not be read", exc_info=True)
+        return b""
+    return hot.metrics_text(figures)
+
+
 async def metrics_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry()) + await _keyviz_hot_text()
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 
 class RequestMetricsMiddleware:

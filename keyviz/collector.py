@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from elastickv_admin.config import portal_config
-from keyviz import store
+from keyviz import events, store
 from keyviz.align import NodePhase, PhaseLock, infer_step_ms
 from keyviz.assemble import (
     merge_slot,
@@ -95,6 +95,7 @@ class Collector:
         self._task: asyncio.Task[None] | None = None
         self._work: asyncio.Task[None] | None = None
         self.history = History()
+        self.events = events.EventObserver()
         self._state_saved = 0.0
         self._closed = False
 
@@ -297,9 +298,27 @@ class Collector:
             self.out.notice(name, message)
         await self.out.send_notices()
         await self.nodes.refresh_leaders()
+        await self._observe_events(joined, left)
         await self._finalize()
         await self._save_state()
         self.history.maybe_compact(wall_ms())
+
+    async def _observe_events(self, joined: Sequence[str], left: Sequence[str]) -> None:
+        """The cluster timeline (keyviz/events.py): what changed since the last tick."""
+        catalog = await self.events.catalog_if_due(
+            [t.node for t in sorted(self.nodes.tracks.values(), key=lambda t: not t.ok)]
+        )
+        seen = self.events.observe(
+            wall_ms(),
+            joined=joined,
+            left=left,
+            nodes_ok={t.label: (t.ok, t.error) for t in self.nodes.tracks.values()},
+            leaders=self.nodes.leader_terms,
+            leaders_taken_ms=self.nodes.leader_terms_ms,
+            catalog=catalog,
+        )
+        if seen:
+            await self.history.call("save events", events.save, seen)
 
     async def _take(
         self, fetched: Fetched, pushed: Sequence[tuple[str, int, NodeColumn]] = ()

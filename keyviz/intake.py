@@ -80,6 +80,9 @@ class NodeIntake:
         self.lock: PhaseLock | None = None
         self.schedule: PollSchedule | None = None
         self.leaders = LeaderBook()
+        # The newest overview as asked, with terms (for the cluster timeline, events.py).
+        self.leader_terms: dict[int, tuple[str, int]] = {}
+        self.leader_terms_ms = 0
         self.rowbook = RowBook()
         self.pushed: list[tuple[str, int, NodeColumn]] = []  # (address, series, column)
         self.notices: list[tuple[str, dict[str, Any]]] = []  # (series, client message)
@@ -265,6 +268,7 @@ class NodeIntake:
         leaders = await current_leaders([t.node for t in tracks])
         if leaders:
             self.leaders.update({g: n for g, (n, _) in leaders.items()}, taken)
+            self.leader_terms, self.leader_terms_ms = dict(leaders), taken
 
     # -- slots ------------------------------------------------------------------------------
 

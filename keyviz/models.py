@@ -106,3 +106,17 @@ class CollectorState(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Event(models.Model):
+    """A cluster timeline entry the collector observed (keyviz/events.py): a leader change,
+    a node joining, leaving, going down or coming back. `unix_ms` is when it was seen."""
+
+    type = models.CharField(max_length=32, db_index=True)
+    unix_ms = models.BigIntegerField(db_index=True)
+    node_id = models.CharField(max_length=255, default="", blank=True)
+    raft_group_id = models.DecimalField(max_digits=20, decimal_places=0, default=0)
+    details = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} @ {self.unix_ms}"

@@ -3,15 +3,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_safe
 
 from elastickv_admin.api import ApiResult, api_view
 from elastickv_admin.config import portal_config
 from elastickv_admin.errors import ApiError
-from keyviz import serialize, service
+from keyviz import events, hot, serialize, service
 from keyviz.budgets import DEFAULT_ROWS, MAX_ROWS
 from keyviz.keys import RESERVED_PREFIXES
 from keyviz.params import parse_matrix_query
@@ -115,3 +118,94 @@ async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
         for g in groups
     ]
     return doc
+
+
+def _hot_unavailable(exc: hot.StoreUnavailable) -> ApiError:
+    return ApiError(503, f"the KeyViz history could not be read from the portal database: {exc}")
+
+
+@api_view
+async def api_hot_ranges(request: HttpRequest) -> ApiResult:
+    """The key ranges with the most traffic in a window (README "Hot ranges")."""
+    query = hot.parse_hot_query(request.GET, now_ms=int(time.time() * 1000))
+    try:
+        return await hot.fetch_hot_ranges(query)
+    except hot.StoreUnavailable as exc:
+        raise _hot_unavailable(exc) from None
+
+
+def _heatmap_link(doc: dict[str, Any], entry: dict[str, Any]) -> str:
+    """The heatmap zoomed on the entry's key range, from its hot start (or the window's)."""
+    start = entry["hot_since_unix_ms"] or doc["from_unix_ms"]
+    params = {"series": doc["series"], "from": min(start, doc["from_unix_ms"])}
+    params["to"] = doc["to_unix_ms"]
+    if entry["start_key"]:
+        params["start_key"] = entry["start_key"]
+    if entry["end_key"]:
+        params["end_key"] = entry["end_key"]
+    return f"{reverse('keyviz:heatmap')}?{urlencode(params)}"
+
+
+def _spark_points(values: list[int], width: int = 120, height: int = 20) -> str:
+    """An SVG polyline's points for a sparkline (y grows downwards)."""
+    top = max(values, default=0) or 1
+    step = width / max(1, len(values) - 1)
+    return " ".join(f"{i * step:.1f},{height - v * height / top:.1f}" for i, v in enumerate(values))
+
+
+@require_safe
+async def hot_ranges(request: HttpRequest) -> HttpResponse:
+    """The Hot ranges page: the API's document, rendered; a bad parameter or an unreadable
+    store shows its message (400 / 503) above the controls."""
+    context: dict[str, Any] = {
+        "series_choices": SERIES_CHOICES,
+        "windows": list(hot.WINDOWS),
+        "series": request.GET.get("series") or "writes",
+        "window": request.GET.get("window") or ("" if request.GET.get("from") else "5m"),
+        "api_url": f"{reverse('keyviz:api-hot-ranges')}?{request.GET.urlencode()}",
+    }
+    try:
+        query = hot.parse_hot_query(request.GET, now_ms=int(time.time() * 1000))
+        doc = await hot.fetch_hot_ranges(query)
+    except ApiError as exc:
+        return render(request, "keyviz/hot.html", {**context, "error": str(exc)}, status=exc.status)
+    except hot.StoreUnavailable as exc:
+        error = str(_hot_unavailable(exc))
+        return render(request, "keyviz/hot.html", {**context, "error": error}, status=503)
+    for entry in doc["entries"]:
+        entry["heatmap_url"] = _heatmap_link(doc, entry)
+        entry["share_pct"] = entry["share"] * 100
+        entry["spark_points"] = _spark_points(entry["sparkline"])
+    return render(request, "keyviz/hot.html", {**context, "doc": doc})
+
+
+async def _events_doc(request: HttpRequest) -> dict[str, Any]:
+    query = events.parse_event_query(request.GET, now_ms=int(time.time() * 1000))
+    try:
+        doc: dict[str, Any] = await sync_to_async(events.read_events)(query)
+    except DatabaseError as exc:
+        raise ApiError(503, f"the cluster timeline could not be read: {exc}") from None
+    return doc
+
+
+@api_view
+async def api_events(request: HttpRequest) -> ApiResult:
+    """The cluster timeline (README "Cluster timeline")."""
+    return await _events_doc(request)
+
+
+@require_safe
+async def events_page(request: HttpRequest) -> HttpResponse:
+    """The Events page: the timeline with its type and time filters."""
+    context: dict[str, Any] = {
+        "types": events.TYPES,
+        "chosen": [t for t in (request.GET.get("type") or "").split(",") if t],
+        "api_url": f"{reverse('keyviz:api-events')}?{request.GET.urlencode()}",
+    }
+    try:
+        doc = await _events_doc(request)
+    except ApiError as exc:
+        return render(
+            request, "keyviz/events.html", {**context, "error": str(exc)}, status=exc.status
+        )
+    return render(request, "keyviz/events.html", {**context, "doc": doc})

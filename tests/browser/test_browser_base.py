@@ -11,6 +11,8 @@ NAV = [
     "Routes",
     "Adapters",
     "Key Visualizer",
+    "Hot ranges",
+    "Events",
     "Audit log",
     "Settings",
 ]

@@ -1,0 +1,291 @@
+"""The cluster timeline: events the collector observes as it polls the nodes.
+
+The collector calls `EventObserver.observe` once a tick with what it already knows (the
+nodes that joined or left the membership, each node's answering state, the newest Raft
+leader overview with terms); the observer compares with the previous observation and
+returns one Event per change, timed when it was seen:
+
+- `leader_changed`: a group's leader or term differs from the previous overview (a
+  group first seen is not a change); details {from, to, term};
+- `route_split` / `route_merged` / `route_moved`: the route catalog (ListRoutes, asked
+  as often as the leaders) has a new `catalog_version` and a route was replaced by two or
+  more inside its range, two or more by one covering them, or a route now lives in
+  another Raft group; details {route_id, into | from | from_group, to_group, version};
+- `node_joined` / `node_left`: membership changes;
+- `node_down` / `node_up`: a node stops or starts answering the collector (details
+  {error} for down);
+- `node_token_rotation`: a step of a node token rotation (started, finished, cancelled),
+  read from the audit log when the timeline is read (details {action, actor}; never the
+  audit details, which carry fingerprints).
+
+The first observation is the baseline: a restarted collector does not record the whole
+cluster again. `GET /api/events?from=&to=&type=` and the Events page read them back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import QuerySet
+
+from cluster.aggregate import RouteEntry
+from cluster.client import node_client
+from cluster.fanout import Node, call_node
+from cluster.services import routes_of
+from elastickv_admin.errors import ParamError
+from keyviz import intake
+from keyviz.models import Event
+from keyviz.params import MAX_UNIX_MS
+
+TYPES = (
+    "leader_changed",
+    "route_split",
+    "route_merged",
+    "route_moved",
+    "node_joined",
+    "node_left",
+    "node_down",
+    "node_up",
+    "node_token_rotation",
+)
+# Read from the audit log, not observed by the collector (the portal itself rotates).
+ROTATION_ACTIONS = (
+    "node_token.rotation_started",
+    "node_token.rotation_finished",
+    "node_token.rotation_cancelled",
+)
+MAX_EVENTS = 1000
+DEFAULT_WINDOW_MS = 24 * 3_600_000
+# Node-controlled strings are cut before they are stored.
+_TEXT = 255
+
+
+@dataclass(frozen=True)
+class Observed:
+    type: str
+    unix_ms: int
+    node_id: str = ""
+    raft_group_id: int = 0
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EventObserver:
+    """What the previous observation saw (in memory: the baseline after a start)."""
+
+    nodes_ok: dict[str, bool] | None = None
+    leaders: dict[int, tuple[str, int]] | None = None
+    leaders_taken_ms: int = 0
+    catalog: tuple[int, tuple[RouteEntry, ...]] | None = None
+    _catalog_due: float = 0.0
+
+    async def catalog_if_due(self, nodes: Sequence[Node]) -> tuple[int, list[RouteEntry]] | None:
+        """ListRoutes from the first of `nodes` that answers, as often as the leaders are
+        asked; None when not due or no node answered."""
+        if time.monotonic() < self._catalog_due:
+            return None
+        self._catalog_due = time.monotonic() + intake.LEADERS_EVERY_S
+        client = node_client()
+        for node in nodes:
+            got, _ = await call_node(client, node, "ListRoutes", validate=_catalog_of)
+            if got is not None:
+                return got
+        return None
+
+    def observe(
+        self,
+        now_ms: int,
+        *,
+        joined: Sequence[str],
+        left: Sequence[str],
+        nodes_ok: Mapping[str, tuple[bool, str | None]],
+        leaders: Mapping[int, tuple[str, int]],
+        leaders_taken_ms: int,
+        catalog: tuple[int, Sequence[RouteEntry]] | None = None,
+    ) -> list[Observed]:
+        out: list[Observed] = []
+        if catalog is not None:
+            version, routes = catalog
+            if self.catalog is not None and version != self.catalog[0]:
+                out += catalog_changes(self.catalog[1], routes, now_ms, version)
+            self.catalog = (version, tuple(routes))
+        if self.nodes_ok is not None:
+            out += [Observed("node_joined", now_ms, node[:_TEXT]) for node in joined]
+            out += [Observed("node_left", now_ms, node[:_TEXT]) for node in left]
+            for node, (ok, error) in sorted(nodes_ok.items()):
+                was = self.nodes_ok.get(node)
+                if was is True and not ok:
+                    detail = {"error": (error or "")[:_TEXT]}
+                    out.append(Observed("node_down", now_ms, node[:_TEXT], details=detail))
+                elif was is False and ok:
+                    out.append(Observed("node_up", now_ms, node[:_TEXT]))
+        self.nodes_ok = {n: ok for n, (ok, _) in nodes_ok.items()}
+        if leaders_taken_ms and leaders_taken_ms != self.leaders_taken_ms:
+            if self.leaders is not None:
+                out += _leader_changes(self.leaders, leaders, leaders_taken_ms)
+            self.leaders = dict(leaders)
+            self.leaders_taken_ms = leaders_taken_ms
+        return out
+
+
+def _leader_changes(
+    before: Mapping[int, tuple[str, int]], after: Mapping[int, tuple[str, int]], at_ms: int
+) -> list[Observed]:
+    out = []
+    for group, (leader, term) in sorted(after.items()):
+        old = before.get(group)
+        if old is None or old == (leader, term) or not leader:
+            continue  # new group, no change, or no leader named yet
+        details = {"from": old[0][:_TEXT], "to": leader[:_TEXT], "term": term}
+        out.append(Observed("leader_changed", at_ms, leader[:_TEXT], group, details))
+    return out
+
+
+def _catalog_of(response: Any) -> tuple[int, list[RouteEntry]]:
+    return int(response.catalog_version), routes_of(response)
+
+
+def _within(inner: RouteEntry, outer: RouteEntry) -> bool:
+    """Whether inner's key range lies inside outer's (b"" end = +infinity)."""
+    if inner.start < outer.start:
+        return False
+    return not outer.end or (bool(inner.end) and inner.end <= outer.end)
+
+
+def catalog_changes(
+    before: Sequence[RouteEntry], after: Sequence[RouteEntry], at_ms: int, version: int
+) -> list[Observed]:
+    """Splits, merges and moves between two route catalogs (one event per change)."""
+    old = {r.route_id: r for r in before}
+    new = {r.route_id: r for r in after}
+    removed = [r for i, r in sorted(old.items()) if i not in new]
+    added = [r for i, r in sorted(new.items()) if i not in old]
+    out: list[Observed] = []
+    for r in removed:
+        into = [a.route_id for a in added if _within(a, r)]
+        if len(into) >= 2:
+            details = {"route_id": r.route_id, "into": into, "version": version}
+            out.append(Observed("route_split", at_ms, "", r.raft_group_id, details))
+    for a in added:
+        parts = [r.route_id for r in removed if _within(r, a)]
+        if len(parts) >= 2:
+            details = {"route_id": a.route_id, "from": parts, "version": version}
+            out.append(Observed("route_merged", at_ms, "", a.raft_group_id, details))
+    for i, r in sorted(new.items()):
+        was = old.get(i)
+        if was is not None and was.raft_group_id != r.raft_group_id:
+            details = {
+                "route_id": i,
+                "from_group": was.raft_group_id,
+                "to_group": r.raft_group_id,
+                "version": version,
+            }
+            out.append(Observed("route_moved", at_ms, "", r.raft_group_id, details))
+    return out
+
+
+def save(events: Sequence[Observed]) -> None:
+    Event.objects.bulk_create(
+        [
+            Event(
+                type=e.type,
+                unix_ms=e.unix_ms,
+                node_id=e.node_id,
+                raft_group_id=e.raft_group_id,
+                details=dict(e.details),
+            )
+            for e in events
+        ]
+    )
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    from_ms: int
+    to_ms: int
+    types: tuple[str, ...]
+
+
+def _ms(query: Mapping[str, str], name: str) -> int | None:
+    raw = query.get(name) or ""
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15 or int(raw) > MAX_UNIX_MS:
+        raise ParamError(name, f"must be milliseconds since the Unix epoch, got {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_event_query(query: Mapping[str, str], *, now_ms: int) -> EventQuery:
+    """`from`/`to` (Unix ms; default the last 24 h), `type` (comma-separated, of TYPES)."""
+    end = _ms(query, "to")
+    end = now_ms if end is None else end
+    start = _ms(query, "from")
+    start = max(0, end - DEFAULT_WINDOW_MS) if start is None else start
+    if start >= end:
+        raise ParamError("from", f"must be before to ({start} >= {end})")
+    raw = query.get("type") or ""
+    types = tuple(t for t in raw.split(",") if t) if raw else TYPES
+    unknown = [t for t in types if t not in TYPES]
+    if unknown:
+        raise ParamError(
+            "type", f"unknown event type {unknown[0][:40]!r}; use one of {', '.join(TYPES)}"
+        )
+    return EventQuery(start, end, types)
+
+
+def _selected(q: EventQuery) -> QuerySet[Event]:
+    return Event.objects.filter(unix_ms__gte=q.from_ms, unix_ms__lt=q.to_ms, type__in=q.types)
+
+
+def _rotations(q: EventQuery) -> list[dict[str, Any]]:
+    from audit.models import AuditEvent, Outcome
+
+    if "node_token_rotation" not in q.types:
+        return []
+    rows = AuditEvent.objects.filter(
+        action__in=ROTATION_ACTIONS,
+        outcome=Outcome.SUCCESS,
+        time__gte=datetime.fromtimestamp(q.from_ms / 1000, UTC),
+        time__lt=datetime.fromtimestamp(q.to_ms / 1000, UTC),
+    ).order_by("-time", "-seq")[: MAX_EVENTS + 1]
+    return [
+        {
+            "type": "node_token_rotation",
+            "unix_ms": int(a.time.timestamp() * 1000),
+            "node_id": "",
+            "raft_group_id": 0,
+            "details": {"action": a.action.removeprefix("node_token."), "actor": a.actor},
+        }
+        for a in rows
+    ]
+
+
+def read_events(q: EventQuery) -> dict[str, Any]:
+    """The newest MAX_EVENTS events of the window, newest first."""
+    rows = list(_selected(q).order_by("-unix_ms", "-id")[: MAX_EVENTS + 1])
+    found = [
+        {
+            "type": e.type,
+            "unix_ms": e.unix_ms,
+            "node_id": e.node_id,
+            "raft_group_id": int(e.raft_group_id),
+            "details": e.details,
+        }
+        for e in rows
+    ]
+    found += _rotations(q)
+    found.sort(key=lambda e: -int(e["unix_ms"]))
+    return {
+        "from_unix_ms": q.from_ms,
+        "to_unix_ms": q.to_ms,
+        "types": list(q.types),
+        "truncated": len(found) > MAX_EVENTS,
+        "events": found[:MAX_EVENTS],
+    }
