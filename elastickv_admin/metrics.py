@@ -112,24 +112,20 @@ def registry() -> CollectorRegistry:
     return aggregated
 
 
-async def _keyviz_hot_text() -> bytes:
-    """The hot range gauges, computed on scrape from the store (keyviz/hot.py: cached until
-    a new column is stored, so a scrape between collector steps reads two rows of state).
-    Not exported when the store cannot be read: the rest of /metrics still is."""
-    from asgiref.sync import sync_to_async
+# Exposition text from the apps above this module (keyviz's hot-range gauges), registered
+# by their AppConfig.ready(): the foundation never imports them.
+_expositions: list[Callable[[], Awaitable[bytes]]] = []
 
-    from keyviz import hot
 
-    try:
-        figures = await sync_to_async(hot.metric_figures)()
-    except Exception:  # a metrics scrape must not fail on the KeyViz store
-        log.warning("hot range metrics skipped: the KeyViz store could not be read", exc_info=True)
-        return b""
-    return hot.metrics_text(figures)
+def add_exposition(source: Callable[[], Awaitable[bytes]]) -> None:
+    if source not in _expositions:
+        _expositions.append(source)
 
 
 async def metrics_view(request: HttpRequest) -> HttpResponse:
-    body = generate_latest(registry()) + await _keyviz_hot_text()
+    body = generate_latest(registry())
+    for source in _expositions:
+        body += await source()
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
 
 

@@ -20,6 +20,7 @@ are pure (matrix in, arrays out):
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from keyviz.params import (
     tier_for_window,
 )
 from keyviz.serialize import row_metadata
+
+log = logging.getLogger(__name__)
 
 HOT_SHARE = 0.10  # a range carrying 10 % of a column's cluster traffic is hot
 WINDOWS: dict[str, int] = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "60m": 3_600_000}
@@ -376,3 +379,15 @@ __all__ = [
     "top_rows",
     "window_totals",
 ]
+
+
+async def hot_metrics_text() -> bytes:
+    """The hot range gauges for /metrics, computed on scrape from the store (cached until a
+    new column is stored, so a scrape between collector steps reads two rows of state). Not
+    exported when the store cannot be read: the rest of /metrics still is."""
+    try:
+        figures = await sync_to_async(metric_figures)()
+    except Exception:  # a metrics scrape must not fail on the KeyViz store
+        log.warning("hot range metrics skipped: the KeyViz store could not be read", exc_info=True)
+        return b""
+    return metrics_text(figures)
