@@ -674,20 +674,7 @@ def save_merged(columns: Sequence[MergedColumn]) -> None:
             )
             for c, keep, rows in keeps
         ]
-        StoredColumn.objects.bulk_create(
-            objs,
-            update_conflicts=True,
-            unique_fields=("tier", "series", "column_ms"),
-            update_fields=(
-                "step_ms",
-                "cells",
-                "contributors",
-                "missing",
-                "unknown_all",
-                "updated_ms",
-            ),
-            batch_size=500,
-        )
+        upsert_columns(objs, batch_size=500)
         mark_dirty(TIER_15M, {(c.series, c.column_unix_ms) for c in columns})
 
 
@@ -909,6 +896,21 @@ def _decoded_window(
     empty = _Decoded((0, 0), np.zeros(0, np.uint32), np.zeros(0, np.uint64), None)
     # A column deleted between the two queries (pruned) reads as empty this once.
     return [d if d is not None else new.get(h[0], empty) for h, d in zip(heads, out, strict=True)]
+
+
+def upsert_columns(
+    objs: Sequence[StoredColumn], *, batch_size: int, with_dirty: bool = False
+) -> None:
+    """Insert merged columns, or overwrite the ones of the same (tier, series, column_ms)
+    (an amendment, a rebuilt coarse window); `with_dirty` also overwrites the dirty mark."""
+    fields = ["step_ms", "cells", "contributors", "missing", "unknown_all", "updated_ms"]
+    StoredColumn.objects.bulk_create(
+        objs,
+        update_conflicts=True,
+        unique_fields=("tier", "series", "column_ms"),
+        update_fields=[*fields, "dirty"] if with_dirty else fields,
+        batch_size=batch_size,
+    )
 
 
 def _where(tier: int, series: int, t: int) -> str:

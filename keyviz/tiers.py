@@ -34,6 +34,7 @@ from keyviz.store import (
     merged_blob,
     reading,
     retention_ms,
+    upsert_columns,
     window_end,
     writing,
 )
@@ -158,21 +159,7 @@ def _compact_into(tier: int, now_ms: int, grace: int, report: CompactionReport) 
                 bucket.append((t, blob, contrib, miss, unknown))
     built = [_build(tier, s, end, finer_rows, now_ms) for (s, end), finer_rows in todo.items()]
     with writing(f"writing {width // 60_000} min KeyViz columns"):
-        StoredColumn.objects.bulk_create(
-            built,
-            update_conflicts=True,
-            unique_fields=("tier", "series", "column_ms"),
-            update_fields=(
-                "step_ms",
-                "cells",
-                "contributors",
-                "missing",
-                "unknown_all",
-                "dirty",
-                "updated_ms",
-            ),
-            batch_size=200,
-        )
+        upsert_columns(built, batch_size=200, with_dirty=True)
         if tier + 1 in TIER_STEP_MS:
             mark_dirty(tier + 1, {(c.series, c.column_ms) for c in built})
     report.written[tier] += sum(1 for key in todo if key not in existing)
