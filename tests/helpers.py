@@ -98,3 +98,68 @@ def stream_group_members(series: str) -> int:
 # What a browser on http://127.0.0.1/ sends with a WebSocket handshake: its Host and its page's
 # origin (the Origin must be the portal's exact scheme://host:port).
 BROWSER_ORIGIN = [(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
+
+
+async def until(check: Any, within: float = 20.0) -> Any:
+    """Poll `check()` (sync or async) until it returns something truthy; fail after `within`."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return got
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def store_route_writes(
+    cluster: Any, key: bytes, counts: dict[str, int], *, slot: int, step_ms: int, lag_ms: int
+) -> str:
+    """One column of writes on `key`'s route, as the collector stores it: each node's raw
+    cells (flushed `lag_ms` before the slot) stamped with the route's group and term, and the
+    merged sum. Returns the bucket id."""
+    import numpy as np
+
+    from keyviz import store
+    from keyviz.columns import MergedColumn, NodeColumn
+    from keyviz.matrix import RowMeta
+    from proto import admin_pb2
+
+    route = cluster.route_for_key(key)
+    group = cluster.group(route.group_id)
+    meta = RowMeta(f"route:{route.route_id}", start=route.start, end=route.end)
+    writes = admin_pb2.KEYVIZ_SERIES_WRITES
+    column = [
+        (
+            slot,
+            NodeColumn(
+                node=node,
+                column_unix_ms=slot - lag_ms,
+                rows=(meta,),
+                values=np.array([count], dtype=np.uint64),
+                soft=np.zeros(1, dtype=np.bool_),
+                raft_group_ids=np.array([group.group_id], dtype=np.uint64),
+                leader_terms=np.array([group.term], dtype=np.uint64),
+            ),
+        )
+        for node, count in counts.items()
+    ]
+    store.save_node_columns(writes, column)
+    store.save_merged(
+        [
+            MergedColumn(
+                series=writes,
+                column_unix_ms=slot,
+                step_ms=step_ms,
+                rows=(meta,),
+                values=np.array([sum(counts.values())], dtype=np.uint64),
+                flags=np.zeros(1, dtype=np.uint8),
+                contributors=dict.fromkeys(counts, slot - lag_ms),
+            )
+        ]
+    )
+    return meta.bucket_id

@@ -12,16 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from devcluster import DevCluster, Op
 from keyviz import store
-from keyviz.columns import MergedColumn, NodeColumn
-from keyviz.matrix import RowMeta
-from proto import admin_pb2
+from tests.helpers import store_route_writes
 
 pytestmark = pytest.mark.integration
 
@@ -42,44 +39,8 @@ def minute(offset: int = 0) -> int:
 
 
 def store_writes(cluster: DevCluster, key: bytes, counts: dict[str, int]) -> str:
-    """One column of writes on `key`'s route, as the collector stores it: each node's raw
-    cells stamped with the group and term, and the merged sum. Returns the bucket id."""
-    route = cluster.route_for_key(key)
-    group = cluster.group(route.group_id)
-    meta = RowMeta(f"route:{route.route_id}", start=route.start, end=route.end)
-    slot = minute()
-    store.save_node_columns(
-        admin_pb2.KEYVIZ_SERIES_WRITES,
-        [
-            (
-                slot,
-                NodeColumn(
-                    node=node,
-                    column_unix_ms=slot - 300,
-                    rows=(meta,),
-                    values=np.array([count], dtype=np.uint64),
-                    soft=np.zeros(1, dtype=np.bool_),
-                    raft_group_ids=np.array([group.group_id], dtype=np.uint64),
-                    leader_terms=np.array([group.term], dtype=np.uint64),
-                ),
-            )
-            for node, count in counts.items()
-        ],
-    )
-    store.save_merged(
-        [
-            MergedColumn(
-                series=admin_pb2.KEYVIZ_SERIES_WRITES,
-                column_unix_ms=slot,
-                step_ms=STEP,
-                rows=(meta,),
-                values=np.array([sum(counts.values())], dtype=np.uint64),
-                flags=np.zeros(1, dtype=np.uint8),
-                contributors=dict.fromkeys(counts, slot - 300),
-            )
-        ]
-    )
-    return meta.bucket_id
+    """One column of writes on `key`'s route, as the collector stores it. The bucket id."""
+    return store_route_writes(cluster, key, counts, slot=minute(), step_ms=STEP, lag_ms=300)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from keyviz.columns import FLAG_UNKNOWN
 from keyviz.lease import LocalLease
 from keyviz.messages import wall_ms
 from proto import admin_pb2
-from tests.helpers import BROWSER_ORIGIN
+from tests.helpers import BROWSER_ORIGIN, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -121,18 +121,6 @@ async def collect(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         override.disable()
     reset_node_client()
     reset_discovery()
-
-
-async def until(check: Callable[[], Any], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        got = check()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def final_through(collector: Collector, at_ms: int) -> bool:

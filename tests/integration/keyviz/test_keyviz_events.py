@@ -4,8 +4,6 @@ change the collector can observe is recorded exactly once, at the time it was se
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,22 +13,11 @@ from keyviz import intake, store
 from keyviz.collector import Collector, close_collector, start_collector
 from keyviz.lease import LocalLease
 from keyviz.messages import wall_ms
+from tests.helpers import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STEP = 500
-
-
-async def until(check: Callable[[], Any], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        got = check()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def events_of(client: AsyncClient, kind: str) -> list[dict[str, Any]]:

@@ -17,9 +17,10 @@ from django.test import AsyncClient
 
 from devcluster import DevCluster
 from keyviz import store
-from keyviz.columns import MergedColumn, NodeColumn
+from keyviz.columns import MergedColumn
 from keyviz.matrix import RowMeta
 from proto import admin_pb2
+from tests.helpers import store_route_writes
 
 pytestmark = pytest.mark.integration
 
@@ -92,44 +93,10 @@ async def test_a_bad_key_is_a_400_that_names_the_parameter(devcluster, api):
 
 
 def store_node_writes(cluster: DevCluster, key: bytes, counts: dict[str, int]) -> None:
-    """Raw node columns (as the collector stores them) of writes on `key`'s route,
-    stamped with its group and term."""
-    route = cluster.route_for_key(key)
-    group = cluster.group(route.group_id)
-    meta = RowMeta(f"route:{route.route_id}", start=route.start, end=route.end)
+    """Node columns (as the collector stores them) of writes on `key`'s route."""
     slot = (int(time.time() * 1000) // STEP - 2) * STEP
     store.clear_bucket_cache()
-    store.save_node_columns(
-        admin_pb2.KEYVIZ_SERIES_WRITES,
-        [
-            (
-                slot,
-                NodeColumn(
-                    node=node,
-                    column_unix_ms=slot - 200,
-                    rows=(meta,),
-                    values=np.array([count], dtype=np.uint64),
-                    soft=np.zeros(1, dtype=np.bool_),
-                    raft_group_ids=np.array([group.group_id], dtype=np.uint64),
-                    leader_terms=np.array([group.term], dtype=np.uint64),
-                ),
-            )
-            for node, count in counts.items()
-        ],
-    )
-    store.save_merged(
-        [
-            MergedColumn(
-                series=admin_pb2.KEYVIZ_SERIES_WRITES,
-                column_unix_ms=slot,
-                step_ms=STEP,
-                rows=(meta,),
-                values=np.array([sum(counts.values())], dtype=np.uint64),
-                flags=np.zeros(1, dtype=np.uint8),
-                contributors=dict.fromkeys(counts, slot - 200),
-            )
-        ]
-    )
+    store_route_writes(cluster, key, counts, slot=slot, step_ms=STEP, lag_ms=200)
 
 
 async def test_the_cell_detail_names_the_rows_group_and_its_current_leader(devcluster, api):
