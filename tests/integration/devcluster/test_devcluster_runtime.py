@@ -103,13 +103,26 @@ def test_base_port_puts_node_i_on_base_plus_i(devcluster_factory):
     pytest.fail("found no three consecutive free ports")
 
 
-def test_a_taken_port_fails_loudly_and_releases_the_others(devcluster_factory):
-    with socket.socket() as taken:
+def _taken_port_after_a_free_one() -> socket.socket:
+    """A listening socket whose port's predecessor is free (the OS may hand out any port)."""
+    for _ in range(50):
+        taken = socket.socket()
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", port - 1))  # n1's port is free, n2's is taken
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port - 1))
+        except OSError:
+            taken.close()
+            continue
+        return taken
+    pytest.fail("found no free port just below a taken one")
+
+
+def test_a_taken_port_fails_loudly_and_releases_the_others(devcluster_factory):
+    with _taken_port_after_a_free_one() as taken:
+        port = taken.getsockname()[1]  # n1's port (port - 1) is free, n2's is taken
 
         with pytest.raises(ClusterError, match=f"cannot listen on 127.0.0.1:{port}"):
             devcluster_factory(base_port=port - 1)
