@@ -26,9 +26,8 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 
-from accounts.actions import do_note_token_used, mfa_required
-from accounts.policy import AUTHENTICATED, PUBLIC, Access, access_for
-from accounts.roles import role_for
+from accounts.actions import do_note_token_used
+from accounts.policy import Target, Verdict, decide
 from accounts.tokens import TokenRejected, authenticate_token, bearer
 from audit.context import set_actor
 from audit.failures import record_failure
@@ -41,8 +40,6 @@ from elastickv_admin.middleware import HybridMiddleware
 logger = logging.getLogger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Pages a signed-in admin who must enrol a second factor can still open.
-MFA_EXEMPT = frozenset({"accounts:mfa", "accounts:logout", "accounts:login", "accounts:login-mfa"})
 
 
 def unauthorized(request: HttpRequest, message: str) -> HttpResponse:
@@ -104,16 +101,6 @@ def _authenticate_bearer(request: HttpRequest, header: str) -> HttpResponse | No
     return None
 
 
-def allowed(access: Access | None, user: User | AnonymousUser) -> bool:
-    if access is None:
-        return False
-    if access is PUBLIC:
-        return True
-    if not user.is_authenticated:
-        return False
-    return access is AUTHENTICATED or user.has_perm(access.permission)
-
-
 def _resolved(user: User | AnonymousUser) -> Callable[[], Awaitable[User | AnonymousUser]]:
     async def auser() -> User | AnonymousUser:
         return user
@@ -143,37 +130,30 @@ def check_access(request: HttpRequest) -> HttpResponse | None:
     permissions = frozenset(user.get_all_permissions()) if authenticated else frozenset()
     request.portal_permissions = permissions  # type: ignore[attr-defined]
 
-    access = access_for(url_name)
-    if access is None:
-        message = f"URL name {url_name!r} has no entry in accounts/policy.py: denied"
-        logger.error("%s (path %s)", message, request.path)
-        if settings.DEBUG:
-            raise ImproperlyConfigured(message)
-        if not user.is_authenticated:
-            return forbidden(request, "this page is not available")
-        return _deny(request, "this page is not available", {"url_name": url_name})
-    if access is PUBLIC:
-        return None
-    if not user.is_authenticated:
-        return unauthorized(request, "authentication required: sign in or send a Bearer token")
     session_login = getattr(request, "api_token", None) is None
-    if (
-        session_login
-        and url_name not in MFA_EXEMPT
-        and not request.session.get("mfa_verified")
-        and isinstance(user, User)
-        and mfa_required(user)
-    ):
-        if is_api_request(request):
-            return forbidden(request, "a second factor is required: enrol at /account/mfa/")
-        return redirect("accounts:mfa")
-    if not allowed(access, user):
-        return _deny(
-            request,
-            f"this page needs the {role_for(access.permission)} role ({access.permission})",
-            {"url_name": url_name, "required": access.permission},
-        )
-    return None
+    decision = decide(
+        user,
+        Target.page(url_name),
+        second_factor_owed=session_login and not request.session.get("mfa_verified"),
+    )
+    match decision.verdict:
+        case Verdict.ALLOW:
+            return None
+        case Verdict.UNMAPPED:
+            message = f"URL name {url_name!r} has no entry in accounts/policy.py: denied"
+            logger.error("%s (path %s)", message, request.path)
+            if settings.DEBUG:
+                raise ImproperlyConfigured(message)
+            if not user.is_authenticated:
+                return forbidden(request, decision.message)
+            return _deny(request, decision.message, {"url_name": url_name})
+        case Verdict.SIGN_IN:
+            return unauthorized(request, decision.message)
+        case Verdict.SECOND_FACTOR:
+            if is_api_request(request):
+                return forbidden(request, decision.message)
+            return redirect("accounts:mfa")
+    return _deny(request, decision.message, {"url_name": url_name, "required": decision.required})
 
 
 class AccessMiddleware(HybridMiddleware):

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 from accounts import actions, lockout
 from accounts.forms import CodeForm, LoginForm, TokenForm
 from accounts.models import ApiToken, TOTPDevice
+from accounts.policy import Target, decide, landing
 from accounts.roles import MANAGE_PORTAL
 
 PENDING = "pending_login"
@@ -35,28 +36,18 @@ PENDING_SECONDS = 300
 
 
 def home_for(user: User) -> str:
-    """The first page in the navigation this user may open (an auditor lands on the audit
-    log, not on a dashboard they would be refused)."""
-    from accounts.middleware import allowed
-    from accounts.policy import access_for
-    from elastickv_admin.context import NAVIGATION
-
-    for _, name in NAVIGATION:
-        if allowed(access_for(name), user):
-            return reverse(name)
-    return reverse("accounts:tokens")
+    """The first page in the navigation this user may open (accounts/policy.py landing)."""
+    name = landing(user)
+    return reverse(name) if name is not None else reverse("accounts:tokens")
 
 
 def _may_open(url: str, user: User) -> bool:
     """Whether the policy lets `user` open the page at `url` (a local URL)."""
-    from accounts.middleware import allowed
-    from accounts.policy import access_for
-
     try:
         match = resolve(urlsplit(url).path)
     except Resolver404:
         return True  # not a page of ours to refuse: the 404 page answers
-    return allowed(access_for(match.view_name), user)
+    return decide(user, Target.page(match.view_name)).allowed
 
 
 def _next_url(request: HttpRequest, fallback: str = "", user: User | None = None) -> str:

@@ -52,10 +52,8 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.http import is_same_domain
 
-from accounts.actions import mfa_required
-from accounts.middleware import allowed
 from accounts.models import ApiToken
-from accounts.policy import WEBSOCKET_POLICY, Access
+from accounts.policy import Target, Verdict, decide
 from accounts.tokens import TokenRejected, authenticate_token, bearer
 from audit.context import AuditContext, audit_context, new_request_id
 from audit.models import Outcome
@@ -84,7 +82,7 @@ SUBSCRIBE_AUDIT_FOLD_S = 60.0
 @dataclass(frozen=True)
 class Principal:
     user: User | AnonymousUser
-    access: Access | None
+    target: Target
     session_key: str | None = None
     token_id: int | None = None
 
@@ -107,7 +105,7 @@ def _context(scope: Scope, actor: str) -> AuditContext:
 
 def authorize_handshake(scope: Scope, context: AuditContext) -> tuple[Principal | None, int]:
     """(principal, 0) when the handshake may proceed; (None, close code) otherwise. Sync."""
-    access = WEBSOCKET_POLICY.get(scope.get("path", ""))
+    target = Target.stream(scope.get("path", ""))
     header = _header(scope, b"authorization")
     token_id = None
     session_key = None
@@ -120,7 +118,7 @@ def authorize_handshake(scope: Scope, context: AuditContext) -> tuple[Principal 
         except TokenRejected as exc:
             record_event(
                 "api_token.rejected",
-                target=scope.get("path", ""),
+                target=target.name,
                 outcome=Outcome.DENIED,
                 details={"reason": str(exc), "websocket": True},
             )
@@ -132,35 +130,34 @@ def authorize_handshake(scope: Scope, context: AuditContext) -> tuple[Principal 
         user = getattr(user, "_wrapped", user) or AnonymousUser()
         session = scope.get("session")
         session_key = getattr(session, "session_key", None)
+    # An anonymous handshake is told to authenticate, mapped path or not (not audited).
     if not user.is_authenticated:
         return None, CLOSE_UNAUTHENTICATED
     context.actor = user.get_username()
-    if access is None:
-        logger.error(
-            "WebSocket path %r has no entry in WEBSOCKET_POLICY: denied", scope.get("path")
-        )
-    needs_mfa = (
-        token_id is None
-        and isinstance(user, User)
-        and not (scope.get("session") or {}).get("mfa_verified")
-        and mfa_required(user)
+    decision = decide(
+        user,
+        target,
+        second_factor_owed=token_id is None
+        and not (scope.get("session") or {}).get("mfa_verified"),
     )
-    if access is None or needs_mfa or not allowed(access, user):
+    if decision.verdict is Verdict.UNMAPPED:
+        logger.error("WebSocket path %r has no entry in WEBSOCKET_POLICY: denied", target.name)
+    if not decision.allowed:
         record_event(
             "permission.denied",
-            target=scope.get("path", ""),
+            target=target.name,
             outcome=Outcome.DENIED,
             details={
                 "websocket": True,
-                "required": str(access) if access else "unmapped",
-                "second_factor_missing": needs_mfa,
+                "required": decision.required,
+                "second_factor_missing": decision.verdict is Verdict.SECOND_FACTOR,
             },
         )
         return None, CLOSE_FORBIDDEN
     # Warm the permission cache: consumers may call user.has_perm() in async code without a
     # database query (the periodic re-check reloads the user from the database).
     user.get_all_permissions()
-    return Principal(user, access, session_key, token_id), 0
+    return Principal(user, target, session_key, token_id), 0
 
 
 def still_allowed(principal: Principal) -> int:
@@ -179,7 +176,7 @@ def still_allowed(principal: Principal) -> int:
         user = auth.get_user(SimpleNamespace(session=store))  # type: ignore[arg-type]
         if not user.is_authenticated or user.pk != principal.user.pk:
             return CLOSE_UNAUTHENTICATED
-    return 0 if allowed(principal.access, user) else CLOSE_FORBIDDEN
+    return 0 if decide(user, principal.target).allowed else CLOSE_FORBIDDEN
 
 
 # --- the Origin ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Template context shared by every page: the navigation (only what the user may open) and
-the user menu."""
+"""Template context shared by every page: the navigation (only what the user may open, as
+accounts/policy.py decides) and the user menu."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import NamedTuple
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from accounts.policy import AUTHENTICATED, PUBLIC, access_for
+from accounts.policy import NAVIGATION, Target, decide
 from accounts.roles import ROLES
 
 
@@ -18,29 +18,14 @@ class NavItem(NamedTuple):
     active: bool
 
 
-NAVIGATION = (
-    ("Overview", "cluster:overview"),
-    ("Nodes", "cluster:nodes"),
-    ("Raft groups", "cluster:raft"),
-    ("Routes", "cluster:routes"),
-    ("Adapters", "cluster:adapters"),
-    ("Key Visualizer", "keyviz:heatmap"),
-    ("Hot ranges", "keyviz:hot-ranges"),
-    ("Events", "keyviz:events"),
-    ("Audit log", "audit"),
-    ("Settings", "settings"),
-    ("Demo cluster", "demo:card"),  # only while the demo runs (its URL exists then)
-)
+class _Grants(NamedTuple):
+    """The user as the access middleware loaded them (no database query here)."""
 
+    is_authenticated: bool
+    permissions: frozenset[str]
 
-def _may_open(name: str, permissions: frozenset[str], authenticated: bool) -> bool:
-    # The same policy table the access middleware enforces (accounts/policy.py).
-    access = access_for(name)
-    if access is None:
-        return False
-    if access is PUBLIC:
-        return True
-    return authenticated and (access is AUTHENTICATED or access.permission in permissions)
+    def has_perm(self, perm: str) -> bool:
+        return perm in self.permissions
 
 
 def portal(request: HttpRequest) -> dict[str, object]:
@@ -48,9 +33,10 @@ def portal(request: HttpRequest) -> dict[str, object]:
     permissions: frozenset[str] = getattr(request, "portal_permissions", frozenset())
     user = getattr(request, "user", None)
     authenticated = bool(user is not None and user.is_authenticated)
+    grants = _Grants(authenticated, permissions)
     items = []
     for label, name in NAVIGATION:
-        if not _may_open(name, permissions, authenticated):
+        if not decide(grants, Target.page(name)).allowed:
             continue
         try:
             url = reverse(name)

@@ -50,8 +50,6 @@ KNOWN_UPWARD = {
     # audit's viewer and prune command read the retention from accounts' site settings.
     ("audit.views", "accounts.models"),
     ("audit.management.commands.audit_prune", "accounts.models"),
-    # the sign-in pages read the project shell's navigation (a lazy import dodges the cycle).
-    ("accounts.views", "elastickv_admin.context"),
 }
 
 
