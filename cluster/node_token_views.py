@@ -22,7 +22,8 @@ from django.views.decorators.http import require_POST, require_safe
 
 from cluster import node_token
 from cluster.node_token import NodeTokenRefused, ProbeReport, TokenStatus
-from cluster.views import LIVE_TARGET, HtmxHttpRequest, wants_partial
+from cluster.views import LIVE_TARGET
+from elastickv_admin.pages import HtmxHttpRequest, arender_page
 
 REFRESH_S = 5
 DOWNLOAD_NAME = "admin-token"  # what the download is called (a file name, not a secret)
@@ -61,11 +62,15 @@ async def _page(request: HtmxHttpRequest, *, status: int = 200, **extra: Any) ->
         "live_target": LIVE_TARGET,
         **extra,
     }
-    partial = wants_partial(request)
     # The live region, and the steps card out of band (htmx swaps it by id) so it follows too.
-    context["partial"] = partial
-    template = "cluster/node_token/live.html" if partial else "cluster/node_token/page.html"
-    return await _render(request, template, context, status=status)
+    return await arender_page(
+        request,
+        "cluster/node_token/page.html",
+        context,
+        partial="cluster/node_token/live.html",
+        target=LIVE_TARGET,
+        status=status,
+    )
 
 
 def _back() -> HttpResponseRedirect:

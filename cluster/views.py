@@ -11,17 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.views.decorators.http import require_safe
-from django_htmx.middleware import HtmxDetails
 
 from cluster import serialize, services
 from cluster.params import parse_route_query, parse_route_query_lenient
 from elastickv_admin.api import ApiResult, api_view
 from elastickv_admin.errors import ApiError
+from elastickv_admin.pages import HtmxHttpRequest, arender_page
 
 SORT_LABELS = {
     "start": "Key order",
@@ -43,21 +40,11 @@ NOSCRIPT_REFRESH_S = 15  # without JavaScript, the whole page reloads this often
 FILL_IN_S = 1  # while nodes are awaited, the live region asks again this soon
 
 
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
-def wants_partial(request: HtmxHttpRequest) -> bool:
-    """The one place that decides "live region only" versus the whole page."""
-    return bool(request.htmx) and request.htmx.target == LIVE_TARGET
-
-
 async def _page(
     request: HtmxHttpRequest, name: str, context: Mapping[str, Any], *, status: int = 200
 ) -> HttpResponse:
-    """``cluster/<name>.html``, or ``cluster/partials/<name>.html`` for an htmx refresh."""
-    partial = wants_partial(request)
-    template = f"cluster/partials/{name}.html" if partial else f"cluster/{name}.html"
+    """``cluster/<name>.html``, or its live region ``cluster/partials/<name>.html`` when
+    htmx refreshes it (HX-Target "live")."""
     full = {
         **context,
         "refresh_s": REFRESH_S,
@@ -65,10 +52,14 @@ async def _page(
         "live_target": LIVE_TARGET,
         "live_trigger": _trigger(context.get("health")),
     }
-    response: HttpResponse = await sync_to_async(render)(request, template, full, status=status)
-    patch_vary_headers(response, ("HX-Request",))
-    add_never_cache_headers(response)
-    return response
+    return await arender_page(
+        request,
+        f"cluster/{name}.html",
+        full,
+        partial=f"cluster/partials/{name}.html",
+        target=LIVE_TARGET,
+        status=status,
+    )
 
 
 def _trigger(health: Any) -> str:
