@@ -1,5 +1,7 @@
 """Every state change of accounts, one ``do_*`` function each (zulip's habit): the change
-and its audit event commit together or not at all."""
+and its audit event commit together or not at all. An action done by someone to something
+takes the actor first, explicitly, and names it in the event; an action a user does to
+their own account (sign in and out, their second factor, a token's use) acts as that user."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from accounts import lockout
 from accounts.models import ApiToken, SiteSettings, TOTPDevice, UserSession, get_site_settings
 from accounts.roles import MANAGE_PORTAL, ROLE_NAMES
 from accounts.tokens import NewToken, due_for_last_used, hash_secret, mint
-from audit.context import set_actor
+from audit.context import Actor, actor_name, set_actor
 from audit.failures import record_failure
 from audit.models import Outcome
 from audit.service import record_event
@@ -74,11 +76,16 @@ def _end_sessions(user: User) -> int:
 
 
 @transaction.atomic
-def do_end_sessions(user: User) -> int:
+def do_end_sessions(actor: Actor, user: User) -> int:
     """Force logout: every session of the user ends now (their WebSockets within a
     recheck interval)."""
     ended = _end_sessions(user)
-    record_event("user.sessions_ended", target=f"user:{user.username}", details={"sessions": ended})
+    record_event(
+        "user.sessions_ended",
+        target=f"user:{user.username}",
+        details={"sessions": ended},
+        actor=actor,
+    )
     return ended
 
 
@@ -94,7 +101,9 @@ def _check_roles(roles: Iterable[str]) -> list[str]:
 
 
 @transaction.atomic
-def do_create_user(username: str, roles: Iterable[str], *, email: str = "") -> tuple[User, str]:
+def do_create_user(
+    actor: Actor, username: str, roles: Iterable[str], *, email: str = ""
+) -> tuple[User, str]:
     """A new active user with a generated password (shown once to the admin)."""
     wanted = _check_roles(roles)
     if User.objects.filter(username__iexact=username).exists():
@@ -102,15 +111,19 @@ def do_create_user(username: str, roles: Iterable[str], *, email: str = "") -> t
     password = generate_password()
     user = User.objects.create_user(username=username, email=email, password=password)
     user.groups.set(Group.objects.filter(name__in=wanted))
-    record_event("user.created", target=f"user:{username}", details={"roles": wanted})
+    record_event("user.created", target=f"user:{username}", details={"roles": wanted}, actor=actor)
     return user, password
 
 
+def _is(actor: Actor, user: User) -> bool:
+    return isinstance(actor, User) and actor.pk == user.pk
+
+
 @transaction.atomic
-def do_set_roles(user: User, roles: Iterable[str], *, by: User | None = None) -> list[str]:
+def do_set_roles(actor: Actor, user: User, roles: Iterable[str]) -> list[str]:
     wanted = _check_roles(roles)
     before = sorted(g.name for g in user.groups.all() if g.name in ROLE_NAMES)
-    removing_own_admin = by is not None and by.pk == user.pk and "admin" not in wanted
+    removing_own_admin = _is(actor, user) and "admin" not in wanted
     if removing_own_admin and "admin" in before and not user.is_superuser:
         raise ActionRefused("you cannot remove your own admin role")
     user.groups.set(Group.objects.filter(name__in=wanted))
@@ -118,13 +131,14 @@ def do_set_roles(user: User, roles: Iterable[str], *, by: User | None = None) ->
         "user.roles_changed",
         target=f"user:{user.username}",
         details={"before": before, "after": wanted},
+        actor=actor,
     )
     return wanted
 
 
 @transaction.atomic
-def do_set_active(user: User, active: bool, *, by: User | None = None) -> None:
-    if by is not None and by.pk == user.pk and not active:
+def do_set_active(actor: Actor, user: User, active: bool) -> None:
+    if _is(actor, user) and not active:
         raise ActionRefused("you cannot deactivate your own account")
     if user.is_active == active:
         return
@@ -135,28 +149,33 @@ def do_set_active(user: User, active: bool, *, by: User | None = None) -> None:
         "user.activated" if active else "user.deactivated",
         target=f"user:{user.username}",
         details={"sessions_ended": ended},
+        actor=actor,
     )
 
 
 @transaction.atomic
-def do_reset_password(user: User) -> str:
+def do_reset_password(actor: Actor, user: User) -> str:
     """A new generated password (shown once); every session of the user ends."""
     password = generate_password()
     user.set_password(password)
     user.save(update_fields=["password"])
     ended = _end_sessions(user)
     record_event(
-        "user.password_reset", target=f"user:{user.username}", details={"sessions_ended": ended}
+        "user.password_reset",
+        target=f"user:{user.username}",
+        details={"sessions_ended": ended},
+        actor=actor,
     )
     return password
 
 
 @transaction.atomic
-def do_record_superuser_created(user: User, via: str) -> None:
+def do_record_superuser_created(actor: Actor, user: User, via: str) -> None:
     record_event(
         "user.created",
         target=f"user:{user.username}",
         details={"roles": list(ROLE_NAMES), "superuser": True, "via": via},
+        actor=actor,
     )
 
 
@@ -164,7 +183,7 @@ def do_record_superuser_created(user: User, via: str) -> None:
 
 
 @transaction.atomic
-def do_unlock_sign_in(scope: str, username: str, ip_address: str, *, by: User) -> int:
+def do_unlock_sign_in(actor: Actor, scope: str, username: str, ip_address: str) -> int:
     """End one lockout now (its failures are forgotten); the admin is the event's actor."""
     try:
         attempts = lockout.attempts_for(scope, username, ip_address)
@@ -183,7 +202,7 @@ def do_unlock_sign_in(scope: str, username: str, ip_address: str, *, by: User) -
             "ip_address": "" if scope == lockout.USERNAME else ip_address,
             "failures_cleared": failures,
         },
-        actor=by.get_username(),
+        actor=actor,
     )
     return failures
 
@@ -193,8 +212,15 @@ def do_unlock_sign_in(scope: str, username: str, ip_address: str, *, by: User) -
 
 @transaction.atomic
 def do_create_api_token(
-    user: User, name: str, *, expires_days: int | None = None, read_only: bool = True
+    actor: Actor,
+    user: User,
+    name: str,
+    *,
+    expires_days: int | None = None,
+    read_only: bool = True,
 ) -> NewToken:
+    """A token for `user` (its owner), made by `actor` (the owner on their tokens page, an
+    operator with create_api_token)."""
     name = name.strip() or "token"
     if expires_days is not None and expires_days < 1:
         raise ActionRefused("expiry must be at least one day")
@@ -216,12 +242,13 @@ def do_create_api_token(
             "read_only": read_only,
             "expires": token.expires.isoformat() if token.expires else None,
         },
+        actor=actor,
     )
     return NewToken(token, plaintext)
 
 
 @transaction.atomic
-def do_revoke_api_token(token: ApiToken) -> None:
+def do_revoke_api_token(actor: Actor, token: ApiToken) -> None:
     if token.revoked is not None:
         return
     token.revoked = timezone.now()
@@ -230,6 +257,7 @@ def do_revoke_api_token(token: ApiToken) -> None:
         "api_token.revoked",
         target=f"token:{token.public_id}",
         details={"owner": token.user.username, "name": token.name},
+        actor=actor,
     )
 
 
@@ -297,15 +325,15 @@ def do_verify_totp(user: User, device: TOTPDevice, code: str) -> bool:
 
 
 @transaction.atomic
-def do_remove_totp(user: User, *, by: User | None = None) -> int:
-    """Remove every device of ``user``; ``by`` is the admin doing it for someone else (the
-    event names them as actor explicitly)."""
+def do_remove_totp(actor: Actor, user: User) -> int:
+    """Remove every device of ``user``: the user themselves (after do_remove_own_totp's
+    proof) or an admin doing it for someone else."""
     removed: int = TOTPDevice.objects.filter(user=user).delete()[0]
     record_event(
         "mfa.removed",
         target=f"user:{user.username}",
-        details={"devices": removed, "by": (by or user).username},
-        actor=by.username if by is not None else None,
+        details={"devices": removed, "by": actor_name(actor)},
+        actor=actor,
     )
     return removed
 
@@ -346,7 +374,7 @@ def do_remove_own_totp(
             raise ActionRefused(REMOVE_PROOF_NEEDED)
         what = "password" if proof == "password" else "code"
         raise ActionRefused(f"That {what} is not right; two-factor sign-in stays on.")
-    return do_remove_totp(user)
+    return do_remove_totp(user, user)
 
 
 def mfa_required(user: User) -> bool:
@@ -362,7 +390,7 @@ def confirmed_device(user: User) -> TOTPDevice | None:
 
 
 @transaction.atomic
-def do_update_site_settings(**changes: Any) -> dict[str, tuple[Any, Any]]:
+def do_update_site_settings(actor: Actor, **changes: Any) -> dict[str, tuple[Any, Any]]:
     site = SiteSettings.objects.select_for_update().get_or_create(pk=1)[0]
     changed: dict[str, tuple[Any, Any]] = {}
     for field, value in changes.items():
@@ -376,5 +404,6 @@ def do_update_site_settings(**changes: Any) -> dict[str, tuple[Any, Any]]:
             "settings.changed",
             target="site",
             details={k: {"before": old, "after": new} for k, (old, new) in changed.items()},
+            actor=actor,
         )
     return changed

@@ -78,6 +78,7 @@ def user_create(request: HttpRequest) -> HttpResponse:
         return _page(request, status=400, create_form=form)
     try:
         user, password = actions.do_create_user(
+            _admin(request),
             form.cleaned_data["username"],
             form.cleaned_data["roles"],
             email=form.cleaned_data["email"],
@@ -93,7 +94,7 @@ def site_update(request: HttpRequest) -> HttpResponse:
     form = SiteSettingsForm(request.POST)
     if not form.is_valid():
         return _page(request, status=400, site_form=form)
-    changed = actions.do_update_site_settings(**form.cleaned_data)
+    changed = actions.do_update_site_settings(_admin(request), **form.cleaned_data)
     return _page(request, saved=bool(changed))
 
 
@@ -104,7 +105,7 @@ def lockout_unlock(request: HttpRequest) -> HttpResponse:
     username = request.POST.get("username", "")
     ip_address = request.POST.get("ip_address", "")
     try:
-        cleared = actions.do_unlock_sign_in(scope, username, ip_address, by=_admin(request))
+        cleared = actions.do_unlock_sign_in(_admin(request), scope, username, ip_address)
     except actions.ActionRefused as exc:
         return _page(request, status=400, lockout_error=str(exc))
     who = ip_address if scope == lockout.ADDRESS else username or "(no username)"
@@ -126,23 +127,23 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
             if step == "roles":
                 form = RolesForm(request.POST)
                 if form.is_valid():
-                    actions.do_set_roles(target, form.cleaned_data["roles"], by=admin)
+                    actions.do_set_roles(admin, target, form.cleaned_data["roles"])
                     message = "Roles saved."
             elif step in ("deactivate", "activate"):
-                actions.do_set_active(target, step == "activate", by=admin)
+                actions.do_set_active(admin, target, step == "activate")
                 message = (
                     "Account activated."
                     if step == "activate"
                     else ("Account deactivated; its sessions ended.")
                 )
             elif step == "reset-password":
-                secret = actions.do_reset_password(target)
+                secret = actions.do_reset_password(admin, target)
                 message = "Password reset; every session of this user ended."
             elif step == "end-sessions":
-                ended = actions.do_end_sessions(target)
+                ended = actions.do_end_sessions(admin, target)
                 message = f"{ended} session(s) ended."
             elif step == "remove-mfa":
-                actions.do_remove_totp(target, by=admin)
+                actions.do_remove_totp(admin, target)
                 message = "Second factor removed."
             else:
                 error = "unknown action"

@@ -214,6 +214,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         created = actions.do_create_api_token(
             user,
+            user,
             form.cleaned_data["name"],
             expires_days=form.cleaned_data["expires_days"],
             read_only=not form.cleaned_data["read_write"],
@@ -238,7 +239,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     # Owners revoke their own; admins anyone's. Others learn nothing (404).
     if token.user_id != user.pk and not user.has_perm(MANAGE_PORTAL):
         return render(request, "error.html", {"status": 404, "title": "Page not found"}, status=404)
-    actions.do_revoke_api_token(token)
+    actions.do_revoke_api_token(user, token)
     fallback = reverse("accounts:tokens")
     return HttpResponseRedirect(_next_url(request, fallback=fallback))
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
 
 @dataclass
@@ -19,6 +20,20 @@ class AuditContext:
     actor: str = ""
     events: int = 0
     write_failed: bool = False
+
+
+class Named(Protocol):
+    def get_username(self) -> str: ...
+
+
+# Who performs an action: a user, or a name for the rest ("cli:<os user>", "system").
+# Every ``do_*`` action takes it first, explicitly (zulip's acting_user), and names it as
+# the audit event's actor.
+Actor: TypeAlias = Named | str
+
+
+def actor_name(actor: Actor) -> str:
+    return actor if isinstance(actor, str) else actor.get_username()
 
 
 _current: ContextVar[AuditContext | None] = ContextVar("audit_context", default=None)

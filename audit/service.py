@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from audit.anchor import advance_anchor
 from audit.chain import PRUNE_ACTION, audit_key, compute_mac
-from audit.context import AuditContext, current, new_request_id
+from audit.context import Actor, AuditContext, actor_name, current, new_request_id
 from audit.models import AuditChain, AuditEvent, Outcome
 
 log_stream = logging.getLogger("elastickv_admin.audit")
@@ -88,16 +88,17 @@ def record_event(
     target: str = "",
     outcome: str = Outcome.SUCCESS,
     details: Mapping[str, Any] | None = None,
-    actor: str | None = None,
+    actor: Actor | None = None,
 ) -> AuditEvent:
     """Append one event to the chain; raise AuditWriteError if it cannot be written.
+    `actor`: who acted (a ``do_*`` action passes its own); else the request's or command's.
 
     Call it inside the transaction of the change it records (action functions use
     ``transaction.atomic``), so that a failed write undoes the change.
     """
     context = current() or AuditContext(request_id=new_request_id(), actor="system")
     event = AuditEvent(
-        actor=(actor if actor is not None else context.actor or "anonymous")[:150],
+        actor=(actor_name(actor) if actor is not None else context.actor or "anonymous")[:150],
         source_ip=context.source_ip,
         user_agent=context.user_agent[:300],
         request_id=context.request_id,
@@ -130,6 +131,14 @@ def record_event(
 arecord_event = database_sync_to_async(record_event, thread_sensitive=False)
 
 
+def do_note_export(actor: Actor, fmt: str, filters: Mapping[str, Any]) -> AuditEvent:
+    """Reading the whole log out is itself worth a line in it."""
+    with transaction.atomic():
+        return record_event(
+            "audit.exported", target=f"format:{fmt}", details={"filters": filters}, actor=actor
+        )
+
+
 @dataclass(frozen=True)
 class PruneResult:
     pruned: int
@@ -137,7 +146,7 @@ class PruneResult:
     event: AuditEvent | None
 
 
-def do_prune(before: datetime, *, dry_run: bool = False) -> PruneResult:
+def do_prune(actor: Actor, before: datetime, *, dry_run: bool = False) -> PruneResult:
     """Delete events older than ``before`` and record what was pruned as an event.
 
     The kept chain stays verifiable: the anchor (first kept seq and the MAC before it) is
@@ -171,5 +180,6 @@ def do_prune(before: datetime, *, dry_run: bool = False) -> PruneResult:
                 "kept_from_seq": kept_from,
                 "last_pruned_mac": last_pruned_mac,
             },
+            actor=actor,
         )
     return PruneResult(count, kept_from, event)

@@ -228,17 +228,17 @@ def ensure_demo_admin(data_dir: Path) -> str:
     password = generate_password()
     password_file.write_text(password + "\n", encoding="utf-8")
     password_file.chmod(0o600)
-    with command_context("elastickv-admin demo"):
+    with command_context("elastickv-admin demo") as context:
         if user is None:
             from django.db import transaction
 
             with transaction.atomic():
                 user = User.objects.create_superuser(DEMO_ADMIN, password=password)
-                do_record_superuser_created(user, via="demo")
+                do_record_superuser_created(context.actor, user, via="demo")
         else:
             from accounts.actions import do_reset_password
 
-            password = do_reset_password(user)
+            password = do_reset_password(context.actor, user)
             password_file.write_text(password + "\n", encoding="utf-8")
     return password
 

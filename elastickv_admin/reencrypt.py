@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.apps import apps
 from django.db import transaction
 
+from audit.context import Actor
 from audit.service import record_event
 from elastickv_admin import crypto
 
@@ -30,7 +31,7 @@ class Reencrypted:
         return sum(self.counts.values())
 
 
-def do_reencrypt_secrets() -> Reencrypted:
+def do_reencrypt_secrets(actor: Actor) -> Reencrypted:
     """Decrypt each stored secret with whichever configured key wrote it and encrypt it
     under ELASTICKV_ADMIN_SECRETS_KEY, all in one transaction (with its audit event). Raises
     crypto.InvalidToken, changing nothing, if some value none of the keys can read."""
@@ -44,5 +45,10 @@ def do_reencrypt_secrets() -> Reencrypted:
                 model.objects.filter(pk=pk).update(**{field: crypto.reencrypt(ciphertext)})
                 done += 1
             counts[f"{app_label}.{model_name}.{field}"] = done
-        record_event("secrets.reencrypted", target="secrets at rest", details={"values": counts})
+        record_event(
+            "secrets.reencrypted",
+            target="secrets at rest",
+            details={"values": counts},
+            actor=actor,
+        )
     return Reencrypted(counts)

@@ -350,7 +350,7 @@ def api_token_for() -> Callable[..., str]:
     from accounts.actions import do_create_api_token
 
     def make(user: Any, *, read_only: bool = True) -> str:
-        return do_create_api_token(user, "test", read_only=read_only).plaintext
+        return do_create_api_token(user, user, "test", read_only=read_only).plaintext
 
     return make
 

@@ -100,7 +100,8 @@ def test_reencrypt_changes_nothing_when_a_secret_cannot_be_read(secrets_under_ol
 def test_every_encrypted_value_in_the_database_is_in_a_field_reencrypt_knows(
     secrets_under_old_key, make_user
 ):
-    do_create_api_token(make_user("bob", "viewer"), "ci")
+    bob = make_user("bob", "viewer")
+    do_create_api_token(bob, bob, "ci")
     holding: set[tuple[str, str, str]] = set()
     for model in apps.get_models():
         for field in model._meta.concrete_fields:

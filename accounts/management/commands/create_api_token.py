@@ -29,9 +29,10 @@ class Command(BaseCommand):
             raise CommandError(f"no user named {options['username']!r}")
         if not user.is_active:
             raise CommandError(f"user {user.username!r} is deactivated")
-        with command_context("create_api_token"):
+        with command_context("create_api_token") as context:
             try:
                 created = do_create_api_token(
+                    context.actor,
                     user,
                     options["name"],
                     expires_days=options["expires_days"],

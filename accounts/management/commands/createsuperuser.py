@@ -17,8 +17,8 @@ from audit.context import command_context
 class Command(createsuperuser.Command):
     def handle(self, *args: Any, **options: Any) -> None:
         database = options.get("database") or "default"
-        with command_context("createsuperuser"), transaction.atomic(using=database):
+        with command_context("createsuperuser") as context, transaction.atomic(using=database):
             before = User.objects.using(database).aggregate(m=Max("pk"))["m"] or 0
             super().handle(*args, **options)
             for user in User.objects.using(database).filter(pk__gt=before, is_superuser=True):
-                do_record_superuser_created(user, via="createsuperuser")
+                do_record_superuser_created(context.actor, user, via="createsuperuser")

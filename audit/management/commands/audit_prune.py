@@ -33,8 +33,8 @@ class Command(BaseCommand):
             self.stdout.write("audit retention is 0 (keep everything): nothing pruned")
             return
         before = timezone.now() - timedelta(days=days)
-        with command_context("audit_prune"):
-            result = do_prune(before, dry_run=options["dry_run"])
+        with command_context("audit_prune") as context:
+            result = do_prune(context.actor, before, dry_run=options["dry_run"])
         verb = "would prune" if options["dry_run"] else "pruned"
         self.stdout.write(
             f"{verb} {result.pruned} events older than {before:%Y-%m-%d %H:%M} UTC "

@@ -21,9 +21,9 @@ class Command(BaseCommand):
     help = "Re-encrypt the TOTP seeds and node tokens under ELASTICKV_ADMIN_SECRETS_KEY."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with command_context("reencrypt_secrets"):
+        with command_context("reencrypt_secrets") as context:
             try:
-                result = do_reencrypt_secrets()
+                result = do_reencrypt_secrets(context.actor)
             except crypto.InvalidToken:
                 raise CommandError(
                     "a stored secret cannot be decrypted with ELASTICKV_ADMIN_SECRETS_KEY or "

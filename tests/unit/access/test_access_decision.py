@@ -72,7 +72,7 @@ def test_each_role_gets_the_verdict_the_rule_table_states(personas, target, expe
 
 @pytest.mark.django_db
 def test_an_admin_owing_a_second_factor_opens_only_the_exempt_pages(personas):
-    do_update_site_settings(require_mfa_for_admins=True)
+    do_update_site_settings("system", require_mfa_for_admins=True)
     admin = personas["admin"]
     assert decide(admin, PAGE("settings"), second_factor_owed=True).verdict is M
     assert decide(admin, PAGE("accounts:mfa"), second_factor_owed=True).verdict is A

@@ -71,7 +71,8 @@ def test_token_page_shows_a_new_token_once_and_stores_only_its_keyed_hash(make_u
 
 
 def test_the_hash_is_keyed_by_a_secret_outside_the_database(make_user):
-    created = do_create_api_token(make_user("alice", "viewer"), "x")
+    alice = make_user("alice", "viewer")
+    created = do_create_api_token(alice, alice, "x")
     secret = created.plaintext.split("_", 2)[2]
     with override_settings(TOKEN_HASH_KEY="another-key-entirely-0123456789"):
         assert hash_secret(secret) != created.token.secret_hash
@@ -124,10 +125,10 @@ def test_read_only_tokens_may_only_read(make_user, api_token_for):
 
 def test_revoked_and_expired_tokens_are_refused(make_user):
     user = make_user("v", "viewer")
-    revoked = do_create_api_token(user, "old")
-    do_revoke_api_token(revoked.token)
+    revoked = do_create_api_token(user, user, "old")
+    do_revoke_api_token(user, revoked.token)
     assert bearer(revoked.plaintext).get(API).json()["message"] == "API token revoked"
-    expired = do_create_api_token(user, "short", expires_days=1)
+    expired = do_create_api_token(user, user, "short", expires_days=1)
     ApiToken.objects.filter(pk=expired.token.pk).update(expires=timezone.now() - timedelta(1))
     assert bearer(expired.plaintext).get(API).json()["message"] == "API token expired"
     assert AuditEvent.objects.filter(action="api_token.revoked").count() == 1

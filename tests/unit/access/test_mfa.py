@@ -122,7 +122,7 @@ def test_totp_seeds_are_encrypted_at_rest(make_user):
 
 
 def test_required_mfa_makes_an_admin_enrol_before_signing_in(make_user):
-    do_update_site_settings(require_mfa_for_admins=True)
+    do_update_site_settings("system", require_mfa_for_admins=True)
     make_user("boss", "admin")
     client = Client()
     assert password_step(client, "boss")["Location"] == "/login/mfa/"
@@ -136,7 +136,7 @@ def test_required_mfa_makes_an_admin_enrol_before_signing_in(make_user):
 
 
 def test_required_mfa_does_not_concern_viewers(make_user):
-    do_update_site_settings(require_mfa_for_admins=True)
+    do_update_site_settings("system", require_mfa_for_admins=True)
     make_user("alice", "viewer")
     assert password_step(Client(), "alice")["Location"] == "/nodes/"
 
@@ -147,7 +147,7 @@ def test_a_signed_in_admin_without_a_second_factor_is_sent_to_enrol_when_it_beco
     client = Client()
     client.force_login(make_user("boss", "admin"))
     assert client.get("/settings/").status_code == 200
-    do_update_site_settings(require_mfa_for_admins=True)
+    do_update_site_settings("system", require_mfa_for_admins=True)
     assert client.get("/settings/")["Location"] == "/account/mfa/"
     page = client.get("/account/mfa/")
     assert b"requires admins to use a second factor" in page.content

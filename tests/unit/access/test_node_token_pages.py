@@ -88,7 +88,7 @@ def test_only_admins_may_open_or_act_on_the_node_token(persona, make_user, token
 
 
 def test_admins_must_pass_their_second_factor_when_the_site_requires_it(make_user, token_config):
-    do_update_site_settings(require_mfa_for_admins=True)
+    do_update_site_settings("system", require_mfa_for_admins=True)
     client = Client()
     client.force_login(make_user("mfa-admin", "admin"))
     assert client.get(PAGE)["Location"] == "/account/mfa/"

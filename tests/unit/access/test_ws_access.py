@@ -99,7 +99,7 @@ async def test_a_foreign_origin_is_refused_even_with_a_valid_session(make_user):
 @override_settings(WS_RECHECK_INTERVAL_S=0.1)
 async def test_force_logout_closes_the_socket_within_the_recheck_interval(make_user):
     user, communicator = await viewer_socket(make_user)
-    await sync_to_async(do_end_sessions)(user)
+    await sync_to_async(do_end_sessions)("system", user)
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4401}
 
@@ -111,7 +111,7 @@ async def test_a_socket_closed_by_the_recheck_releases_its_subscription(make_use
     await communicator.send_json_to({"type": "subscribe", "series": "writes"})
     assert (await communicator.receive_json_from())["type"] == "subscribed"
     assert stream_group_members("writes") == 1
-    await sync_to_async(do_end_sessions)(user)
+    await sync_to_async(do_end_sessions)("system", user)
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
     await communicator.wait(timeout=5)
     assert viewers_gauge() == before
@@ -121,7 +121,7 @@ async def test_a_socket_closed_by_the_recheck_releases_its_subscription(make_use
 @override_settings(WS_RECHECK_INTERVAL_S=0.1)
 async def test_removing_the_role_closes_the_socket(make_user):
     user, communicator = await viewer_socket(make_user)
-    await sync_to_async(do_set_roles)(user, ["auditor"])
+    await sync_to_async(do_set_roles)("system", user, ["auditor"])
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4403}
 
@@ -134,7 +134,7 @@ async def test_revoking_the_token_closes_its_socket(viewer_token):
     assert connected
     await communicator.receive_json_from()
     token = await ApiToken.objects.select_related("user").aget()
-    await sync_to_async(do_revoke_api_token)(token)
+    await sync_to_async(do_revoke_api_token)("system", token)
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 4401}
 

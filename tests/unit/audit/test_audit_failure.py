@@ -36,7 +36,7 @@ def audit_refuses_writes():
 def test_an_action_function_rolls_back_when_its_event_cannot_be_written(make_user):
     user = make_user("carol", "viewer")
     with pytest.raises(AuditWriteError, match=r"user\.roles_changed was not performed"):
-        do_set_roles(user, ["admin"])
+        do_set_roles("system", user, ["admin"])
     user.refresh_from_db()
     assert roles_of(user) == ["viewer"]
 
