@@ -21,7 +21,7 @@ from django_otp.util import random_hex
 from accounts import lockout
 from accounts.models import ApiToken, SiteSettings, TOTPDevice, UserSession, get_site_settings
 from accounts.roles import MANAGE_PORTAL, ROLE_NAMES
-from accounts.tokens import NewToken, due_for_last_used, hash_secret, mint
+from accounts.tokens import NewToken, due_for_last_used, hash_secret, mint, token_keys
 from audit.context import Actor, actor_name, set_actor
 from audit.failures import record_failure
 from audit.models import Outcome
@@ -229,7 +229,8 @@ def do_create_api_token(
         user=user,
         name=name[:100],
         public_id=public_id,
-        secret_hash=hash_secret(secret),
+        secret_hash=hash_secret(secret, token_keys().primary),
+        hash_key_id=token_keys().current_id,
         read_only=read_only,
         expires=timezone.now() + timedelta(days=expires_days) if expires_days else None,
     )

@@ -57,6 +57,9 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100)
     public_id = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
+    # Which hash key made secret_hash (crypto.key_id), so the key can rotate; "" for tokens
+    # from before key ids (checked against every configured key).
+    hash_key_id = models.CharField(max_length=16, blank=True, default="")
     read_only = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField(null=True, blank=True)

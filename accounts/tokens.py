@@ -1,8 +1,9 @@
 """Personal API tokens (netbox's scheme): ``ekv_<public id>_<secret>``.
 
 The public id finds the row; the secret is checked against its HMAC-SHA256 (keyed by
-ELASTICKV_ADMIN_TOKEN_HASH_KEY, which is not in the database) in constant time. The token
-itself is shown once and never stored.
+ELASTICKV_ADMIN_TOKEN_HASH_KEY, which is not in the database) in constant time. The row
+names the hash key by id, so the key can rotate: keys in ELASTICKV_ADMIN_TOKEN_HASH_OLD_KEYS
+still verify the tokens they hashed. The token itself is shown once and never stored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import ApiToken
+from elastickv_admin.crypto import Keyring, keyring
 
 PREFIX = "ekv"
 _TOKEN = re.compile(r"^ekv_([a-z0-9]{12})_([A-Za-z0-9_-]{32,128})$")
@@ -30,9 +32,27 @@ class NewToken:
     plaintext: str
 
 
-def hash_secret(secret: str) -> str:
-    key: str = settings.TOKEN_HASH_KEY
+def token_keys() -> Keyring:
+    return keyring("TOKEN_HASH_KEY", "TOKEN_HASH_OLD_KEYS")
+
+
+def hash_secret(secret: str, key: str | None = None) -> str:
+    """The stored form of a token's secret, under `key` (default: the current hash key)."""
+    key = key if key is not None else str(settings.TOKEN_HASH_KEY)
     return hmac.new(key.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def secret_matches(secret: str, token: ApiToken | None) -> bool:
+    """Whether `secret` is `token`'s, under the key the row names (constant time; one hash
+    even when there is no token, so timing does not tell ids apart)."""
+    keys = token_keys()
+    if token is None:
+        hash_secret(secret, keys.primary)
+        return False
+    ok = False
+    for key in keys.candidates(token.hash_key_id):
+        ok |= hmac.compare_digest(hash_secret(secret, key), token.secret_hash)
+    return ok
 
 
 def mint() -> tuple[str, str, str]:
@@ -53,9 +73,8 @@ def authenticate_token(raw: str) -> ApiToken:
         raise TokenRejected("malformed API token (expected ekv_<id>_<secret>)")
     public_id, secret = match.groups()
     token = ApiToken.objects.select_related("user").filter(public_id=public_id).first()
-    # Hash even when the id is unknown, so timing does not tell ids apart.
-    candidate = hash_secret(secret)
-    if token is None or not hmac.compare_digest(candidate, token.secret_hash):
+    matched = secret_matches(secret, token)
+    if token is None or not matched:
         raise TokenRejected("invalid API token")
     if token.revoked is not None:
         raise TokenRejected("API token revoked")

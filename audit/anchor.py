@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.chain import audit_key, compute_mac
+from audit.chain import Keys, audit_keys, mac_matches
+from elastickv_admin.crypto import Keyring
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ SIGNATURE_CONTEXT = "elastickv-admin audit anchor"
 RECORD_SIZE = 256
 MAX_READ = 4096
 # The fields of a log line that are not part of the event's canonical form.
-LOG_EXTRA_FIELDS = ("event", "prev_mac", "mac")
+LOG_EXTRA_FIELDS = ("event", "prev_mac", "mac", "key_id")
 
 
 class AnchorError(Exception):
@@ -64,16 +65,18 @@ def _signature(key: str, seq: int, mac: str) -> str:
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def _parse(raw: bytes, path: Path, key: str) -> Anchor | None:
+def _parse(raw: bytes, path: Path, keys: Keyring) -> Anchor | None:
     text = raw.decode("utf-8", "replace").strip()
     if not text:
         return None  # created, never written
     try:
         data = json.loads(text)
         seq, mac, sig = int(data["seq"]), str(data["mac"]), str(data["sig"])
-    except (ValueError, KeyError, TypeError) as exc:
+        kid = str(data.get("kid", ""))  # none in anchors from before key ids
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AnchorError(f"the anchor at {path} is not a valid anchor file") from exc
-    if not hmac.compare_digest(sig, _signature(key, seq, mac)):
+    signed = [k for k in keys.candidates(kid) if hmac.compare_digest(sig, _signature(k, seq, mac))]
+    if not signed:
         raise AnchorError(
             f"the anchor at {path} is not signed with this audit key (edited, or from another "
             "deployment)"
@@ -81,7 +84,7 @@ def _parse(raw: bytes, path: Path, key: str) -> Anchor | None:
     return Anchor(seq, mac, f"the anchor at {path}")
 
 
-def read_anchor(path: Path, key: str | None = None) -> Anchor | None:
+def read_anchor(path: Path, key: Keys = None) -> Anchor | None:
     """The anchor in ``path``; None when there is none; AnchorError when it is not a
     well-formed anchor signed with the audit key."""
     try:
@@ -95,7 +98,7 @@ def read_anchor(path: Path, key: str | None = None) -> Anchor | None:
         raw = os.pread(fd, MAX_READ, 0)
     finally:
         os.close(fd)
-    return _parse(raw, path, key or audit_key())
+    return _parse(raw, path, audit_keys(key))
 
 
 def _follows(current: Anchor, seq: int, prev_mac: str) -> bool:
@@ -115,7 +118,7 @@ def _follows(current: Anchor, seq: int, prev_mac: str) -> bool:
 
 
 def advance_anchor(
-    seq: int, mac: str, prev_mac: str, path: Path | None = None, key: str | None = None
+    seq: int, mac: str, prev_mac: str, path: Path | None = None, key: Keys = None
 ) -> None:
     """Move the anchor to (seq, mac): only forward, and only along the chain it records, so
     a tail cut and refilled by new events stays visible. Called after the event's
@@ -126,14 +129,14 @@ def advance_anchor(
     file + fsync + rename cost more than the database write itself: README, Production). A
     crash can leave it behind the table (less to check), not ahead of a durable event."""
     path = path or anchor_path()
-    key = key or audit_key()
+    keys = audit_keys(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                current = _parse(os.pread(fd, MAX_READ, 0), path, key)
+                current = _parse(os.pread(fd, MAX_READ, 0), path, keys)
             except AnchorError as exc:
                 # Left as found: it is evidence for audit_verify, not ours to overwrite.
                 logger.error("audit anchor not advanced to #%d: %s", seq, exc)
@@ -149,7 +152,8 @@ def advance_anchor(
                     current.seq,
                 )
                 return
-            body = json.dumps({"seq": seq, "mac": mac, "sig": _signature(key, seq, mac)})
+            sig = _signature(keys.primary, seq, mac)
+            body = json.dumps({"seq": seq, "mac": mac, "sig": sig, "kid": keys.current_id})
             os.pwrite(fd, body.encode().ljust(RECORD_SIZE - 1) + b"\n", 0)
         finally:
             os.close(fd)  # releases the lock
@@ -178,10 +182,11 @@ def _parse_log_line(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("event") == "audit" else None
 
 
-def read_log(path: Path, key: str | None = None) -> list[LogRecord]:
+def read_log(path: Path, key: Keys = None) -> list[LogRecord]:
     """The audit events of a log stream copy (JSON lines), each checked against its own
-    MAC so a forged line cannot raise a false alarm. AnchorError names a bad line."""
-    key = key or audit_key()
+    MAC (under the key its key_id names) so a forged line cannot raise a false alarm.
+    AnchorError names a bad line."""
+    keys = audit_keys(key)
     records: list[LogRecord] = []
     try:
         handle = path.open(encoding="utf-8", errors="replace")
@@ -195,11 +200,12 @@ def read_log(path: Path, key: str | None = None) -> list[LogRecord]:
             fields = {k: v for k, v in data.items() if k not in LOG_EXTRA_FIELDS}
             try:
                 seq, mac, prev = int(data["seq"]), str(data["mac"]), str(data["prev_mac"])
+                kid = str(data.get("key_id", ""))  # none in lines from before key ids
             except (KeyError, ValueError, TypeError) as exc:
                 raise AnchorError(
                     f"{path} line {number}: an audit line without seq, prev_mac and mac"
                 ) from exc
-            if not hmac.compare_digest(compute_mac(key, prev, fields), mac):
+            if not mac_matches(keys, kid, prev, fields, mac):
                 raise AnchorError(
                     f"{path} line {number}: event #{seq} does not carry its own MAC (not "
                     "written by this portal, or edited)"

@@ -5,6 +5,10 @@ canonical(event) is sorted-key compact JSON of the event's fields including its 
 An edit changes that event's MAC; a deletion or reorder breaks the next event's
 prev_mac or the seq sequence; a deleted tail no longer meets the chain head, unless the head
 row was rewritten too: that is what the anchor outside the database is for (audit/anchor.py).
+
+The key rotates (README "Rotating the keys"): each event names the key that MAC'd it by id
+(``key_id``), and keys in ELASTICKV_ADMIN_AUDIT_OLD_KEYS still verify the events they MAC'd,
+so one chain may span several keys.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.models import AuditChain, AuditEvent
+from elastickv_admin.crypto import Keyring, keyring
+
+# A key for verification: one key (a test's, a tool's), the configured keyring, or None for
+# the configured keyring.
+Keys = str | Keyring | None
 
 VERIFY_CHUNK = 5000
 PRUNE_ACTION = "audit.pruned"
@@ -31,11 +40,25 @@ def compute_mac(key: str, prev_mac: str, fields: dict[str, Any]) -> str:
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def audit_key() -> str:
-    from django.conf import settings
+def audit_keys(keys: Keys = None) -> Keyring:
+    if isinstance(keys, Keyring):
+        return keys
+    if isinstance(keys, str):
+        return Keyring(keys)
+    return keyring("AUDIT_KEY", "AUDIT_OLD_KEYS")
 
-    key: str = settings.AUDIT_KEY
-    return key
+
+def audit_key() -> str:
+    """The key that MACs new events (the primary)."""
+    return audit_keys().primary
+
+
+def mac_matches(keys: Keyring, kid: str, prev_mac: str, fields: dict[str, Any], mac: str) -> bool:
+    """Whether `mac` is the MAC of (prev_mac, fields) under the key `kid` names (every
+    configured key for an event from before key ids)."""
+    return any(
+        hmac.compare_digest(compute_mac(key, prev_mac, fields), mac) for key in keys.candidates(kid)
+    )
 
 
 @dataclass(frozen=True)
@@ -78,25 +101,26 @@ def _events_from(start_seq: int) -> Iterator[AuditEvent]:
         last = chunk[-1].seq
 
 
-def verify_event(event: AuditEvent, key: str | None = None) -> bool:
-    expected = compute_mac(key or audit_key(), event.prev_mac, event.canonical_fields())
-    return hmac.compare_digest(expected, event.mac)
+def verify_event(event: AuditEvent, key: Keys = None) -> bool:
+    return mac_matches(
+        audit_keys(key), event.key_id, event.prev_mac, event.canonical_fields(), event.mac
+    )
 
 
-def verify_chain(key: str | None = None) -> VerifyResult:
-    key = key or audit_key()
+def verify_chain(key: Keys = None) -> VerifyResult:
+    keys = audit_keys(key)
     chain = AuditChain.objects.filter(pk=1).first()
     if chain is None:
         return VerifyResult(
             False, 0, None, "the chain head row (audit_auditchain id 1) is missing: deleted"
         )
     try:
-        return _verify_events(chain, key)
+        return _verify_events(chain, keys)
     except UnreadableEvent as exc:
         return VerifyResult(False, 0, exc.seq, str(exc))
 
 
-def _verify_events(chain: AuditChain, key: str) -> VerifyResult:
+def _verify_events(chain: AuditChain, key: Keyring) -> VerifyResult:
     expected_seq, expected_prev = chain.anchor_seq, chain.anchor_mac
     first = AuditEvent.objects.order_by("seq").values_list("seq", flat=True).first()
     if first is not None and first < chain.anchor_seq:
@@ -137,7 +161,7 @@ def _verify_events(chain: AuditChain, key: str) -> VerifyResult:
     return VerifyResult(True, verified)
 
 
-def _check_event(event: AuditEvent, expected_seq: int, expected_prev: str, key: str) -> str:
+def _check_event(event: AuditEvent, expected_seq: int, expected_prev: str, key: Keyring) -> str:
     """Why this event breaks the chain, or ''."""
     if event.seq != expected_seq:
         return f"expected event #{expected_seq} here (missing or reordered events)"

@@ -44,6 +44,10 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     prev_mac = models.CharField(max_length=64)
     mac = models.CharField(max_length=64)
+    # Which audit key made mac (crypto.key_id), so the key can rotate; "" for events from
+    # before key ids (checked against every configured key). Not part of the chain: a
+    # changed id only points verification at a key that does not match.
+    key_id = models.CharField(max_length=16, blank=True, default="")
     # Stored, so PostgreSQL can keep a trigram index on it (migration 0003): a rare word is
     # found without reading the table. Not part of the chain (canonical_fields).
     search = models.GeneratedField(

@@ -21,7 +21,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from audit.anchor import advance_anchor
-from audit.chain import PRUNE_ACTION, audit_key, compute_mac
+from audit.chain import PRUNE_ACTION, audit_keys, compute_mac
 from audit.context import Actor, AuditContext, actor_name, current, new_request_id
 from audit.models import AuditChain, AuditEvent, Outcome
 
@@ -77,7 +77,7 @@ def _emit(event: AuditEvent) -> None:
     """Once committed: the event as one JSON line (with its seq and MACs, so a copy of the
     stream anchors the chain's tail) and the anchor file moved forward (audit/anchor.py)."""
     line = event.canonical_fields()
-    line.update(event="audit", prev_mac=event.prev_mac, mac=event.mac)
+    line.update(event="audit", prev_mac=event.prev_mac, mac=event.mac, key_id=event.key_id)
     log_stream.info(json.dumps(line, sort_keys=True, separators=(",", ":")))
     advance_anchor(event.seq, event.mac, event.prev_mac)
 
@@ -114,7 +114,9 @@ def record_event(
             event.time = timezone.now()
             event.seq = chain.head_seq + 1
             event.prev_mac = chain.head_mac
-            event.mac = compute_mac(audit_key(), event.prev_mac, event.canonical_fields())
+            keys = audit_keys()
+            event.mac = compute_mac(keys.primary, event.prev_mac, event.canonical_fields())
+            event.key_id = keys.current_id
             event.save(force_insert=True)
             AuditChain.objects.filter(pk=1).update(head_seq=event.seq, head_mac=event.mac)
     except DatabaseError as exc:

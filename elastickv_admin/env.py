@@ -87,6 +87,13 @@ def env_list(name: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
+def env_old_keys(name: str) -> list[str]:
+    """Previous keys still accepted while a rotation finishes: ``NAME`` or ``NAME_FILE``,
+    comma- or newline-separated (the ``*_OLD_KEYS`` variables)."""
+    raw = env_secret(name) or ""
+    return [key.strip() for key in raw.replace("\n", ",").split(",") if key.strip()]
+
+
 def env_secret(name: str) -> str | None:
     """``NAME`` or the contents of the file named by ``NAME_FILE`` (trimmed)."""
     path = os.environ.get(f"{name}_FILE", "").strip()

@@ -30,6 +30,7 @@ from elastickv_admin.env import (
     env_duration,
     env_int,
     env_list,
+    env_old_keys,
     env_parsed,
     env_secret,
     env_str,
@@ -78,6 +79,9 @@ AUDIT_FAILURE_WINDOW = env_duration("ELASTICKV_ADMIN_AUDIT_FAILURE_WINDOW", 60.0
 AUDIT_KEY = _required_secret(
     "ELASTICKV_ADMIN_AUDIT_KEY", "demo-audit-key", "the audit log's HMAC chain key"
 )
+# Previous audit keys: events (and the anchor) MAC'd under them still verify; each event
+# names its key by id (README "Rotating the keys").
+AUDIT_OLD_KEYS = env_old_keys("ELASTICKV_ADMIN_AUDIT_OLD_KEYS")
 # The chain's tail, outside the database: highest committed seq and its MAC, signed with
 # AUDIT_KEY (audit/anchor.py). Processes sharing a data directory share it.
 AUDIT_ANCHOR_FILE = Path(
@@ -86,6 +90,8 @@ AUDIT_ANCHOR_FILE = Path(
 TOKEN_HASH_KEY = _required_secret(
     "ELASTICKV_ADMIN_TOKEN_HASH_KEY", "demo-token-hash-key", "the API tokens' hash key"
 )
+# Previous token hash keys: tokens hashed under them keep working (each row names its key).
+TOKEN_HASH_OLD_KEYS = env_old_keys("ELASTICKV_ADMIN_TOKEN_HASH_OLD_KEYS")
 SECRETS_KEY = _required_secret(
     "ELASTICKV_ADMIN_SECRETS_KEY",
     "demo-secrets-key",
@@ -93,11 +99,7 @@ SECRETS_KEY = _required_secret(
 )
 # Previous secrets keys, still accepted for reading while `manage.py reencrypt_secrets`
 # moves every stored secret to SECRETS_KEY (comma- or newline-separated).
-SECRETS_OLD_KEYS = [
-    key.strip()
-    for key in (env_secret("ELASTICKV_ADMIN_SECRETS_OLD_KEYS") or "").replace("\n", ",").split(",")
-    if key.strip()
-]
+SECRETS_OLD_KEYS = env_old_keys("ELASTICKV_ADMIN_SECRETS_OLD_KEYS")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
