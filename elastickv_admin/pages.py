@@ -54,18 +54,5 @@ def render_page(
     return response
 
 
-async def arender_page(
-    request: HtmxHttpRequest,
-    template: str,
-    context: Mapping[str, Any],
-    *,
-    partial: str,
-    target: str | None = None,
-    status: int = 200,
-    cache: bool = False,
-) -> HttpResponse:
-    """render_page for async views (templates render in the sync thread)."""
-    response: HttpResponse = await sync_to_async(render_page)(
-        request, template, context, partial=partial, target=target, status=status, cache=cache
-    )
-    return response
+# render_page for async views: templates render in the sync thread.
+arender_page = sync_to_async(render_page)
