@@ -36,11 +36,8 @@ def _fernet(secret: str) -> Fernet:
 
 def _keys() -> tuple[str, ...]:
     """The primary key first, then the previous keys that may still be read."""
-    from django.conf import settings
-
-    primary: str = settings.SECRETS_KEY
-    old: list[str] = list(getattr(settings, "SECRETS_OLD_KEYS", ()))
-    return (primary, *(k for k in old if k != primary))
+    ring = keyring("SECRETS_KEY", "SECRETS_OLD_KEYS")
+    return (ring.primary, *ring.old)
 
 
 def _multi() -> MultiFernet:
