@@ -1,5 +1,5 @@
-"""Template context shared by every page: the navigation (only what the user may open) and
-the user menu."""
+"""Template context shared by every page: the navigation (only what the user may open),
+the user menu and the chosen theme."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ from django.urls import NoReverseMatch, reverse
 
 from accounts.policy import AUTHENTICATED, PUBLIC, access_for
 from accounts.roles import ROLES
+
+
+# The sidebar's theme toggle (static/js/theme.js) remembers the choice here; without it the
+# stylesheet follows the browser's prefers-color-scheme.
+THEME_COOKIE = "ekv_theme"
+THEMES = frozenset({"light", "dark"})
+
+
+def chosen_theme(request: HttpRequest) -> str:
+    """The theme the user chose: light, dark, or "" to follow the browser. The cookie is
+    the browser's to set: any other value is ignored, never written into the page."""
+    value = request.COOKIES.get(THEME_COOKIE, "")
+    return value if value in THEMES else ""
 
 
 class NavItem(NamedTuple):
@@ -60,4 +73,10 @@ def portal(request: HttpRequest) -> dict[str, object]:
         active = request.path == url or (url != "/" and request.path.startswith(url))
         items.append(NavItem(label, url, active))
     roles = [role for role, (perm, _) in ROLES.items() if perm in permissions]
-    return {"nav_items": items, "user_roles": roles, "signed_in": authenticated}
+    return {
+        "nav_items": items,
+        "user_roles": roles,
+        "signed_in": authenticated,
+        "theme": chosen_theme(request),
+        "theme_cookie": THEME_COOKIE,
+    }
