@@ -11,7 +11,6 @@ from django.urls import NoReverseMatch, reverse
 from accounts.policy import AUTHENTICATED, PUBLIC, access_for
 from accounts.roles import ROLES
 
-
 # The sidebar's theme toggle (static/js/theme.js) remembers the choice here; without it the
 # stylesheet follows the browser's prefers-color-scheme.
 THEME_COOKIE = "ekv_theme"
