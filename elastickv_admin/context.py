@@ -60,17 +60,23 @@ def portal(request: HttpRequest) -> dict[str, object]:
     permissions: frozenset[str] = getattr(request, "portal_permissions", frozenset())
     user = getattr(request, "user", None)
     authenticated = bool(user is not None and user.is_authenticated)
-    items = []
+    links = []
     for label, name in NAVIGATION:
         if not _may_open(name, permissions, authenticated):
             continue
         try:
-            url = reverse(name)
+            links.append((label, reverse(name)))
         except NoReverseMatch:
             continue
-        # A detail page (/nodes/n1/) lights up its section (/nodes/).
-        active = request.path == url or (url != "/" and request.path.startswith(url))
-        items.append(NavItem(label, url, active))
+    # A detail page (/nodes/n1/) lights up its section (/nodes/); only the longest match
+    # does (/keyviz/hot/ is Hot ranges, not also Key Visualizer at /keyviz/).
+    matching = [
+        url
+        for _, url in links
+        if request.path == url or (url != "/" and request.path.startswith(url))
+    ]
+    current = max(matching, key=len, default=None)
+    items = [NavItem(label, url, url == current) for label, url in links]
     roles = [role for role, (perm, _) in ROLES.items() if perm in permissions]
     return {
         "nav_items": items,
