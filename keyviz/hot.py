@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from elastickv_admin.errors import ParamError
 from keyviz import store
+from keyviz.keys import KeyPreview, key_preview
 from keyviz.matrix import MergedMatrix
 from keyviz.models import Bucket
 from keyviz.params import (
@@ -200,6 +201,7 @@ class HotRanges:
     tier: int
     total_rate_per_s: float
     entries: list[dict[str, Any]]
+    total_count: int = 0  # every row's count over the window
 
 
 def _b64url(key: bytes) -> str:
@@ -237,8 +239,8 @@ def compute(q: HotQuery, matrix: MergedMatrix, tier: int) -> HotRanges:
             sparkline_step_ms=spark_step,
         )
         entries.append(doc)
-    total_rate = float(totals.sum(dtype=np.float64)) / seconds
-    return HotRanges(q, matrix, tier, total_rate, entries)
+    total = int(totals.sum(dtype=np.uint64))
+    return HotRanges(q, matrix, tier, total / seconds, entries, total)
 
 
 def _group_ids(bucket_ids: Sequence[str]) -> dict[str, int]:
@@ -256,6 +258,63 @@ def read_hot(q: HotQuery) -> HotRanges:
     for e in hot.entries:
         e["raft_group_id"] = groups.get(e["bucket_id"], 0)
     return hot
+
+
+# -- the Key Visualizer without JavaScript ----------------------------------------------------
+
+NOSCRIPT_ROWS = 10
+NOSCRIPT_WINDOW = "60m"  # the heatmap's default window, 1 h
+
+
+@dataclass(frozen=True, slots=True)
+class HottestRow:
+    start: KeyPreview
+    end: KeyPreview
+    count: int
+    share_pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSummary:
+    """The hottest rows of a window and their totals; `error` says why there are none."""
+
+    series: str
+    from_ms: int
+    to_ms: int
+    total: int
+    rows: list[HottestRow]
+    error: str = ""
+
+
+def window_summary(params: Mapping[str, str], *, now_ms: int) -> WindowSummary:
+    """What the Key Visualizer shows without JavaScript: the heatmap's series over its
+    custom from/to (else the last hour), its hottest rows, from the store. A bad
+    parameter or an unreadable store is a message, never an exception."""
+    query = {"series": params.get("series") or "writes", "limit": str(NOSCRIPT_ROWS)}
+    if params.get("from") and params.get("to"):
+        query.update({"from": params["from"], "to": params["to"]})
+    else:
+        query["window"] = NOSCRIPT_WINDOW
+    try:
+        q = parse_hot_query(query, now_ms=now_ms)
+    except ParamError as exc:
+        return WindowSummary(query["series"][:20], 0, 0, 0, [], str(exc))
+    try:
+        hot = read_hot(q)
+    except (store.StoreError, DatabaseError) as exc:
+        error = f"the KeyViz history could not be read from the portal database: {exc}"
+        return WindowSummary(q.series_name, q.from_ms, q.to_ms, 0, [], error)
+    by_bucket = {row.bucket_id: row for row in hot.matrix.rows}
+    rows = [
+        HottestRow(
+            key_preview(by_bucket[e["bucket_id"]].start),
+            key_preview(by_bucket[e["bucket_id"]].end, is_end=True),
+            e["count"],
+            e["share"] * 100,
+        )
+        for e in hot.entries
+    ]
+    return WindowSummary(q.series_name, q.from_ms, q.to_ms, hot.total_count, rows)
 
 
 def leadership_balance(leaders: Mapping[int, str], members: Sequence[str]) -> dict[str, Any]:
@@ -368,6 +427,7 @@ __all__ = [
     "HotQuery",
     "HotRanges",
     "StoreUnavailable",
+    "WindowSummary",
     "fetch_hot_ranges",
     "hot_since",
     "leadership_balance",
@@ -377,6 +437,7 @@ __all__ = [
     "shares",
     "sparkline",
     "top_rows",
+    "window_summary",
     "window_totals",
 ]
 

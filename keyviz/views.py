@@ -55,6 +55,8 @@ def heatmap(request: HttpRequest) -> HttpResponse:
         "raft_url": reverse("cluster:raft"),
         # Conflict marks exist only when writes are deduplicated (DESIGN rule 4).
         "writes_dedupe": portal_config().writes_merge == "dedupe",
+        # Without JavaScript the page shows this instead (keyviz/_noscript.html).
+        "noscript": hot.window_summary(request.GET, now_ms=int(time.time() * 1000)),
     }
     return render(request, "keyviz/heatmap.html", context)
 

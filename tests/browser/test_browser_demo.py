@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser.screens import is_dark, is_light, rgb, shoot
 from tests.conftest import ROOT, _free_port
 
 pytestmark = pytest.mark.browser
@@ -156,6 +157,31 @@ def test_demo_heatmap_has_hundreds_of_rows_from_every_key_family(
     assert {re.sub(r"^route:\d+:|#\d+$", "", i) for i in ids} >= {"dynamo", "redis", "s3", "sqs"}
     assert page.get_by_test_id("demo-banner").is_visible()
     page.screenshot(path=str(artifacts_dir / "demo-keyviz.png"))
+
+
+def test_demo_pages_in_the_light_and_the_dark_theme(
+    demo: Demo, browser: Any, artifacts_dir: Path
+) -> None:
+    """The demo's Key Visualizer, overview, Hot ranges and Demo card in both themes (the
+    browser's preference), with the demo banner: demo-<page>-<theme>.png, from which the
+    README's docs/*.png are copied."""
+    for theme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme=theme)
+        page = context.new_page()
+        login(page, demo)
+        page.goto(demo.url + "/keyviz/")
+        until(page, "window.keyviz && window.keyviz.ready")
+        until(page, "window.keyviz.rowIds().length >= 100")
+        until(page, "document.getElementById('kv-live-status').dataset.state === 'live'")
+        shoot(page, artifacts_dir, f"demo-keyviz-{theme}", full_page=False)
+        for name, path in (("overview", "/"), ("hot-ranges", "/keyviz/hot/"), ("card", "/demo/")):
+            page.goto(demo.url + path)
+            page.wait_for_load_state("networkidle")
+            assert page.get_by_test_id("demo-banner").is_visible()
+            background = rgb(page, "body")
+            assert is_dark(background) if theme == "dark" else is_light(background), name
+            shoot(page, artifacts_dir, f"demo-{name}-{theme}", full_page=False)
+        context.close()
 
 
 def test_demo_seven_day_window_is_not_empty(demo: Demo, page: Any) -> None:
