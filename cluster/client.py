@@ -38,7 +38,7 @@ from google.protobuf.message import Message
 
 from cluster.tokens import NodeToken, NodeTokenStore
 from elastickv_admin import metrics
-from elastickv_admin.config import PortalConfig, portal_config
+from elastickv_admin.config import PortalConfig
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
 
 ADMIN_METHODS = (
@@ -137,7 +137,7 @@ def _certificate_name(pem: bytes) -> str | None:
 
 
 class NodeClient:
-    """Calls nodes. One instance serves the whole process (see ``node_client()``)."""
+    """Calls nodes. One instance serves the whole process (cluster/runtime.py)."""
 
     def __init__(self, config: PortalConfig, tokens: NodeTokenStore) -> None:
         self.config = config
@@ -538,34 +538,3 @@ def classify(exc: grpc.aio.AioRpcError, method: str, timeout: float, cap: int) -
     if code == grpc.StatusCode.INTERNAL and "deserializ" in lowered:
         return NodeError("MALFORMED", f"{method} response could not be decoded")
     return NodeError(code.name, f"{method} failed: {code.name} {details}".rstrip())
-
-
-_client: NodeClient | None = None
-_client_lock = threading.Lock()
-
-
-def token_store_from_config(config: PortalConfig) -> NodeTokenStore:
-    """No token with --adminInsecureNoAuth; otherwise the database's tokens, which
-    --nodeTokenFile seeds on first start (cluster/node_token.py)."""
-    if config.insecure_no_auth or not config.node_token_file:
-        return NodeTokenStore(None)
-    from cluster.node_token import DatabaseTokenStore
-
-    return DatabaseTokenStore(config.node_token_file)
-
-
-def node_client() -> NodeClient:
-    """The process-wide client, built from the settings on first use."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            config = portal_config()
-            _client = NodeClient(config, token_store_from_config(config))
-        return _client
-
-
-def reset_node_client() -> None:
-    """Forget the process-wide client (tests that change settings)."""
-    global _client
-    with _client_lock:
-        _client = None

@@ -10,16 +10,14 @@ seed has ever answered are the seeds themselves the nodes.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from cluster.client import NodeClient, NodeError, node_client
+from cluster.client import NodeClient, NodeError
 from cluster.fanout import Node
-from elastickv_admin.config import portal_config
+from cluster.flight import SingleFlight
 from proto import admin_pb2
 
 # Retry the seeds sooner when none answered: the cluster may just be starting.
@@ -81,9 +79,7 @@ class Discovery:
         self._cached: Membership | None = None
         # The last membership a seed gave (already capped at max_nodes).
         self._last_good: Membership | None = None
-        self._inflight: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Task[Membership]
-        ] = weakref.WeakKeyDictionary()
+        self._flight: SingleFlight[Membership] = SingleFlight()
 
     def invalidate(self) -> None:
         with self._lock:
@@ -92,15 +88,9 @@ class Discovery:
     async def membership(self) -> Membership:
         with self._lock:
             cached = self._cached
-            if cached and time.monotonic() < cached.expires_at:
-                return cached
-            loop = asyncio.get_running_loop()
-            task = self._inflight.get(loop)
-            if task is None or task.done():
-                task = loop.create_task(self._refresh())
-                self._inflight[loop] = task
-        # shield: a cancelled page load must not cancel the refresh others wait on.
-        return await asyncio.shield(task)
+        if cached and time.monotonic() < cached.expires_at:
+            return cached
+        return await self._flight.run("membership", self._refresh)
 
     def last(self) -> Membership | None:
         """The newest membership held, expired or not (a page that cannot wait for a
@@ -146,25 +136,3 @@ class Discovery:
         # on every refresh).
         self.client.retain({n.address for n in result.nodes} | set(self.seeds))
         return result
-
-
-_discovery: Discovery | None = None
-_discovery_lock = threading.Lock()
-
-
-def discovery() -> Discovery:
-    """The process-wide membership cache, built from the settings on first use."""
-    global _discovery
-    with _discovery_lock:
-        if _discovery is None:
-            config = portal_config()
-            _discovery = Discovery(
-                node_client(), config.seeds, config.refresh_interval_s, config.max_discovered_nodes
-            )
-        return _discovery
-
-
-def reset_discovery() -> None:
-    global _discovery
-    with _discovery_lock:
-        _discovery = None

@@ -18,7 +18,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils.cache import add_never_cache_headers
 
-from cluster.discovery import discovery
+from cluster.runtime import discovery
 
 CHECK_TIMEOUT_S = 2.0
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.discovery import discovery
 from cluster.fanout import Node
+from cluster.runtime import discovery
 from keyviz.align import PhaseLock
 from keyviz.assemble import LeaderBook, RowBook, column_from_event, columns_of
 from keyviz.budgets import MAX_ROWS

@@ -26,9 +26,9 @@ import numpy as np
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
-from cluster.client import NodeError, node_client
-from cluster.discovery import discovery
+from cluster.client import NodeError
 from cluster.fanout import Node, NodeStatus, call_node, fan_out
+from cluster.runtime import discovery, node_client
 from elastickv_admin import metrics
 from keyviz import store
 from keyviz.budgets import MAX_ROWS, fit_to_display
