@@ -29,7 +29,7 @@ class Membership:
     nodes: tuple[Node, ...]
     source: str  # the seed that answered, or "" when falling back to the seeds
     truncated: int = 0  # nodes left out by the cap
-    seed_errors: dict[str, str] = field(default_factory=dict)
+    seed_errors: dict[str, NodeError] = field(default_factory=dict)
     expires_at: float = 0.0
     # No seed answered now: these are the nodes a seed last named, at confirmed_at_ms.
     last_known: bool = False
@@ -102,13 +102,13 @@ class Discovery:
         return list((await self.membership()).nodes)
 
     async def _refresh(self) -> Membership:
-        errors: dict[str, str] = {}
+        errors: dict[str, NodeError] = {}
         result: Membership | None = None
         for seed in self.seeds:
             try:
                 response = await self.client.call(seed, "GetClusterOverview")
             except NodeError as exc:
-                errors[seed] = exc.message
+                errors[seed] = exc
                 continue
             nodes, truncated = members_from_overview(response, seed, self.max_nodes)
             expires = time.monotonic() + self.refresh_interval_s

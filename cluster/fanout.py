@@ -45,6 +45,10 @@ class NodeStatus:
     # When this node last answered (unix ms); for a slow node's data, when it was taken.
     last_seen_ms: int | None = None
     as_of_ms: int | None = None
+    # False: no answer came from the node (connection failed, deadline passed); None: not
+    # asked yet. ``detail``: the node's own words on a failure (untrusted, capped).
+    reachable: bool | None = None
+    detail: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +94,20 @@ class FanOut(NodeStatusSummary, Generic[T]):
         return [s.to_dict() for s in self.statuses]
 
 
+def failed_status(node: Node, exc: NodeError, latency_ms: float | None) -> NodeStatus:
+    """A failed call as a node status, keeping the error's structure."""
+    return NodeStatus(
+        node.label,
+        node.address,
+        False,
+        exc.message,
+        latency_ms,
+        exc.code,
+        reachable=exc.reachable,
+        detail=exc.detail or None,
+    )
+
+
 async def call_node(
     client: NodeClient,
     node: Node,
@@ -105,9 +123,7 @@ async def call_node(
         value: Any = validate(response) if validate else response
     except NodeError as exc:
         elapsed = (time.perf_counter() - started) * 1000
-        return None, NodeStatus(
-            node.label, node.address, False, exc.message, round(elapsed, 2), exc.code
-        )
+        return None, failed_status(node, exc, round(elapsed, 2))
     except MalformedResponse as exc:
         elapsed = (time.perf_counter() - started) * 1000
         status = NodeStatus(
@@ -117,10 +133,13 @@ async def call_node(
             f"malformed response: {exc}",
             round(elapsed, 2),
             "MALFORMED",
+            reachable=True,
         )
         return None, status
     elapsed = (time.perf_counter() - started) * 1000
-    return value, NodeStatus(node.label, node.address, True, None, round(elapsed, 2))
+    return value, NodeStatus(
+        node.label, node.address, True, None, round(elapsed, 2), reachable=True
+    )
 
 
 @overload

@@ -72,9 +72,8 @@ KEYVIZ_DEPENDENT = frozenset({"GetKeyVizMatrix", "StreamEvents"})
 
 
 def _unreachable(error: NodeError) -> bool:
-    # The client words a connection failure "unreachable: ..." and an UNAVAILABLE the node
-    # itself sent (its sampler is off) otherwise.
-    return error.code == "UNAVAILABLE" and error.message.startswith("unreachable")
+    # A connection failure, not an UNAVAILABLE the node itself sent (its sampler is off).
+    return error.code == "UNAVAILABLE" and not error.reachable
 
 
 def classify_probe(method: str, error: NodeError | None) -> RpcSupport:

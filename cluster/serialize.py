@@ -44,7 +44,7 @@ def envelope(health: ClusterHealth, data: Json) -> Json:
         "membership": {
             "source": membership.source or None,
             "truncated": membership.truncated,
-            "seed_errors": dict(membership.seed_errors),
+            "seed_errors": {a: e.message for a, e in membership.seed_errors.items()},
             "last_known": membership.last_known,
             "confirmed_at_ms": membership.confirmed_at_ms,
         },

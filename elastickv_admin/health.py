@@ -48,7 +48,7 @@ async def _nodes() -> dict[str, Any]:
         result["answered_by"] = membership.source
     else:
         result["error"] = "no seed answered GetClusterOverview"
-        result["seed_errors"] = membership.seed_errors
+        result["seed_errors"] = {a: e.message for a, e in membership.seed_errors.items()}
     return result
 
 

@@ -63,15 +63,7 @@ def node_state(
         if error.code != "UNAUTHENTICATED":
             return State.ERROR, error.message
     which = "both tokens" if rotating else "the current token"
-    return State.NEITHER, f"the node rejects {which} ({_auth_reason(current.message)})"
-
-
-def _auth_reason(message: str) -> str:
-    """The node's own words from a NodeError message (cluster/client.py classify)."""
-    prefix = "the node rejected the portal's token ("
-    if message.startswith(prefix) and message.endswith(")"):
-        return message[len(prefix) : -1]
-    return message
+    return State.NEITHER, f"the node rejects {which} ({current.detail or current.message})"
 
 
 async def _ask(client: NodeClient, address: str, token: str | None, label: str) -> Answer:

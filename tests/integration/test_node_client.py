@@ -147,6 +147,40 @@ async def test_keyviz_unavailable_reads_as_keyviz_disabled(devcluster):
     await client.close()
 
 
+async def test_a_failure_says_in_fields_whether_the_node_answered_and_in_its_own_words(
+    devcluster,
+):
+    """Code that decides reads NodeError's fields, never its wording: a dead address and a
+    deadline are unreachable; a node refusing (wrong token, sampler off) answered, and its
+    own words are the detail."""
+    devcluster.set_keyviz_enabled("n1", False)
+    devcluster.set_fault("n2", delay_s=3.0)
+    client = make_client(rpc_timeout_s=0.5)
+    wrong = make_client(token="not-the-token")
+    failures = {}
+    for name, call in {
+        "dead": client.call(DEAD, "GetRaftGroups"),
+        "slow": client.call(devcluster.node("n2").address, "GetRaftGroups"),
+        "keyviz off": client.call(
+            devcluster.node("n1").address, "GetKeyVizMatrix", admin_pb2.GetKeyVizMatrixRequest()
+        ),
+        "token": wrong.call(devcluster.node("n3").address, "GetRaftGroups"),
+    }.items():
+        with pytest.raises(NodeError) as err:
+            await call
+        failures[name] = (err.value.code, err.value.reachable)
+        if name == "token":
+            assert err.value.detail == "invalid admin token"
+    assert failures == {
+        "dead": ("UNAVAILABLE", False),
+        "slow": ("DEADLINE_EXCEEDED", False),
+        "keyviz off": ("UNAVAILABLE", True),
+        "token": ("UNAUTHENTICATED", True),
+    }
+    await client.close()
+    await wrong.close()
+
+
 async def test_distribution_is_called_without_a_token(devcluster):
     client = make_client(token=None)
     routes = await client.call(devcluster.node("n1").address, "ListRoutes")
