@@ -44,6 +44,7 @@ from cluster.fanout import (
     Node,
     NodeStatus,
     NodeStatusSummary,
+    PageBudget,
     call_node,
     fan_out,
 )
@@ -116,6 +117,12 @@ class ClusterHealth(NodeStatusSummary):
     @property
     def nodes(self) -> tuple[Node, ...]:
         return self.membership.nodes
+
+    def page_budget(self) -> PageBudget:
+        """The page's budget for a further fan-out: nodes the health check found slow, or
+        is still waiting for, are not asked (their call would hold the page)."""
+        skip = {s.address: s.state for s in self.statuses if s.state in ("slow", "waiting")}
+        return PageBudget(self.budget_s, {a: str(why) for a, why in skip.items()})
 
     def status_of(self, address: str) -> NodeStatus | None:
         for status in self.statuses:
@@ -916,28 +923,28 @@ def adapter_samples(
 
 
 async def adapters() -> AdaptersView:
-    """GetAdapterSummary on every node that passed the health check promptly, merged. A
-    slow node is not asked: its call would hold the page past its budget (the live refresh
-    asks again once it answers promptly)."""
+    """GetAdapterSummary on every node that passed the health check, merged, within the
+    page budget (a slow node is not asked: see ClusterHealth.page_budget)."""
     client = node_client()
     health = await cluster_health()
-    prompt = {s.address for s in health.statuses if s.state not in ("slow", "waiting")}
-    answering = [n for n in health.nodes if n.address in health.groups and n.address in prompt]
-    result = await fan_out(client, answering, "GetAdapterSummary", validate=adapter_summaries_of)
+    budget = health.page_budget()
+    asked = [n for n in health.nodes if n.address in health.groups or n.address in budget.skip]
+    result = await fan_out(
+        client, asked, "GetAdapterSummary", validate=adapter_summaries_of, budget=budget
+    )
     by_address = {s.address: s for s in result.statuses}
     sources = []
     for node, status in zip(health.nodes, health.statuses, strict=True):
-        asked = by_address.get(node.address)
-        if asked is None and status.state in ("slow", "waiting"):
-            why = f"{status.state}: not asked within the page's {health.budget_s:g} s budget"
-            sources.append(AdapterSource(node.label, node.address, "waiting", why))
-        elif asked is None:
+        answer = by_address.get(node.address)
+        if answer is None:
             sources.append(AdapterSource(node.label, node.address, "failed", status.error))
-        elif asked.ok:
+        elif answer.ok:
             sources.append(AdapterSource(node.label, node.address, "ok"))
-        elif asked.code == "UNIMPLEMENTED":
-            sources.append(AdapterSource(node.label, node.address, "unsupported", asked.error))
+        elif answer.code == WAITING:
+            sources.append(AdapterSource(node.label, node.address, "waiting", answer.error))
+        elif answer.code == "UNIMPLEMENTED":
+            sources.append(AdapterSource(node.label, node.address, "unsupported", answer.error))
         else:
-            sources.append(AdapterSource(node.label, node.address, "failed", asked.error))
-    rows = merge_adapter_summaries(adapter_samples(answering, result.results))
+            sources.append(AdapterSource(node.label, node.address, "failed", answer.error))
+    rows = merge_adapter_summaries(adapter_samples(asked, result.results))
     return AdaptersView(health, rows, sources)

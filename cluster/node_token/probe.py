@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from cluster.client import NodeClient, NodeError
-from cluster.fanout import Node
+from cluster.client import NodeError
+from cluster.fanout import Exactly, FanOut, Node, NodeStatus, fan_out
 from cluster.models import NodeTokenCheck, NodeTokenRecord
 from cluster.node_token.records import State, StoredTokens, load_tokens, locked_head
 from cluster.node_token.views_model import NodeCheckRow, ProbeReport
@@ -66,19 +67,16 @@ def node_state(
     return State.NEITHER, f"the node rejects {which} ({current.detail or current.message})"
 
 
-async def _ask(client: NodeClient, address: str, token: str | None, label: str) -> Answer:
-    """One probe call with exactly ``token`` (None: no authorization at all)."""
-    deadline = min(client.config.rpc_timeout_s, PROBE_DEADLINE_S)
-    try:
-        await client.call_with_token(
-            address,
-            PROBE_METHOD,
-            NodeToken(label, token) if token is not None else None,
-            deadline_s=deadline,
-        )
-    except NodeError as exc:
-        return exc
-    return None
+def _answer(status: NodeStatus | None) -> Answer:
+    """A probe's status as node_state reads it (None: the node accepted the token)."""
+    if status is None or status.ok:
+        return None
+    return NodeError(
+        status.code or "UNKNOWN",
+        status.error or "",
+        reachable=status.reachable is not False,
+        detail=status.detail or "",
+    )
 
 
 NOT_SENT_NEXT = (
@@ -87,24 +85,23 @@ NOT_SENT_NEXT = (
 )
 
 
-async def _probe_node(client: NodeClient, node: Node, tokens: StoredTokens) -> NodeCheckRow:
-    assert tokens.current is not None
+def _node_row(
+    node: Node,
+    tokens: StoredTokens,
+    current: NodeStatus,
+    tokenless: NodeStatus,
+    next_: NodeStatus | None,
+) -> NodeCheckRow:
+    """One node's verdict from its answers to the current token, no token and (when it
+    was sent) the next token."""
     rotating = tokens.next is not None
-    asks = [
-        _ask(client, node.address, tokens.current, "current"),
-        _ask(client, node.address, None, ""),  # accepted without a token: insecure node
-    ]
-    trusted = tokens.next is not None and node.address in tokens.next_to
-    if tokens.next is not None and trusted:
-        asks.append(_ask(client, node.address, tokens.next, "next"))
-    answers = await asyncio.gather(*asks)
     state, detail = node_state(
-        answers[0],
-        answers[2] if len(answers) > 2 else None,
-        rotating=len(answers) > 2,
-        tokenless=answers[1] is None,
+        _answer(current),
+        _answer(next_),
+        rotating=next_ is not None,
+        tokenless=tokenless.ok,
     )
-    if rotating and not trusted:
+    if rotating and next_ is None:
         detail = f"{detail}; {NOT_SENT_NEXT}" if detail else NOT_SENT_NEXT
     return NodeCheckRow(node.node_id, node.address, state, detail[:500], timezone.now(), rotating)
 
@@ -120,7 +117,23 @@ async def probe_nodes(nodes: Sequence[Node] | None = None) -> ProbeReport:
         return ProbeReport(tokens.version, False, (), timezone.now())
     client = node_client()
     known = list(nodes) if nodes is not None else await discovery().nodes()
-    rows = await asyncio.gather(*(_probe_node(client, n, tokens) for n in known))
+    # The next token goes only to the addresses the rotation recorded (and the seeds).
+    trusted = [n for n in known if tokens.next is not None and n.address in tokens.next_to]
+    deadline = min(client.config.rpc_timeout_s, PROBE_DEADLINE_S)
+
+    def ask(targets: Sequence[Node], token: NodeToken | None) -> Awaitable[FanOut[Any]]:
+        return fan_out(client, targets, PROBE_METHOD, exactly=Exactly(token), deadline_s=deadline)
+
+    current, tokenless, next_ = await asyncio.gather(
+        ask(known, NodeToken("current", tokens.current)),
+        ask(known, None),  # accepted without a token: an insecure node
+        ask(trusted, NodeToken("next", tokens.next) if tokens.next is not None else None),
+    )
+    sent_next = {s.address: s for s in next_.statuses}
+    rows = [
+        _node_row(node, tokens, cur, none, sent_next.get(node.address))
+        for node, cur, none in zip(known, current.statuses, tokenless.statuses, strict=True)
+    ]
     report = ProbeReport(tokens.version, tokens.next is not None, tuple(rows), timezone.now())
     await _in_thread(record_probe, thread_sensitive=False)(report)
     return report
