@@ -34,6 +34,10 @@ class Membership:
     # No seed answered now: these are the nodes a seed last named, at confirmed_at_ms.
     last_known: bool = False
     confirmed_at_ms: int | None = None  # when a seed last answered (unix ms)
+    # Raft group -> (leader node id, term) as the answering seed named them: discovery is
+    # the one caller of GetClusterOverview, so everyone else reads them here.
+    leaders: dict[int, tuple[str, int]] = field(default_factory=dict)
+    fetched_at: float = 0.0  # time.monotonic() of the refresh that made this
 
 
 def _reachable_address(advertised: str, dialed: str) -> str:
@@ -67,6 +71,12 @@ def members_from_overview(
     return nodes[:cap], max(0, len(nodes) - cap)
 
 
+def leaders_from_overview(
+    response: admin_pb2.GetClusterOverviewResponse,
+) -> dict[int, tuple[str, int]]:
+    return {g.raft_group_id: (g.leader_node_id, g.leader_term) for g in response.group_leaders}
+
+
 class Discovery:
     def __init__(
         self, client: NodeClient, seeds: Sequence[str], refresh_interval_s: float, max_nodes: int
@@ -85,10 +95,14 @@ class Discovery:
         with self._lock:
             self._cached = None
 
-    async def membership(self) -> Membership:
+    async def membership(self, *, max_age_s: float | None = None) -> Membership:
+        """The cached membership, refreshed when it expired or (``max_age_s``, for a caller
+        that needs fresher group leaders) is older than that."""
         with self._lock:
             cached = self._cached
-        if cached and time.monotonic() < cached.expires_at:
+        now = time.monotonic()
+        fresh_enough = max_age_s is None or (cached and now - cached.fetched_at < max_age_s)
+        if cached and now < cached.expires_at and fresh_enough:
             return cached
         return await self._flight.run("membership", self._refresh)
 
@@ -114,7 +128,14 @@ class Discovery:
             expires = time.monotonic() + self.refresh_interval_s
             now_ms = time.time_ns() // 1_000_000
             result = Membership(
-                tuple(nodes), seed, truncated, errors, expires, confirmed_at_ms=now_ms
+                tuple(nodes),
+                seed,
+                truncated,
+                errors,
+                expires,
+                confirmed_at_ms=now_ms,
+                leaders=leaders_from_overview(response),
+                fetched_at=time.monotonic(),
             )
             break
         with self._lock:
@@ -123,11 +144,16 @@ class Discovery:
             expires = time.monotonic() + min(self.refresh_interval_s, FALLBACK_TTL_S)
             if last_good is not None:
                 result = replace(
-                    last_good, source="", seed_errors=errors, expires_at=expires, last_known=True
+                    last_good,
+                    source="",
+                    seed_errors=errors,
+                    expires_at=expires,
+                    last_known=True,
+                    fetched_at=time.monotonic(),
                 )
             else:
                 fallback = tuple(Node("", seed) for seed in self.seeds[: self.max_nodes])
-                result = Membership(fallback, "", 0, errors, expires)
+                result = Membership(fallback, "", 0, errors, expires, fetched_at=time.monotonic())
         with self._lock:
             self._cached = result
             if result.source:

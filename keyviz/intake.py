@@ -7,11 +7,13 @@ node columns, each with its slot:
   per node (feeds.py); polled nodes asked when their flush is due (PollSchedule);
 - GetKeyVizMatrix for the four series of a node at once, from the column after
   the last one taken from it (`from_unix_ms`), through the one node client and
-  fan-out (service.fetch_node_matrices: deadlines, per-node status);
+  fan-out (service.fetch_node_matrices over cluster/fanout.py: deadlines, per-node
+  status, each answer decoded as it arrives);
 - each new node column through the node's phase lock (align.PhaseLock). The
   four series of one flush share its time, so the lock is asked once per new
   time and each series finds its slot by time (`NodeTrack.times`);
-- the Raft group leaders (LeaderBook) for the unknown cells of missing nodes;
+- the Raft group leaders (LeaderBook) for the unknown cells of missing nodes, as
+  discovery's GetClusterOverview named them (no node is asked for it here);
 - route transitions pushed by the nodes, once each, as notices for the viewers.
 """
 
@@ -264,8 +266,7 @@ class NodeIntake:
             return
         self._due["leaders"] = time.monotonic() + LEADERS_EVERY_S
         taken = wall_ms()
-        tracks = sorted(self.tracks.values(), key=lambda t: not t.ok)
-        leaders = await current_leaders([t.node for t in tracks])
+        leaders = await current_leaders(max_age_s=LEADERS_EVERY_S)
         if leaders:
             self.leaders.update({g: n for g, (n, _) in leaders.items()}, taken)
             self.leader_terms, self.leader_terms_ms = dict(leaders), taken
