@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cluster.client import MAX_DETAIL_CHARS, NodeError
 from cluster.fanout import NodeStatus
@@ -100,6 +101,19 @@ def cause_of(code: str | None, reachable: bool | None, *, keyviz: bool = False) 
         "MALFORMED": "malformed",
     }.get(code or "", "other")
     return CAUSES[key]
+
+
+def status_json(status: NodeStatus, *, keyviz: bool = False) -> dict[str, Any]:
+    """The one per-node status shape of the cluster API, the KeyViz matrix API and the live
+    stream: NodeStatus's fields plus, for a failure, its diagnosis (``cause`` key,
+    ``summary``, ``next_step``; null when the node answered or is still awaited)."""
+    doc = status.to_dict()
+    failed = not status.ok and status.code != "WAITING"
+    cause = cause_of(status.code, status.reachable, keyviz=keyviz) if failed else None
+    doc["cause"] = cause.key if cause else None
+    doc["summary"] = cause.cause if cause else None
+    doc["next_step"] = cause.next_step if cause else None
+    return doc
 
 
 def cap(text: str | None) -> str:

@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.fanout import Node
+from cluster.diagnose import status_json
+from cluster.fanout import Node, NodeStatus
 from cluster.runtime import discovery
 from keyviz.align import PhaseLock
 from keyviz.assemble import LeaderBook, RowBook, column_from_event, columns_of
@@ -61,6 +62,9 @@ class NodeTrack:
     ok: bool = True
     error: str | None = None
     code: str | None = None
+    reachable: bool | None = None  # None: not heard from yet
+    detail: str | None = None  # the node's own words on its last failure
+    last_seen_ms: int | None = None  # when it last answered (unix ms)
     streaming: bool = False
     catch_up: bool = True  # poll once although streaming (columns before the stream)
 
@@ -168,7 +172,7 @@ class NodeIntake:
         try:
             taken = column_from_event(track.label, column)
         except MalformedMatrixError as exc:
-            self.failed(track, f"malformed KeyViz column: {exc.reason}", "MALFORMED")
+            self.failed(track, f"malformed KeyViz column: {exc.reason}", "MALFORMED", True)
             return
         self.pushed.append((address, series, taken))
         self.answered(track, wall_ms())
@@ -239,26 +243,36 @@ class NodeIntake:
         ]
         answers = await fetch_node_matrices([t.node for t, _ in pairs], requests)
         out: Fetched = []
-        failed: dict[str, tuple[str, str | None]] = {}
+        failed: dict[str, NodeStatus] = {}
         for (t, s), (matrix, status) in zip(pairs, answers, strict=True):
             if matrix is None:
-                failed.setdefault(t.node.address, (status.error or "failed", status.code))
+                failed.setdefault(t.node.address, status)
                 out.append((t, s, None))
             else:
                 out.append((t, s, columns_of(matrix)))
         now = wall_ms()
         for t in tracks:
-            if t.node.address in failed:
-                self.failed(t, *failed[t.node.address])
+            bad = failed.get(t.node.address)
+            if bad is not None:
+                self.failed(t, bad.error or "failed", bad.code, bad.reachable, bad.detail)
             else:
                 self.answered(t, now)
         return out
 
-    def failed(self, track: NodeTrack, error: str, code: str | None) -> None:
+    def failed(
+        self,
+        track: NodeTrack,
+        error: str,
+        code: str | None,
+        reachable: bool | None,
+        detail: str | None = None,
+    ) -> None:
         track.ok, track.error, track.code = False, error, code
+        track.reachable, track.detail = reachable, detail
 
     def answered(self, track: NodeTrack, now: int) -> None:
         track.ok, track.error, track.code = True, None, None
+        track.reachable, track.detail, track.last_seen_ms = True, None, now
         self.leaders.answered(track.label, now)
 
     async def refresh_leaders(self, *, force: bool = False) -> None:
@@ -328,18 +342,27 @@ class NodeIntake:
     # -- status and persistence -------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
-        """Per node: ok / failed with its reason, newest column, lag, streaming."""
+        """Per node, the one per-node status shape (cluster/diagnose.py status_json: ok or
+        failed with its diagnosis) plus the collector's newest column, lag, streaming."""
         now = wall_ms()
         out = []
         for t in sorted(self.tracks.values(), key=lambda t: t.label):
             newest = t.newest_ms()
+            status = NodeStatus(
+                t.label,
+                t.node.address,
+                t.ok,
+                t.error,
+                None,
+                t.code,
+                state="up" if t.ok else "down",
+                last_seen_ms=t.last_seen_ms,
+                reachable=t.reachable,
+                detail=t.detail,
+            )
             out.append(
-                {
-                    "node": t.label,
-                    "address": t.node.address,
-                    "ok": t.ok,
-                    "error": t.error,
-                    "code": t.code,
+                status_json(status, keyviz=True)
+                | {
                     "last_column_ms": newest or None,
                     "lag_ms": now - newest if newest else None,
                     "streaming": t.streaming,

@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
 from cluster.client import NodeError
+from cluster.diagnose import status_json
 from cluster.fanout import Node, NodeStatus, fan_out
 from cluster.runtime import discovery, node_client
 from keyviz import store
@@ -229,20 +230,35 @@ def _int(value: object) -> int | None:
 
 
 def _node_status(node: str, raw: object) -> dict[str, Any]:
-    """One node's status from the collector's state, in the shape NodeStatus.to_dict has
-    (the page's banner reads node, address, ok, error, code); other plain fields pass."""
+    """One node's status from the collector's state, in the one per-node status shape
+    (cluster/diagnose.py status_json; a state written by an older version lacks fields:
+    they are null); the diagnosis is made here, not read from the state. Other plain
+    fields (the collector's last_column_ms, lag_ms, streaming) pass."""
     doc = raw if isinstance(raw, Mapping) else {}
     out: dict[str, Any] = {
         k: v
         for k, v in doc.items()
         if isinstance(k, str) and (v is None or isinstance(v, str | int | float | bool))
     }
-    out["node"] = _text(doc.get("node")) or node
-    out["address"] = _text(doc.get("address")) or out["node"]
-    out["ok"] = doc.get("ok") is True
-    out["error"] = _text(doc.get("error"))
-    out["code"] = _text(doc.get("code"))
-    return out
+    name = _text(doc.get("node")) or node
+    reachable = doc.get("reachable")
+    latency = doc.get("latency_ms")
+    status = NodeStatus(
+        name,
+        _text(doc.get("address")) or name,
+        doc.get("ok") is True,
+        _text(doc.get("error")),
+        float(latency)
+        if isinstance(latency, int | float) and not isinstance(latency, bool)
+        else None,
+        _text(doc.get("code")),
+        state=_text(doc.get("state")),
+        last_seen_ms=_int(doc.get("last_seen_ms")),
+        as_of_ms=_int(doc.get("as_of_ms")),
+        reachable=reachable if isinstance(reachable, bool) else None,
+        detail=_text(doc.get("detail")),
+    )
+    return out | status_json(status, keyviz=True)
 
 
 def collector_status(
