@@ -105,16 +105,12 @@ async def measure(seeds: list[str], token_file: Path, requests: int, concurrency
     from django.test import override_settings
 
     from benchmarks.signed_in import viewer_client
-    from cluster.client import node_client, reset_node_client
-    from cluster.discovery import reset_discovery
-    from cluster.services import reset_services
+    from cluster.runtime import node_client, reset_runtime
     from elastickv_admin.config import PortalConfig
 
     config = PortalConfig(seeds=tuple(seeds[:3]), node_token_file=str(token_file))
     with override_settings(ELASTICKV_ADMIN=config, ALLOWED_HOSTS=["testserver"]):
-        reset_services()
-        reset_discovery()
-        reset_node_client()
+        reset_runtime()
         client = await viewer_client()
 
         async def one() -> float:

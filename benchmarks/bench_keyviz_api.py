@@ -40,9 +40,8 @@ django.setup()
 import numpy as np  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
-from cluster.client import node_client, reset_node_client  # noqa: E402
-from cluster.discovery import discovery, reset_discovery  # noqa: E402
 from cluster.fanout import fan_out  # noqa: E402
+from cluster.runtime import discovery, node_client, reset_runtime  # noqa: E402
 from devcluster import DevCluster  # noqa: E402
 from devcluster.ops import OpBatch  # noqa: E402
 from elastickv_admin.config import PortalConfig  # noqa: E402
@@ -89,8 +88,7 @@ async def measure(
 ) -> None:
     config = PortalConfig(seeds=tuple(addresses), node_token_file=token_file, rpc_timeout_s=30.0)
     with override_settings(ELASTICKV_ADMIN=config, ALLOWED_HOSTS=["testserver"]):
-        reset_node_client()
-        reset_discovery()
+        reset_runtime()
         nodes = await discovery().nodes()
         request = admin_pb2.GetKeyVizMatrixRequest(
             series=admin_pb2.KEYVIZ_SERIES_WRITES,

@@ -16,7 +16,8 @@
   node that restarted (to register Admin, enable KeyViz, upgrade) is asked again at once.
   Every (re)connection bumps the address's ``epoch``, which other caches (cluster/probes.py)
   compare to drop verdicts about the node's previous life.
-- Failures become NodeError with a message an operator can act on.
+- Failures become NodeError: structured (code, reachable, the node's own detail) for code
+  that decides, with a message an operator can act on for people.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from google.protobuf.message import Message
 
 from cluster.tokens import NodeToken, NodeTokenStore
 from elastickv_admin import metrics
-from elastickv_admin.config import PortalConfig, portal_config
+from elastickv_admin.config import PortalConfig
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
 
 ADMIN_METHODS = (
@@ -68,18 +69,39 @@ REMEMBERED_PER_NODE = len(ADMIN_METHODS) + len(DISTRIBUTION_METHODS) + 1  # + St
 
 
 class NodeError(Exception):
-    """A failed node call. ``code`` is a gRPC status name or one of ours
-    (OVERSIZED, MALFORMED); ``message`` says what happened and what to check."""
+    """A failed node call, structured so nobody parses its wording:
 
-    def __init__(self, code: str, message: str, *, cached: bool = False) -> None:
+    - ``code``: a gRPC status name or one of ours (OVERSIZED, MALFORMED);
+    - ``reachable``: False when no answer came from the node at all (connection failed,
+      deadline passed), True when the node itself answered with the error;
+    - ``detail``: the node's own words (untrusted, capped; "" when it gave none);
+    - ``message``: what happened and what to check, for an operator."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        reachable: bool = True,
+        detail: str = "",
+        cached: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reachable = reachable
+        self.detail = detail
         self.cached = cached
 
     @property
     def unsupported(self) -> bool:
         return self.code == "UNIMPLEMENTED"
+
+    def recalled(self) -> NodeError:
+        """The same failure, remembered from an earlier call."""
+        return NodeError(
+            self.code, self.message, reachable=self.reachable, detail=self.detail, cached=True
+        )
 
 
 @dataclass
@@ -137,7 +159,7 @@ def _certificate_name(pem: bytes) -> str | None:
 
 
 class NodeClient:
-    """Calls nodes. One instance serves the whole process (see ``node_client()``)."""
+    """Calls nodes. One instance serves the whole process (cluster/runtime.py)."""
 
     def __init__(self, config: PortalConfig, tokens: NodeTokenStore) -> None:
         self.config = config
@@ -273,7 +295,7 @@ class NodeClient:
             with self._lock:
                 self._remembered.pop((address, method), None)
             return None
-        return NodeError(memo.error.code, memo.error.message, cached=True)
+        return memo.error.recalled()
 
     def _connected(self, address: str) -> bool:
         """This loop's channel to ``address`` holds a live connection now."""
@@ -518,54 +540,35 @@ def classify(exc: grpc.aio.AioRpcError, method: str, timeout: float, cap: int) -
     details = (exc.details() or "").strip()[:MAX_DETAIL_CHARS]
     lowered = details.lower()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return NodeError("DEADLINE_EXCEEDED", f"no answer to {method} within {timeout:g} s")
+        return NodeError(
+            "DEADLINE_EXCEEDED", f"no answer to {method} within {timeout:g} s", reachable=False
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         if any(marker in lowered for marker in _SERVER_GONE) or not details:
-            return NodeError("UNAVAILABLE", f"unreachable: {details or 'connection failed'}")
+            return NodeError(
+                "UNAVAILABLE",
+                f"unreachable: {details or 'connection failed'}",
+                reachable=False,
+                detail=details,
+            )
         if method == "GetKeyVizMatrix":
-            return NodeError("UNAVAILABLE", f"KeyViz disabled on this node ({details})")
-        return NodeError("UNAVAILABLE", f"unavailable: {details}")
+            return NodeError(
+                "UNAVAILABLE", f"KeyViz disabled on this node ({details})", detail=details
+            )
+        return NodeError("UNAVAILABLE", f"unavailable: {details}", detail=details)
     if code == grpc.StatusCode.UNIMPLEMENTED:
-        return NodeError("UNIMPLEMENTED", f"{method} is not supported by this node")
+        return NodeError("UNIMPLEMENTED", f"{method} is not supported by this node", detail=details)
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return NodeError("UNAUTHENTICATED", f"the node rejected the portal's token ({details})")
+        return NodeError(
+            "UNAUTHENTICATED", f"the node rejected the portal's token ({details})", detail=details
+        )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in lowered:
         return NodeError(
             "OVERSIZED",
             f"{method} response is larger than the {cap // (1024 * 1024)} MiB cap "
             f"(ELASTICKV_ADMIN_MAX_RECEIVE_BYTES)",
+            detail=details,
         )
     if code == grpc.StatusCode.INTERNAL and "deserializ" in lowered:
-        return NodeError("MALFORMED", f"{method} response could not be decoded")
-    return NodeError(code.name, f"{method} failed: {code.name} {details}".rstrip())
-
-
-_client: NodeClient | None = None
-_client_lock = threading.Lock()
-
-
-def token_store_from_config(config: PortalConfig) -> NodeTokenStore:
-    """No token with --adminInsecureNoAuth; otherwise the database's tokens, which
-    --nodeTokenFile seeds on first start (cluster/node_token.py)."""
-    if config.insecure_no_auth or not config.node_token_file:
-        return NodeTokenStore(None)
-    from cluster.node_token import DatabaseTokenStore
-
-    return DatabaseTokenStore(config.node_token_file)
-
-
-def node_client() -> NodeClient:
-    """The process-wide client, built from the settings on first use."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            config = portal_config()
-            _client = NodeClient(config, token_store_from_config(config))
-        return _client
-
-
-def reset_node_client() -> None:
-    """Forget the process-wide client (tests that change settings)."""
-    global _client
-    with _client_lock:
-        _client = None
+        return NodeError("MALFORMED", f"{method} response could not be decoded", detail=details)
+    return NodeError(code.name, f"{method} failed: {code.name} {details}".rstrip(), detail=details)

@@ -7,10 +7,11 @@ nodes (untrusted): it is capped here and escaped by the templates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from cluster.client import MAX_DETAIL_CHARS
+from cluster.client import MAX_DETAIL_CHARS, NodeError
 from cluster.fanout import NodeStatus
 
 
@@ -84,16 +85,14 @@ CAUSES = {
 }
 
 
-def cause_of(code: str | None, error: str | None) -> Cause:
-    """The cause of one failed call, from its code and the client's message
-    (cluster/client.py classify words them)."""
-    text = (error or "").lower()
+def cause_of(code: str | None, reachable: bool | None, *, keyviz: bool = False) -> Cause:
+    """The cause of one failed call, from its structured status (cluster/client.py
+    NodeError): an UNAVAILABLE the node itself sent on a KeyViz call (``keyviz``) means
+    its sampler is off."""
     if code == "UNAVAILABLE":
-        if text.startswith("unreachable"):
+        if reachable is False:
             return CAUSES["refused"]
-        if "keyviz disabled" in text:
-            return CAUSES["keyviz_off"]
-        return CAUSES["unavailable"]
+        return CAUSES["keyviz_off" if keyviz else "unavailable"]
     key = {
         "DEADLINE_EXCEEDED": "timeout",
         "UNAUTHENTICATED": "token",
@@ -102,6 +101,19 @@ def cause_of(code: str | None, error: str | None) -> Cause:
         "MALFORMED": "malformed",
     }.get(code or "", "other")
     return CAUSES[key]
+
+
+def status_json(status: NodeStatus, *, keyviz: bool = False) -> dict[str, Any]:
+    """The one per-node status shape of the cluster API, the KeyViz matrix API and the live
+    stream: NodeStatus's fields plus, for a failure, its diagnosis (``cause`` key,
+    ``summary``, ``next_step``; null when the node answered or is still awaited)."""
+    doc = status.to_dict()
+    failed = not status.ok and status.code != "WAITING"
+    cause = cause_of(status.code, status.reachable, keyviz=keyviz) if failed else None
+    doc["cause"] = cause.key if cause else None
+    doc["summary"] = cause.cause if cause else None
+    doc["next_step"] = cause.next_step if cause else None
+    return doc
 
 
 def cap(text: str | None) -> str:
@@ -133,16 +145,20 @@ class Problem:
 
 
 def group_failures(
-    statuses: Iterable[NodeStatus], seed_errors: dict[str, str] | None = None
+    statuses: Iterable[NodeStatus],
+    seed_errors: Mapping[str, NodeError] | None = None,
+    *,
+    keyviz: bool = False,
 ) -> list[Problem]:
     """Failed node statuses grouped by cause, first-seen order; a seed's error joins its
-    node's cause (shown once, not once per place it was seen)."""
+    node's cause (shown once, not once per place it was seen). ``keyviz``: the statuses
+    are of KeyViz calls (see cause_of)."""
     problems: dict[str, Problem] = {}
     seen: set[str] = set()
     for s in statuses:
         if s.ok or s.code == "WAITING":
             continue
-        cause = cause_of(s.code, s.error)
+        cause = cause_of(s.code, s.reachable, keyviz=keyviz)
         problem = problems.setdefault(cause.key, Problem(cause))
         problem.nodes.append(
             Affected(s.node, s.address, s.code or "", cap(s.error), s.last_seen_ms)
@@ -151,22 +167,7 @@ def group_failures(
     for address, error in (seed_errors or {}).items():
         if address in seen:
             continue
-        code = _code_from_message(error)
-        cause = cause_of(code, error)
+        cause = cause_of(error.code, error.reachable)
         problem = problems.setdefault(cause.key, Problem(cause))
-        problem.nodes.append(Affected(address, address, code or "", cap(error)))
+        problem.nodes.append(Affected(address, address, error.code, cap(error.message)))
     return list(problems.values())
-
-
-def _code_from_message(message: str) -> str | None:
-    """A seed error is kept as its message only: recover its class from the wording."""
-    lowered = message.lower()
-    if lowered.startswith("unreachable"):
-        return "UNAVAILABLE"
-    if lowered.startswith("no answer to"):
-        return "DEADLINE_EXCEEDED"
-    if "rejected the portal's token" in lowered:
-        return "UNAUTHENTICATED"
-    if "not supported by this node" in lowered:
-        return "UNIMPLEMENTED"
-    return None

@@ -10,16 +10,14 @@ seed has ever answered are the seeds themselves the nodes.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from cluster.client import NodeClient, NodeError, node_client
+from cluster.client import NodeClient, NodeError
 from cluster.fanout import Node
-from elastickv_admin.config import portal_config
+from cluster.flight import SingleFlight
 from proto import admin_pb2
 
 # Retry the seeds sooner when none answered: the cluster may just be starting.
@@ -31,11 +29,15 @@ class Membership:
     nodes: tuple[Node, ...]
     source: str  # the seed that answered, or "" when falling back to the seeds
     truncated: int = 0  # nodes left out by the cap
-    seed_errors: dict[str, str] = field(default_factory=dict)
+    seed_errors: dict[str, NodeError] = field(default_factory=dict)
     expires_at: float = 0.0
     # No seed answered now: these are the nodes a seed last named, at confirmed_at_ms.
     last_known: bool = False
     confirmed_at_ms: int | None = None  # when a seed last answered (unix ms)
+    # Raft group -> (leader node id, term) as the answering seed named them: discovery is
+    # the one caller of GetClusterOverview, so everyone else reads them here.
+    leaders: dict[int, tuple[str, int]] = field(default_factory=dict)
+    fetched_at: float = 0.0  # time.monotonic() of the refresh that made this
 
 
 def _reachable_address(advertised: str, dialed: str) -> str:
@@ -69,6 +71,12 @@ def members_from_overview(
     return nodes[:cap], max(0, len(nodes) - cap)
 
 
+def leaders_from_overview(
+    response: admin_pb2.GetClusterOverviewResponse,
+) -> dict[int, tuple[str, int]]:
+    return {g.raft_group_id: (g.leader_node_id, g.leader_term) for g in response.group_leaders}
+
+
 class Discovery:
     def __init__(
         self, client: NodeClient, seeds: Sequence[str], refresh_interval_s: float, max_nodes: int
@@ -81,26 +89,22 @@ class Discovery:
         self._cached: Membership | None = None
         # The last membership a seed gave (already capped at max_nodes).
         self._last_good: Membership | None = None
-        self._inflight: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Task[Membership]
-        ] = weakref.WeakKeyDictionary()
+        self._flight: SingleFlight[Membership] = SingleFlight()
 
     def invalidate(self) -> None:
         with self._lock:
             self._cached = None
 
-    async def membership(self) -> Membership:
+    async def membership(self, *, max_age_s: float | None = None) -> Membership:
+        """The cached membership, refreshed when it expired or (``max_age_s``, for a caller
+        that needs fresher group leaders) is older than that."""
         with self._lock:
             cached = self._cached
-            if cached and time.monotonic() < cached.expires_at:
-                return cached
-            loop = asyncio.get_running_loop()
-            task = self._inflight.get(loop)
-            if task is None or task.done():
-                task = loop.create_task(self._refresh())
-                self._inflight[loop] = task
-        # shield: a cancelled page load must not cancel the refresh others wait on.
-        return await asyncio.shield(task)
+        now = time.monotonic()
+        fresh_enough = max_age_s is None or (cached and now - cached.fetched_at < max_age_s)
+        if cached and now < cached.expires_at and fresh_enough:
+            return cached
+        return await self._flight.run("membership", self._refresh)
 
     def last(self) -> Membership | None:
         """The newest membership held, expired or not (a page that cannot wait for a
@@ -112,19 +116,26 @@ class Discovery:
         return list((await self.membership()).nodes)
 
     async def _refresh(self) -> Membership:
-        errors: dict[str, str] = {}
+        errors: dict[str, NodeError] = {}
         result: Membership | None = None
         for seed in self.seeds:
             try:
                 response = await self.client.call(seed, "GetClusterOverview")
             except NodeError as exc:
-                errors[seed] = exc.message
+                errors[seed] = exc
                 continue
             nodes, truncated = members_from_overview(response, seed, self.max_nodes)
             expires = time.monotonic() + self.refresh_interval_s
             now_ms = time.time_ns() // 1_000_000
             result = Membership(
-                tuple(nodes), seed, truncated, errors, expires, confirmed_at_ms=now_ms
+                tuple(nodes),
+                seed,
+                truncated,
+                errors,
+                expires,
+                confirmed_at_ms=now_ms,
+                leaders=leaders_from_overview(response),
+                fetched_at=time.monotonic(),
             )
             break
         with self._lock:
@@ -133,11 +144,16 @@ class Discovery:
             expires = time.monotonic() + min(self.refresh_interval_s, FALLBACK_TTL_S)
             if last_good is not None:
                 result = replace(
-                    last_good, source="", seed_errors=errors, expires_at=expires, last_known=True
+                    last_good,
+                    source="",
+                    seed_errors=errors,
+                    expires_at=expires,
+                    last_known=True,
+                    fetched_at=time.monotonic(),
                 )
             else:
                 fallback = tuple(Node("", seed) for seed in self.seeds[: self.max_nodes])
-                result = Membership(fallback, "", 0, errors, expires)
+                result = Membership(fallback, "", 0, errors, expires, fetched_at=time.monotonic())
         with self._lock:
             self._cached = result
             if result.source:
@@ -146,25 +162,3 @@ class Discovery:
         # on every refresh).
         self.client.retain({n.address for n in result.nodes} | set(self.seeds))
         return result
-
-
-_discovery: Discovery | None = None
-_discovery_lock = threading.Lock()
-
-
-def discovery() -> Discovery:
-    """The process-wide membership cache, built from the settings on first use."""
-    global _discovery
-    with _discovery_lock:
-        if _discovery is None:
-            config = portal_config()
-            _discovery = Discovery(
-                node_client(), config.seeds, config.refresh_interval_s, config.max_discovered_nodes
-            )
-        return _discovery
-
-
-def reset_discovery() -> None:
-    global _discovery
-    with _discovery_lock:
-        _discovery = None

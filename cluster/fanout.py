@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
 from google.protobuf.message import Message
 
 from cluster.client import NodeClient, NodeError
+from cluster.tokens import NodeToken
 from elastickv_admin import metrics
 
 T = TypeVar("T")
@@ -45,6 +46,10 @@ class NodeStatus:
     # When this node last answered (unix ms); for a slow node's data, when it was taken.
     last_seen_ms: int | None = None
     as_of_ms: int | None = None
+    # False: no answer came from the node (connection failed, deadline passed); None: not
+    # asked yet. ``detail``: the node's own words on a failure (untrusted, capped).
+    reachable: bool | None = None
+    detail: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,9 +90,60 @@ class NodeStatusSummary:
 class FanOut(NodeStatusSummary, Generic[T]):
     results: dict[str, T] = field(default_factory=dict)  # by address, only the nodes that answered
     statuses: list[NodeStatus] = field(default_factory=list)
+    # (answer or None, status) per entry of the nodes asked, in their order.
+    answers: list[tuple[T | None, NodeStatus]] = field(default_factory=list)
 
     def status_dicts(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.statuses]
+
+
+def failed_status(node: Node, exc: NodeError, latency_ms: float | None) -> NodeStatus:
+    """A failed call as a node status, keeping the error's structure."""
+    return NodeStatus(
+        node.label,
+        node.address,
+        False,
+        exc.message,
+        latency_ms,
+        exc.code,
+        reachable=exc.reachable,
+        detail=exc.detail or None,
+    )
+
+
+@dataclass(frozen=True)
+class Exactly:
+    """Call with exactly this token (None: no authorization): no fallback, nothing
+    remembered (NodeClient.call_with_token). For probes that ask which token a node takes."""
+
+    token: NodeToken | None
+
+
+@dataclass(frozen=True)
+class PageBudget:
+    """How long a page waits for a fan-out. Nodes in ``skip`` (address -> why, e.g. the
+    health check found them slow) are not asked: their call would hold the page."""
+
+    seconds: float
+    skip: Mapping[str, str] = field(default_factory=dict)
+
+    def waiting(self, node: Node, why: str) -> NodeStatus:
+        return NodeStatus(
+            node.label,
+            node.address,
+            False,
+            f"{why}: not asked within the page's {self.seconds:g} s budget"
+            if why
+            else f"no answer within the page's {self.seconds:g} s budget",
+            None,
+            WAITING,
+            state="waiting",
+        )
+
+
+# What runs on each answer as it arrives (e.g. decoding it in a worker thread while the
+# slowest node is still awaited); it may turn the answer into a failure (MALFORMED).
+OnArrival = Callable[[Node, Any, NodeStatus], Awaitable[tuple[Any, NodeStatus]]]
 
 
 async def call_node(
@@ -98,16 +154,23 @@ async def call_node(
     validate: Callable[[Any], T] | None = None,
     *,
     raw: bool = False,
+    exactly: Exactly | None = None,
+    deadline_s: float | None = None,
 ) -> tuple[T | None, NodeStatus]:
     started = time.perf_counter()
     try:
-        response = await client.call(node.address, method, request, raw=raw)
+        if exactly is not None:
+            response = await client.call_with_token(
+                node.address, method, exactly.token, request, deadline_s=deadline_s
+            )
+        else:
+            response = await client.call(
+                node.address, method, request, deadline_s=deadline_s, raw=raw
+            )
         value: Any = validate(response) if validate else response
     except NodeError as exc:
         elapsed = (time.perf_counter() - started) * 1000
-        return None, NodeStatus(
-            node.label, node.address, False, exc.message, round(elapsed, 2), exc.code
-        )
+        return None, failed_status(node, exc, round(elapsed, 2))
     except MalformedResponse as exc:
         elapsed = (time.perf_counter() - started) * 1000
         status = NodeStatus(
@@ -117,10 +180,16 @@ async def call_node(
             f"malformed response: {exc}",
             round(elapsed, 2),
             "MALFORMED",
+            reachable=True,
         )
         return None, status
     elapsed = (time.perf_counter() - started) * 1000
-    return value, NodeStatus(node.label, node.address, True, None, round(elapsed, 2))
+    return value, NodeStatus(
+        node.label, node.address, True, None, round(elapsed, 2), reachable=True
+    )
+
+
+Requests = Message | Sequence[Message] | None
 
 
 @overload
@@ -128,10 +197,14 @@ async def fan_out(
     client: NodeClient,
     nodes: Sequence[Node],
     method: str,
-    request: Message | None = None,
+    request: Requests = None,
     validate: None = None,
     *,
     raw: bool = False,
+    on_arrival: OnArrival | None = None,
+    budget: PageBudget | None = None,
+    exactly: Exactly | None = None,
+    deadline_s: float | None = None,
 ) -> FanOut[Any]: ...
 
 
@@ -140,10 +213,14 @@ async def fan_out(
     client: NodeClient,
     nodes: Sequence[Node],
     method: str,
-    request: Message | None,
+    request: Requests,
     validate: Callable[[Any], T],
     *,
     raw: bool = False,
+    on_arrival: OnArrival | None = None,
+    budget: PageBudget | None = None,
+    exactly: Exactly | None = None,
+    deadline_s: float | None = None,
 ) -> FanOut[T]: ...
 
 
@@ -152,10 +229,14 @@ async def fan_out(
     client: NodeClient,
     nodes: Sequence[Node],
     method: str,
-    request: Message | None = None,
+    request: Requests = None,
     *,
     validate: Callable[[Any], T],
     raw: bool = False,
+    on_arrival: OnArrival | None = None,
+    budget: PageBudget | None = None,
+    exactly: Exactly | None = None,
+    deadline_s: float | None = None,
 ) -> FanOut[T]: ...
 
 
@@ -163,21 +244,58 @@ async def fan_out(
     client: NodeClient,
     nodes: Sequence[Node],
     method: str,
-    request: Message | None = None,
+    request: Requests = None,
     validate: Callable[[Any], T] | None = None,
     *,
     raw: bool = False,
+    on_arrival: OnArrival | None = None,
+    budget: PageBudget | None = None,
+    exactly: Exactly | None = None,
+    deadline_s: float | None = None,
 ) -> FanOut[T]:
-    """``method`` on every node at once; ``validate`` may turn a response into T or
-    raise MalformedResponse, which marks only that node failed. ``raw`` keeps the
-    responses as bytes (see NodeClient.call)."""
+    """``method`` on every node at once; one answer and status per entry of ``nodes``, in
+    order (a node may appear more than once, e.g. once per KeyViz series).
+
+    - ``request``: one for every node, or a sequence with one per node (aligned);
+    - ``validate`` may turn a response into T or raise MalformedResponse, which marks only
+      that node failed; ``raw`` keeps the responses as bytes (see NodeClient.call);
+    - ``on_arrival`` runs on each answer as soon as it arrives (see OnArrival);
+    - ``budget``: the page waits at most its seconds; a node still not answering is
+      "waiting" (its call is cancelled) and the nodes it skips are not asked;
+    - ``exactly`` / ``deadline_s``: see Exactly and NodeClient.call."""
+    per_node = list(request) if isinstance(request, Sequence) else [request] * len(nodes)
+    if len(per_node) != len(nodes):
+        raise ValueError(f"{len(per_node)} requests for {len(nodes)} nodes")
+    skip = budget.skip if budget is not None else {}
+
+    async def one(node: Node, req: Message | None) -> tuple[Any, NodeStatus]:
+        value, status = await call_node(
+            client, node, method, req, validate, raw=raw, exactly=exactly, deadline_s=deadline_s
+        )
+        if on_arrival is not None and value is not None:
+            return await on_arrival(node, value, status)
+        return value, status
+
     started = time.perf_counter()
-    answers = await asyncio.gather(
-        *(call_node(client, n, method, request, validate, raw=raw) for n in nodes)
-    )
+    tasks = [
+        None if n.address in skip else asyncio.ensure_future(one(n, r))
+        for n, r in zip(nodes, per_node, strict=True)
+    ]
+    running = [t for t in tasks if t is not None]
+    if running:
+        _, late = await asyncio.wait(running, timeout=budget.seconds if budget else None)
+        for pending in late:
+            pending.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
     metrics.FANOUT_SECONDS.labels(method).observe(time.perf_counter() - started)
     result: FanOut[T] = FanOut()
-    for node, (value, status) in zip(nodes, answers, strict=True):
+    for node, task in zip(nodes, tasks, strict=True):
+        if task is None or task.cancelled():
+            assert budget is not None
+            value, status = None, budget.waiting(node, skip.get(node.address, ""))
+        else:
+            value, status = task.result()
+        result.answers.append((value, status))
         result.statuses.append(status)
         if status.ok:
             result.results[node.address] = value  # type: ignore[assignment]

@@ -79,15 +79,3 @@ class RaftHistory:
     def __len__(self) -> int:
         with self._lock:
             return len(self._series)
-
-
-_history = RaftHistory()
-
-
-def raft_history() -> RaftHistory:
-    return _history
-
-
-def reset_raft_history() -> None:
-    global _history
-    _history = RaftHistory()

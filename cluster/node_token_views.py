@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from cluster import node_token
 from cluster.node_token import NodeTokenRefused, ProbeReport, TokenStatus
+from cluster.runtime import node_client
 from cluster.views import LIVE_TARGET
 from elastickv_admin.pages import HtmxHttpRequest, arender_page
 
@@ -34,8 +35,10 @@ def _actor(request: HttpRequest) -> str:
 
 
 async def _state() -> tuple[TokenStatus, ProbeReport | None]:
-    """Seed the table on a first start, probe every node, then read what admins see."""
-    await sync_to_async(node_token.ensure_node_token)()
+    """Probe every node, then read what admins see. The table was seeded at startup, or
+    by this process's token store on its first read (a process not started by `serve`):
+    the page reads the same rows the node client uses."""
+    await node_client().tokens.sync()
     before = await sync_to_async(node_token.token_status)()
     report = None
     if not before.insecure and before.current is not None:
@@ -88,7 +91,6 @@ async def page(request: HtmxHttpRequest) -> HttpResponse:
 async def start(request: HtmxHttpRequest) -> HttpResponse:
     pasted = request.POST.get("mode") == "paste"
     token = request.POST.get("token", "") if pasted else None
-    await sync_to_async(node_token.ensure_node_token)()
     # The nodes known now: the only ones (with the seeds) ever sent the next token.
     known = await node_token.known_node_addresses()
     try:

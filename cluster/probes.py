@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cluster.client import NodeClient, NodeError
+from cluster.flight import SingleFlight
 from proto import admin_pb2
 
 PROBE_TTL_S = 60.0
@@ -72,9 +72,8 @@ KEYVIZ_DEPENDENT = frozenset({"GetKeyVizMatrix", "StreamEvents"})
 
 
 def _unreachable(error: NodeError) -> bool:
-    # The client words a connection failure "unreachable: ..." and an UNAVAILABLE the node
-    # itself sent (its sampler is off) otherwise.
-    return error.code == "UNAVAILABLE" and error.message.startswith("unreachable")
+    # A connection failure, not an UNAVAILABLE the node itself sent (its sampler is off).
+    return error.code == "UNAVAILABLE" and not error.reachable
 
 
 def classify_probe(method: str, error: NodeError | None) -> RpcSupport:
@@ -141,9 +140,7 @@ class SupportCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._cached: dict[str, tuple[float, int, NodeSupport]] = {}
-        self._inflight: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, asyncio.Task[NodeSupport]]
-        ] = weakref.WeakKeyDictionary()
+        self._flight: SingleFlight[NodeSupport] = SingleFlight()
 
     def forget(self, address: str | None = None) -> None:
         with self._lock:
@@ -164,18 +161,11 @@ class SupportCache:
         epoch = client.epoch(address)
         with self._lock:
             hit = self._cached.get(address)
-            if hit is not None and self._clock() < hit[0] and hit[1] == epoch:
-                return hit[2]
-            loop = asyncio.get_running_loop()
-            tasks = self._inflight.setdefault(loop, {})
-            task = tasks.get(address)
-            if task is None or task.done():
-                # Finished probes go: addresses come from the node-controlled membership.
-                for done in [a for a, t in tasks.items() if t.done()]:
-                    del tasks[done]
-                task = loop.create_task(self._probe(client, address, deadline_s, epoch))
-                tasks[address] = task
-        return await asyncio.shield(task)
+        if hit is not None and self._clock() < hit[0] and hit[1] == epoch:
+            return hit[2]
+        return await self._flight.run(
+            address, lambda: self._probe(client, address, deadline_s, epoch)
+        )
 
     async def _probe(
         self, client: NodeClient, address: str, deadline_s: float, epoch: int
@@ -200,21 +190,3 @@ class SupportCache:
     ) -> dict[str, NodeSupport]:
         found = await asyncio.gather(*(self.support(client, a, deadline_s) for a in addresses))
         return dict(zip(addresses, found, strict=True))
-
-
-_cache: SupportCache | None = None
-_cache_lock = threading.Lock()
-
-
-def support_cache() -> SupportCache:
-    global _cache
-    with _cache_lock:
-        if _cache is None:
-            _cache = SupportCache()
-        return _cache
-
-
-def reset_support_cache() -> None:
-    global _cache
-    with _cache_lock:
-        _cache = None

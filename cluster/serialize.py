@@ -1,7 +1,9 @@
 """The JSON API's shapes (DESIGN.md Layer B): the services' dataclasses as plain dicts.
 
 Every endpoint answers ``{"data": ..., "nodes_responded", "nodes_total", "node_status":
-[{node, address, ok, error, latency_ms, code, state, last_seen_ms, as_of_ms}],
+[{node, address, ok, error, latency_ms, code, state, last_seen_ms, as_of_ms, reachable,
+detail, cause, summary, next_step}] (cluster/diagnose.py status_json, the one per-node
+status shape),
 "membership": {..., last_known, confirmed_at_ms}, "problems": [{cause, summary, next_step,
 nodes}], "nodes_waiting", "generated_at_ms"}`` so a script can tell "2 of 3 nodes
 responded", why and what to do, whatever it asked for. Fields are only ever added. Keys are
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.aggregate import AdapterRow, AdapterSample, GroupConsensus
-from cluster.diagnose import Problem
+from cluster.diagnose import Problem, status_json
 from cluster.probes import PROBED_METHODS, NodeSupport
 from cluster.services import (
     AdaptersView,
@@ -40,11 +42,11 @@ def envelope(health: ClusterHealth, data: Json) -> Json:
         "data": data,
         "nodes_responded": health.responded,
         "nodes_total": health.total,
-        "node_status": [s.to_dict() for s in health.statuses],
+        "node_status": [status_json(s) for s in health.statuses],
         "membership": {
             "source": membership.source or None,
             "truncated": membership.truncated,
-            "seed_errors": dict(membership.seed_errors),
+            "seed_errors": {a: e.message for a, e in membership.seed_errors.items()},
             "last_known": membership.last_known,
             "confirmed_at_ms": membership.confirmed_at_ms,
         },

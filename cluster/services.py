@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 from asgiref.sync import sync_to_async
@@ -35,21 +35,24 @@ from cluster.aggregate import (
     merge_adapter_summaries,
     sort_routes,
 )
-from cluster.client import UNAVAILABLE_TTL_S, NodeClient, node_client
+from cluster.client import UNAVAILABLE_TTL_S, NodeClient
 from cluster.diagnose import Problem, group_failures
-from cluster.discovery import Membership, discovery
+from cluster.discovery import Membership
 from cluster.fanout import (
     WAITING,
     MalformedResponse,
     Node,
     NodeStatus,
     NodeStatusSummary,
+    PageBudget,
     call_node,
     fan_out,
 )
-from cluster.history import Progress, raft_history, reset_raft_history
+from cluster.flight import SingleFlight
+from cluster.history import Progress
 from cluster.params import RouteQuery
-from cluster.probes import PROBE_DEADLINE_S, NodeSupport, reset_support_cache, support_cache
+from cluster.probes import PROBE_DEADLINE_S, NodeSupport
+from cluster.runtime import discovery, node_client, runtime
 from elastickv_admin import metrics
 from keyviz.keys import KeyPreview, key_preview
 from proto import admin_pb2, distribution_pb2
@@ -115,6 +118,12 @@ class ClusterHealth(NodeStatusSummary):
     def nodes(self) -> tuple[Node, ...]:
         return self.membership.nodes
 
+    def page_budget(self) -> PageBudget:
+        """The page's budget for a further fan-out: nodes the health check found slow, or
+        is still waiting for, are not asked (their call would hold the page)."""
+        skip = {s.address: s.state for s in self.statuses if s.state in ("slow", "waiting")}
+        return PageBudget(self.budget_s, {a: str(why) for a, why in skip.items()})
+
     def status_of(self, address: str) -> NodeStatus | None:
         for status in self.statuses:
             if status.address == address:
@@ -175,7 +184,7 @@ class _Answer:
     at_ms: int
 
 
-class _SingleFlight:
+class _HealthFetch:
     """Concurrent callers on one event loop share one in-flight health fetch (no caching
     beyond it: the answer is as fresh as the call everyone waited for).
 
@@ -186,25 +195,16 @@ class _SingleFlight:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tasks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Task[ClusterHealth]
-        ] = weakref.WeakKeyDictionary()
-        self._calls: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, asyncio.Task[tuple[Groups | None, NodeStatus]]]
-        ] = weakref.WeakKeyDictionary()
+        self._flight: SingleFlight[ClusterHealth] = SingleFlight()
+        # One health call per node at a time; a slow one runs on past the page.
+        self._calls: SingleFlight[tuple[Groups | None, NodeStatus]] = SingleFlight()
         self._last: OrderedDict[str, _Answer] = OrderedDict()  # by address
         self._seen: OrderedDict[str, _Answer] = OrderedDict()  # last successful, by address
         # When each address last made us drop the membership cache.
         self._invalidated: dict[str, float] = {}
 
     async def health(self) -> ClusterHealth:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            task = self._tasks.get(loop)
-            if task is None or task.done():
-                task = loop.create_task(self._fetch())
-                self._tasks[loop] = task
-        return await asyncio.shield(task)
+        return await self._flight.run("health", self._fetch)
 
     async def _membership(self, budget_s: float) -> Membership:
         """The membership, waiting for a refresh only up to the budget when an older one
@@ -230,20 +230,12 @@ class _SingleFlight:
         config = client.config
         budget = config.page_budget_s
         membership = await self._membership(budget)
-        loop = asyncio.get_running_loop()
         addresses = {n.address for n in membership.nodes}
+        tasks = [
+            self._calls.task(node.address, partial(self._call, client, node))
+            for node in membership.nodes
+        ]
         with self._lock:
-            calls = self._calls.setdefault(loop, {})
-            # Finished calls go (a call to an address that left ends by its deadline).
-            for done in [a for a, t in calls.items() if t.done()]:
-                del calls[done]
-            tasks = []
-            for node in membership.nodes:
-                task = calls.get(node.address)
-                if task is None or task.done():
-                    task = loop.create_task(self._call(client, node))
-                    calls[node.address] = task
-                tasks.append(task)
             for gone in [a for a in self._last if a not in addresses]:
                 del self._last[gone]
             for gone in [a for a in self._seen if a not in addresses]:
@@ -361,7 +353,7 @@ def _record_progress(health: ClusterHealth) -> None:
         if c is not None and c.leader and r.node == c.leader:
             leader_applied[r.raft_group_id] = r.applied_index
     address = {n.label: n.address for n in health.nodes}
-    raft_history().record(
+    runtime().raft_history.record(
         health.now_ms,
         (
             (
@@ -377,27 +369,8 @@ def _record_progress(health: ClusterHealth) -> None:
     )
 
 
-_flight: _SingleFlight | None = None
-_flight_lock = threading.Lock()
-
-
 async def cluster_health() -> ClusterHealth:
-    global _flight
-    with _flight_lock:
-        if _flight is None:
-            _flight = _SingleFlight()
-        flight = _flight
-    return await flight.health()
-
-
-def reset_services() -> None:
-    """Forget shared state (tests that change settings): the single-flight, the probes,
-    the Raft progress samples."""
-    global _flight
-    with _flight_lock:
-        _flight = None
-    reset_support_cache()
-    reset_raft_history()
+    return await runtime().shared("cluster.health", _HealthFetch).health()
 
 
 # -- nodes ------------------------------------------------------------------------------------
@@ -432,7 +405,7 @@ async def _supports(
     answering = [s.address for s in health.statuses if s.ok]
     if addresses is not None:
         answering = [a for a in answering if a in addresses]
-    cache = support_cache()
+    cache = runtime().support
     fast = [a for a in answering if (st := health.status_of(a)) is not None and st.as_of_ms is None]
     deadline = min(client.config.rpc_timeout_s, PROBE_DEADLINE_S)
     probing = asyncio.ensure_future(cache.support_of(client, fast, deadline))
@@ -792,7 +765,7 @@ def group_views(health: ClusterHealth) -> list[GroupView]:
     consensus = dict(health.consensus)
     for gid, c in consensus_by_group(stale_reports).items():
         consensus.setdefault(gid, c)
-    history = raft_history()
+    history = runtime().raft_history
     views = []
     for gid in sorted(consensus):
         c = consensus[gid]
@@ -950,28 +923,28 @@ def adapter_samples(
 
 
 async def adapters() -> AdaptersView:
-    """GetAdapterSummary on every node that passed the health check promptly, merged. A
-    slow node is not asked: its call would hold the page past its budget (the live refresh
-    asks again once it answers promptly)."""
+    """GetAdapterSummary on every node that passed the health check, merged, within the
+    page budget (a slow node is not asked: see ClusterHealth.page_budget)."""
     client = node_client()
     health = await cluster_health()
-    prompt = {s.address for s in health.statuses if s.state not in ("slow", "waiting")}
-    answering = [n for n in health.nodes if n.address in health.groups and n.address in prompt]
-    result = await fan_out(client, answering, "GetAdapterSummary", validate=adapter_summaries_of)
+    budget = health.page_budget()
+    asked = [n for n in health.nodes if n.address in health.groups or n.address in budget.skip]
+    result = await fan_out(
+        client, asked, "GetAdapterSummary", validate=adapter_summaries_of, budget=budget
+    )
     by_address = {s.address: s for s in result.statuses}
     sources = []
     for node, status in zip(health.nodes, health.statuses, strict=True):
-        asked = by_address.get(node.address)
-        if asked is None and status.state in ("slow", "waiting"):
-            why = f"{status.state}: not asked within the page's {health.budget_s:g} s budget"
-            sources.append(AdapterSource(node.label, node.address, "waiting", why))
-        elif asked is None:
+        answer = by_address.get(node.address)
+        if answer is None:
             sources.append(AdapterSource(node.label, node.address, "failed", status.error))
-        elif asked.ok:
+        elif answer.ok:
             sources.append(AdapterSource(node.label, node.address, "ok"))
-        elif asked.code == "UNIMPLEMENTED":
-            sources.append(AdapterSource(node.label, node.address, "unsupported", asked.error))
+        elif answer.code == WAITING:
+            sources.append(AdapterSource(node.label, node.address, "waiting", answer.error))
+        elif answer.code == "UNIMPLEMENTED":
+            sources.append(AdapterSource(node.label, node.address, "unsupported", answer.error))
         else:
-            sources.append(AdapterSource(node.label, node.address, "failed", asked.error))
-    rows = merge_adapter_summaries(adapter_samples(answering, result.results))
+            sources.append(AdapterSource(node.label, node.address, "failed", answer.error))
+    rows = merge_adapter_summaries(adapter_samples(asked, result.results))
     return AdaptersView(health, rows, sources)

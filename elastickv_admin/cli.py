@@ -204,7 +204,7 @@ def prepare() -> None:
     call_command("migrate", interactive=False, verbosity=0)
     from cluster.node_token import ensure_node_token
 
-    ensure_node_token()
+    ensure_node_token(warn=False)  # seed only: the token store warns on its first read
     if not settings.SERVESTATIC_USE_FINDERS:
         call_command("collectstatic", interactive=False, verbosity=0)
 
@@ -293,7 +293,7 @@ def _shutdown_live(cli: Any) -> Any:
     from daphne.ws_protocol import WebSocketProtocol
     from twisted.internet import defer
 
-    from cluster.client import node_client
+    from cluster.runtime import node_client
     from keyviz.collector import close_collector
 
     server = getattr(cli, "server", None)

@@ -18,7 +18,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils.cache import add_never_cache_headers
 
-from cluster.discovery import discovery
+from cluster.runtime import discovery
 
 CHECK_TIMEOUT_S = 2.0
 
@@ -48,7 +48,7 @@ async def _nodes() -> dict[str, Any]:
         result["answered_by"] = membership.source
     else:
         result["error"] = "no seed answered GetClusterOverview"
-        result["seed_errors"] = membership.seed_errors
+        result["seed_errors"] = {a: e.message for a, e in membership.seed_errors.items()}
     return result
 
 

@@ -33,8 +33,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from cluster.aggregate import RouteEntry
-from cluster.client import node_client
 from cluster.fanout import Node, call_node
+from cluster.runtime import node_client
 from cluster.services import routes_of
 from elastickv_admin.errors import ParamError
 from keyviz import intake

@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import Literal, Protocol
 
-from cluster.client import UNIMPLEMENTED_TTL_S, NodeError, node_client
+from cluster.client import UNIMPLEMENTED_TTL_S, NodeError
+from cluster.runtime import node_client
 from proto import admin_pb2
 
 log = logging.getLogger(__name__)

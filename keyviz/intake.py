@@ -7,11 +7,13 @@ node columns, each with its slot:
   per node (feeds.py); polled nodes asked when their flush is due (PollSchedule);
 - GetKeyVizMatrix for the four series of a node at once, from the column after
   the last one taken from it (`from_unix_ms`), through the one node client and
-  fan-out (service.fetch_node_matrices: deadlines, per-node status);
+  fan-out (service.fetch_node_matrices over cluster/fanout.py: deadlines, per-node
+  status, each answer decoded as it arrives);
 - each new node column through the node's phase lock (align.PhaseLock). The
   four series of one flush share its time, so the lock is asked once per new
   time and each series finds its slot by time (`NodeTrack.times`);
-- the Raft group leaders (LeaderBook) for the unknown cells of missing nodes;
+- the Raft group leaders (LeaderBook) for the unknown cells of missing nodes, as
+  discovery's GetClusterOverview named them (no node is asked for it here);
 - route transitions pushed by the nodes, once each, as notices for the viewers.
 """
 
@@ -25,8 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.discovery import discovery
-from cluster.fanout import Node
+from cluster.diagnose import status_json
+from cluster.fanout import Node, NodeStatus
+from cluster.runtime import discovery
 from keyviz.align import PhaseLock
 from keyviz.assemble import LeaderBook, RowBook, column_from_event, columns_of
 from keyviz.budgets import MAX_ROWS
@@ -59,6 +62,9 @@ class NodeTrack:
     ok: bool = True
     error: str | None = None
     code: str | None = None
+    reachable: bool | None = None  # None: not heard from yet
+    detail: str | None = None  # the node's own words on its last failure
+    last_seen_ms: int | None = None  # when it last answered (unix ms)
     streaming: bool = False
     catch_up: bool = True  # poll once although streaming (columns before the stream)
 
@@ -166,7 +172,7 @@ class NodeIntake:
         try:
             taken = column_from_event(track.label, column)
         except MalformedMatrixError as exc:
-            self.failed(track, f"malformed KeyViz column: {exc.reason}", "MALFORMED")
+            self.failed(track, f"malformed KeyViz column: {exc.reason}", "MALFORMED", True)
             return
         self.pushed.append((address, series, taken))
         self.answered(track, wall_ms())
@@ -237,26 +243,36 @@ class NodeIntake:
         ]
         answers = await fetch_node_matrices([t.node for t, _ in pairs], requests)
         out: Fetched = []
-        failed: dict[str, tuple[str, str | None]] = {}
+        failed: dict[str, NodeStatus] = {}
         for (t, s), (matrix, status) in zip(pairs, answers, strict=True):
             if matrix is None:
-                failed.setdefault(t.node.address, (status.error or "failed", status.code))
+                failed.setdefault(t.node.address, status)
                 out.append((t, s, None))
             else:
                 out.append((t, s, columns_of(matrix)))
         now = wall_ms()
         for t in tracks:
-            if t.node.address in failed:
-                self.failed(t, *failed[t.node.address])
+            bad = failed.get(t.node.address)
+            if bad is not None:
+                self.failed(t, bad.error or "failed", bad.code, bad.reachable, bad.detail)
             else:
                 self.answered(t, now)
         return out
 
-    def failed(self, track: NodeTrack, error: str, code: str | None) -> None:
+    def failed(
+        self,
+        track: NodeTrack,
+        error: str,
+        code: str | None,
+        reachable: bool | None,
+        detail: str | None = None,
+    ) -> None:
         track.ok, track.error, track.code = False, error, code
+        track.reachable, track.detail = reachable, detail
 
     def answered(self, track: NodeTrack, now: int) -> None:
         track.ok, track.error, track.code = True, None, None
+        track.reachable, track.detail, track.last_seen_ms = True, None, now
         self.leaders.answered(track.label, now)
 
     async def refresh_leaders(self, *, force: bool = False) -> None:
@@ -264,8 +280,7 @@ class NodeIntake:
             return
         self._due["leaders"] = time.monotonic() + LEADERS_EVERY_S
         taken = wall_ms()
-        tracks = sorted(self.tracks.values(), key=lambda t: not t.ok)
-        leaders = await current_leaders([t.node for t in tracks])
+        leaders = await current_leaders(max_age_s=LEADERS_EVERY_S)
         if leaders:
             self.leaders.update({g: n for g, (n, _) in leaders.items()}, taken)
             self.leader_terms, self.leader_terms_ms = dict(leaders), taken
@@ -327,18 +342,27 @@ class NodeIntake:
     # -- status and persistence -------------------------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
-        """Per node: ok / failed with its reason, newest column, lag, streaming."""
+        """Per node, the one per-node status shape (cluster/diagnose.py status_json: ok or
+        failed with its diagnosis) plus the collector's newest column, lag, streaming."""
         now = wall_ms()
         out = []
         for t in sorted(self.tracks.values(), key=lambda t: t.label):
             newest = t.newest_ms()
+            status = NodeStatus(
+                t.label,
+                t.node.address,
+                t.ok,
+                t.error,
+                None,
+                t.code,
+                state="up" if t.ok else "down",
+                last_seen_ms=t.last_seen_ms,
+                reachable=t.reachable,
+                detail=t.detail,
+            )
             out.append(
-                {
-                    "node": t.label,
-                    "address": t.node.address,
-                    "ok": t.ok,
-                    "error": t.error,
-                    "code": t.code,
+                status_json(status, keyviz=True)
+                | {
                     "last_column_ms": newest or None,
                     "lag_ms": now - newest if newest else None,
                     "streaming": t.streaming,

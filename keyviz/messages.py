@@ -71,14 +71,11 @@ def nodes_summary(
 
 def summary_of(status: Sequence[Mapping[str, Any]], late: Sequence[str] = ()) -> dict[str, Any]:
     """`nodes` of a column or `subscribed` message from the collector's per-node status."""
-    failed = [
-        NodeStatus(s["node"], s["address"], False, s.get("error"), None, s.get("code"))
-        for s in status
-        if not s.get("ok", True)
-    ]
-    doc = nodes_summary(
-        len(status), failed, late, [s["node"] for s in status if s.get("streaming")]
-    )
+    failed = [s for s in status if not s.get("ok", True)]
+    doc = nodes_summary(len(status), [], late, [s["node"] for s in status if s.get("streaming")])
+    # The failed nodes in the one per-node status shape (intake.NodeIntake.status).
+    doc["responded"] = len(status) - len(failed)
+    doc["failed"] = [dict(s) for s in failed]
     doc["nodes"] = [dict(s) for s in status]
     return doc
 

@@ -26,10 +26,10 @@ import numpy as np
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
-from cluster.client import NodeError, node_client
-from cluster.discovery import discovery
-from cluster.fanout import Node, NodeStatus, call_node, fan_out
-from elastickv_admin import metrics
+from cluster.client import NodeError
+from cluster.diagnose import status_json
+from cluster.fanout import Node, NodeStatus, fan_out
+from cluster.runtime import discovery, node_client
 from keyviz import store
 from keyviz.budgets import MAX_ROWS, fit_to_display
 from keyviz.columns import FLAG_CONFLICT, FLAG_SOFT
@@ -133,27 +133,28 @@ def decode_node_matrix(
         return None, failed
 
 
-async def fetch_node_matrix(
-    node: Node, request: admin_pb2.GetKeyVizMatrixRequest
+async def _decode_on_arrival(
+    node: Node, data: Any, status: NodeStatus
 ) -> tuple[NodeMatrix | None, NodeStatus]:
-    """GetKeyVizMatrix on one node, decoded in a worker thread as soon as it arrives:
-    the decoding of the first answers overlaps the wait for the slowest node."""
-    data, status = await call_node(node_client(), node, "GetKeyVizMatrix", request, raw=True)
-    if data is None:
-        return None, status
+    # In a worker thread as soon as it arrives: the decoding of the first answers overlaps
+    # the wait for the slowest node.
     return await asyncio.to_thread(decode_node_matrix, node, status, data)
 
 
 async def fetch_node_matrices(
     nodes: Sequence[Node], requests: Sequence[admin_pb2.GetKeyVizMatrixRequest]
 ) -> list[tuple[NodeMatrix | None, NodeStatus]]:
-    """`requests[i]` to `nodes[i]`, all at once; one (matrix or None, status) per node."""
-    started = time.perf_counter()
-    answers = await asyncio.gather(
-        *(fetch_node_matrix(n, r) for n, r in zip(nodes, requests, strict=True))
+    """`requests[i]` to `nodes[i]`, all at once through the one fan-out; one (matrix or
+    None, status) per entry."""
+    result = await fan_out(
+        node_client(),
+        nodes,
+        "GetKeyVizMatrix",
+        requests,
+        raw=True,
+        on_arrival=_decode_on_arrival,
     )
-    metrics.FANOUT_SECONDS.labels("GetKeyVizMatrix").observe(time.perf_counter() - started)
-    return answers
+    return result.answers
 
 
 def rows_in_key_range(rows: Sequence[RowMeta], start_key: bytes, end_key: bytes) -> Index:
@@ -229,20 +230,35 @@ def _int(value: object) -> int | None:
 
 
 def _node_status(node: str, raw: object) -> dict[str, Any]:
-    """One node's status from the collector's state, in the shape NodeStatus.to_dict has
-    (the page's banner reads node, address, ok, error, code); other plain fields pass."""
+    """One node's status from the collector's state, in the one per-node status shape
+    (cluster/diagnose.py status_json; a state written by an older version lacks fields:
+    they are null); the diagnosis is made here, not read from the state. Other plain
+    fields (the collector's last_column_ms, lag_ms, streaming) pass."""
     doc = raw if isinstance(raw, Mapping) else {}
     out: dict[str, Any] = {
         k: v
         for k, v in doc.items()
         if isinstance(k, str) and (v is None or isinstance(v, str | int | float | bool))
     }
-    out["node"] = _text(doc.get("node")) or node
-    out["address"] = _text(doc.get("address")) or out["node"]
-    out["ok"] = doc.get("ok") is True
-    out["error"] = _text(doc.get("error"))
-    out["code"] = _text(doc.get("code"))
-    return out
+    name = _text(doc.get("node")) or node
+    reachable = doc.get("reachable")
+    latency = doc.get("latency_ms")
+    status = NodeStatus(
+        name,
+        _text(doc.get("address")) or name,
+        doc.get("ok") is True,
+        _text(doc.get("error")),
+        float(latency)
+        if isinstance(latency, int | float) and not isinstance(latency, bool)
+        else None,
+        _text(doc.get("code")),
+        state=_text(doc.get("state")),
+        last_seen_ms=_int(doc.get("last_seen_ms")),
+        as_of_ms=_int(doc.get("as_of_ms")),
+        reachable=reachable if isinstance(reachable, bool) else None,
+        detail=_text(doc.get("detail")),
+    )
+    return out | status_json(status, keyviz=True)
 
 
 def collector_status(
@@ -428,17 +444,13 @@ async def fetch_bucket(query: MatrixQuery, bucket_id: str) -> BucketDetail:
     )
 
 
-async def current_leaders(nodes: Sequence[Node] | None = None) -> dict[int, tuple[str, int]]:
-    """Raft group -> (leader node id, term) from the first node that answers
-    GetClusterOverview; {} when none does. For the cell detail and the live poller."""
-    client = node_client()
-    for node in nodes if nodes is not None else await discovery().nodes():
-        overview, status = await call_node(client, node, "GetClusterOverview")
-        if status.ok and overview is not None:
-            return {
-                g.raft_group_id: (g.leader_node_id, g.leader_term) for g in overview.group_leaders
-            }
-    return {}
+async def current_leaders(*, max_age_s: float | None = None) -> dict[int, tuple[str, int]]:
+    """Raft group -> (leader node id, term), as the seed that answered discovery's last
+    GetClusterOverview named them (discovery owns that call; ``max_age_s`` asks it for one
+    no older than that); {} when no seed answered it now. For the cell detail and the
+    collector."""
+    membership = await discovery().membership(max_age_s=max_age_s)
+    return dict(membership.leaders) if membership.source else {}
 
 
 __all__ = [

@@ -383,13 +383,9 @@ def logged_in_page(portal_factory: Callable[..., PortalProcess], page: Any) -> A
 
 
 def _reset_portal_state() -> None:
-    from cluster.client import reset_node_client
-    from cluster.discovery import reset_discovery
-    from cluster.services import reset_services
+    from cluster.runtime import reset_runtime
 
-    reset_services()
-    reset_discovery()
-    reset_node_client()
+    reset_runtime()
 
 
 @pytest.fixture
@@ -403,7 +399,7 @@ async def portal(
     from asgiref.sync import sync_to_async
     from django.test import AsyncClient, override_settings
 
-    from cluster.client import node_client
+    from cluster.runtime import node_client
     from devcluster import DevCluster
     from devcluster.pytest_plugin import TEST_TOKEN
     from elastickv_admin.config import PortalConfig

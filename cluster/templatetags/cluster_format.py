@@ -243,4 +243,4 @@ def sparkline(values: Sequence[float], label: str = "") -> SafeString:
 @register.filter
 def cause(status: NodeStatus) -> Cause:
     """The cause of a failed status (cluster/diagnose.py): its title, cause and next step."""
-    return cause_of(status.code, status.error)
+    return cause_of(status.code, status.reachable)

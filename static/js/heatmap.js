@@ -1477,7 +1477,7 @@ async function loadBucket(bucketId, cell) {
       ? h("p", {
         class: "banner bad compact",
         text: `The collector reaches ${doc.nodes.length - failed.length} of ${doc.nodes.length} nodes: ` +
-          failed.map((n) => `${n.node}: ${n.error}`).join("; "),
+          failed.map((n) => `${n.node}: ${diagnosis(n)}`).join("; "),
       })
       : null,
   );
@@ -1539,13 +1539,21 @@ function renderBanner(nodes, warnings = []) {
     parts.push(h("div", { class: "kv-banner-bad", dataset: { testid: "kv-node-banner" } },
       h("strong", { text: `${nodes.length - failed.length} of ${nodes.length} nodes responded.` }),
       " Cells they would have counted are marked unknown.",
-      h("ul", {}, failed.map((n) => h("li", { dataset: { node: n.node } }, h("strong", { text: n.node }),
+      h("ul", {}, failed.map((n) => h("li", { dataset: { node: n.node, cause: n.cause || "" }, title: n.error || "" },
+        h("strong", { text: n.node }),
         n.address && n.address !== n.node ? h("code", { text: ` ${n.address}` }) : null,
-        `: ${n.error || "no answer"}`, n.code ? h("span", { class: "code", text: n.code }) : null)))));
+        `: ${diagnosis(n)}`, n.code ? h("span", { class: "code", text: n.code }) : null)))));
   }
   for (const w of warnings) parts.push(h("div", { class: "kv-banner-warn", text: w }));
   el.banner.replaceChildren(...parts);
   el.banner.hidden = parts.length === 0;
+}
+
+/** A failed node as the cluster pages word it (cluster/diagnose.py: cause and next step);
+ * the node's raw error text only where there is no diagnosis (a late column). */
+function diagnosis(n) {
+  if (n.summary) return n.next_step ? `${n.summary} (${n.next_step})` : n.summary;
+  return n.error || "no answer";
 }
 
 /** What the page should say about the collector (the store's writer), from the API. */

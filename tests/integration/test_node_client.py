@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+from typing import Any
 
 import grpc
 import pytest
 
 from cluster.client import NodeClient, NodeError
 from cluster.discovery import Discovery, members_from_overview
-from cluster.fanout import Node, fan_out
+from cluster.fanout import WAITING, Node, NodeStatus, PageBudget, fan_out
 from cluster.tokens import NodeTokenStore, TokenFileError, read_token_file
 from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin.config import PortalConfig
@@ -145,6 +147,40 @@ async def test_keyviz_unavailable_reads_as_keyviz_disabled(devcluster):
     assert err.value.code == "UNAVAILABLE"
     assert err.value.message.startswith("KeyViz disabled on this node")
     await client.close()
+
+
+async def test_a_failure_says_in_fields_whether_the_node_answered_and_in_its_own_words(
+    devcluster,
+):
+    """Code that decides reads NodeError's fields, never its wording: a dead address and a
+    deadline are unreachable; a node refusing (wrong token, sampler off) answered, and its
+    own words are the detail."""
+    devcluster.set_keyviz_enabled("n1", False)
+    devcluster.set_fault("n2", delay_s=3.0)
+    client = make_client(rpc_timeout_s=0.5)
+    wrong = make_client(token="not-the-token")
+    failures = {}
+    for name, call in {
+        "dead": client.call(DEAD, "GetRaftGroups"),
+        "slow": client.call(devcluster.node("n2").address, "GetRaftGroups"),
+        "keyviz off": client.call(
+            devcluster.node("n1").address, "GetKeyVizMatrix", admin_pb2.GetKeyVizMatrixRequest()
+        ),
+        "token": wrong.call(devcluster.node("n3").address, "GetRaftGroups"),
+    }.items():
+        with pytest.raises(NodeError) as err:
+            await call
+        failures[name] = (err.value.code, err.value.reachable)
+        if name == "token":
+            assert err.value.detail == "invalid admin token"
+    assert failures == {
+        "dead": ("UNAVAILABLE", False),
+        "slow": ("DEADLINE_EXCEEDED", False),
+        "keyviz off": ("UNAVAILABLE", True),
+        "token": ("UNAUTHENTICATED", True),
+    }
+    await client.close()
+    await wrong.close()
 
 
 async def test_distribution_is_called_without_a_token(devcluster):
@@ -296,4 +332,51 @@ async def test_a_grpc_error_from_a_fault_keeps_its_code(devcluster):
         await client.call(devcluster.node("n1").address, "GetRaftGroups")
     assert err.value.code == "INTERNAL"
     assert "GetRaftGroups failed: INTERNAL" in err.value.message
+    await client.close()
+
+
+async def test_fan_out_leaves_a_node_slower_than_the_budget_waiting_and_skips_known_slow_ones(
+    devcluster,
+):
+    """The page budget lives in fan_out: a node still silent when it runs out is "waiting"
+    (its call cancelled), and a node the budget skips is never asked."""
+    devcluster.set_fault("n2", delay_s=3.0)
+    devcluster.reset_rpc_counts()
+    client = make_client(rpc_timeout_s=5.0)
+    budget = PageBudget(0.5, {devcluster.node("n3").address: "slow"})
+    result = await fan_out(client, nodes_of(devcluster), "GetRaftGroups", budget=budget)
+    by_node = {s.node: s for s in result.statuses}
+    assert by_node["n1"].ok
+    assert (by_node["n2"].code, by_node["n2"].state) == (WAITING, "waiting")
+    assert by_node["n3"].code == WAITING
+    assert by_node["n3"].error == "slow: not asked within the page's 0.5 s budget"
+    assert devcluster.rpc_counts("n3").get("GetRaftGroups", 0) == 0
+    assert sorted(result.results) == [devcluster.node("n1").address]
+    await client.close()
+
+
+async def test_fan_out_sends_each_node_its_own_request_and_runs_a_step_on_each_arrival(
+    devcluster,
+):
+    """Per-node requests (the same node may be asked twice) and an on-arrival step that may
+    turn an answer into a failure of that entry only."""
+    client = make_client()
+    n1, n2 = nodes_of(devcluster)[:2]
+    requests = [
+        admin_pb2.GetKeyVizMatrixRequest(series=admin_pb2.KEYVIZ_SERIES_READS, rows=1),
+        admin_pb2.GetKeyVizMatrixRequest(series=admin_pb2.KEYVIZ_SERIES_WRITES, rows=2),
+        admin_pb2.GetKeyVizMatrixRequest(series=admin_pb2.KEYVIZ_SERIES_WRITES, rows=3),
+    ]
+    arrived: list[tuple[str, int]] = []
+
+    async def step(node: Node, answer: Any, status: NodeStatus) -> tuple[Any, NodeStatus]:
+        arrived.append((node.node_id, len(answer.rows)))
+        if node.node_id == "n2":
+            return None, replace(status, ok=False, code="MALFORMED", error="rejected")
+        return answer, status
+
+    result = await fan_out(client, [n1, n1, n2], "GetKeyVizMatrix", requests, on_arrival=step)
+    assert [s.ok for _, s in result.answers] == [True, True, False]
+    assert sorted(node for node, _ in arrived) == ["n1", "n1", "n2"]
+    assert [len(a.rows) if a is not None else None for a, _ in result.answers][2] is None
     await client.close()

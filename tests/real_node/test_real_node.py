@@ -23,8 +23,8 @@ import pytest
 import redis
 from django.test import AsyncClient
 
-from cluster.client import NodeError, node_client
-from cluster.discovery import discovery
+from cluster.client import NodeError
+from cluster.runtime import discovery, node_client
 from elastickv_admin.config import PortalConfig
 from keyviz.collector import close_collector, start_collector
 from keyviz.lease import LocalLease

@@ -30,14 +30,18 @@ from cluster.probes import (
         ("StreamEvents", NodeError("UNAVAILABLE", "unavailable: sampler off"), Support.DISABLED),
         (
             "GetKeyVizMatrix",
-            NodeError("UNAVAILABLE", "unreachable: connection refused"),
+            NodeError("UNAVAILABLE", "unreachable: connection refused", reachable=False),
             Support.UNKNOWN,
         ),
         ("GetRouteDetail", NodeError("NOT_FOUND", "no bucket ''"), Support.YES),
         ("GetRouteDetail", NodeError("INVALID_ARGUMENT", "bucket id"), Support.YES),
         ("GetRouteDetail", NodeError("MALFORMED", "could not be decoded"), Support.YES),
         ("GetAdapterSummary", NodeError("UNAUTHENTICATED", "token"), Support.UNKNOWN),
-        ("GetAdapterSummary", NodeError("DEADLINE_EXCEEDED", "slow"), Support.UNKNOWN),
+        (
+            "GetAdapterSummary",
+            NodeError("DEADLINE_EXCEEDED", "slow", reachable=False),
+            Support.UNKNOWN,
+        ),
     ],
 )
 def test_probe_answers_classify_support(method, error, support):

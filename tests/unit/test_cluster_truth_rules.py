@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.template.loader import render_to_string
 
-from cluster.client import MAX_DETAIL_CHARS
+from cluster.client import MAX_DETAIL_CHARS, NodeError
 from cluster.diagnose import cause_of, group_failures
 from cluster.discovery import Membership
 from cluster.fanout import WAITING, Node, NodeStatus
@@ -15,33 +15,37 @@ from cluster.services import ClusterHealth, leadership_hints
 
 
 @pytest.mark.parametrize(
-    ("code", "error", "key"),
+    ("code", "reachable", "keyviz", "key"),
     [
-        ("UNAVAILABLE", "unreachable: failed to connect to all addresses", "refused"),
-        ("UNAVAILABLE", "KeyViz disabled on this node (sampler off)", "keyviz_off"),
-        ("UNAVAILABLE", "unavailable: shutting down", "unavailable"),
-        ("DEADLINE_EXCEEDED", "no answer to GetRaftGroups within 5 s", "timeout"),
-        ("UNAUTHENTICATED", "the node rejected the portal's token (invalid)", "token"),
-        ("UNIMPLEMENTED", "the node does not serve the Admin service", "no_admin"),
-        ("OVERSIZED", "too big", "oversized"),
-        ("MALFORMED", "malformed response: x", "malformed"),
-        ("INTERNAL", "GetRaftGroups failed: INTERNAL boom", "other"),
+        ("UNAVAILABLE", False, False, "refused"),  # unreachable: failed to connect
+        ("UNAVAILABLE", True, True, "keyviz_off"),  # the node's sampler is off
+        ("UNAVAILABLE", True, False, "unavailable"),  # the node is shutting down
+        ("DEADLINE_EXCEEDED", False, False, "timeout"),
+        ("UNAUTHENTICATED", True, False, "token"),
+        ("UNIMPLEMENTED", True, False, "no_admin"),
+        ("OVERSIZED", True, False, "oversized"),
+        ("MALFORMED", True, False, "malformed"),
+        ("INTERNAL", True, False, "other"),
     ],
 )
-def test_every_failure_class_has_one_cause_with_a_next_step(code, error, key):
-    cause = cause_of(code, error)
+def test_every_failure_class_has_one_cause_with_a_next_step(code, reachable, keyviz, key):
+    cause = cause_of(code, reachable, keyviz=keyviz)
     assert cause.key == key
     assert cause.next_step
 
 
 def test_failures_group_by_cause_and_a_seed_error_joins_its_node_once():
     failed = [
-        NodeStatus("n1", "a:1", False, "unreachable: refused", 1.0, "UNAVAILABLE"),
+        NodeStatus("n1", "a:1", False, "unreachable: refused", 1.0, "UNAVAILABLE", reachable=False),
         NodeStatus("n2", "a:2", True, None, 1.0),
-        NodeStatus("n3", "a:3", False, "unreachable: refused", 1.0, "UNAVAILABLE"),
+        NodeStatus("n3", "a:3", False, "unreachable: refused", 1.0, "UNAVAILABLE", reachable=False),
         NodeStatus("n4", "a:4", False, "no answer yet", None, WAITING),
     ]
-    problems = group_failures(failed, {"a:1": "unreachable: refused", "a:9": "no answer to X"})
+    seeds = {
+        "a:1": NodeError("UNAVAILABLE", "unreachable: refused", reachable=False),
+        "a:9": NodeError("DEADLINE_EXCEEDED", "no answer to X", reachable=False),
+    }
+    problems = group_failures(failed, seeds)
     assert [(p.key, [a.node for a in p.nodes]) for p in problems] == [
         ("refused", ["n1", "n3"]),  # a:1 as a seed is n1: not listed twice
         ("timeout", ["a:9"]),

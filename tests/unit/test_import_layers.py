@@ -119,6 +119,53 @@ def test_imports_point_down_the_layers_except_the_known_cycles():
     assert not gone, f"fixed, drop them from KNOWN_UPWARD: {gone}"
 
 
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or around a loop (Tarjan's
+    strongly connected components with more than one module, or a module importing itself)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1 or module in graph.get(module, ()):
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_around_a_loop():
+    """No import cycle between modules at all, inside a package too (lazy imports count)."""
+    assert import_cycles(project_imports()) == []
+
+
+def test_the_cycle_finder_sees_a_loop_through_a_lazy_import():
+    graph = {"a.client": {"a.token"}, "a.token": {"a.fanout"}, "a.fanout": {"a.client"}}
+    assert import_cycles(graph) == [["a.client", "a.fanout", "a.token"]]
+    assert import_cycles({"a.x": {"a.y"}, "a.y": set()}) == []
+
+
 def test_the_checker_sees_lazy_relative_and_submodule_imports(tmp_path):
     """The checker itself: an import inside a function, `from . import x` and
     `from package import module` each name the module imported."""

@@ -23,9 +23,11 @@ from cluster.tokens import (
 
 State = NodeTokenCheck.State
 REJECTED = NodeError(
-    "UNAUTHENTICATED", "the node rejected the portal's token (invalid admin token)"
+    "UNAUTHENTICATED",
+    "the node rejected the portal's token (invalid admin token)",
+    detail="invalid admin token",
 )
-DOWN = NodeError("UNAVAILABLE", "unreachable: connection refused")
+DOWN = NodeError("UNAVAILABLE", "unreachable: connection refused", reachable=False)
 NO_ADMIN = NodeError("UNIMPLEMENTED", "GetClusterOverview is not supported by this node")
 
 

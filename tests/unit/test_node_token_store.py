@@ -29,7 +29,6 @@ def token_file(tmp_path) -> Iterator[str]:
     path.write_text(CURRENT + "\n")
     config = PortalConfig(seeds=("127.0.0.1:1",), node_token_file=str(path))
     with override_settings(ELASTICKV_ADMIN=config):
-        node_token._file_checked.clear()
         yield str(path)
 
 
@@ -61,16 +60,16 @@ async def test_a_change_made_by_another_process_is_used_within_the_sync_interval
 async def test_a_change_made_in_this_process_is_used_at_the_next_call(token_file):
     from asgiref.sync import sync_to_async
 
-    from cluster.client import node_client, reset_node_client
+    from cluster.runtime import node_client, reset_runtime
 
-    reset_node_client()
+    reset_runtime()
     store = node_client().tokens
     assert isinstance(store, DatabaseTokenStore)
     await store.sync()
     await sync_to_async(node_token.do_start_rotation)("here", NEXT, known_addresses=KNOWN)
     await store.sync()  # the commit marked it stale: no waiting for the interval
     assert values(store) == [CURRENT, NEXT]
-    reset_node_client()
+    reset_runtime()
 
 
 async def test_the_next_token_goes_only_to_nodes_known_when_the_rotation_started(token_file):
@@ -117,7 +116,7 @@ async def test_a_first_read_that_fails_falls_back_to_the_token_file(token_file, 
     def broken(*args: object, **kwargs: object) -> None:
         raise DatabaseError("no such table")
 
-    monkeypatch.setattr(node_token, "ensure_node_token", broken)
+    monkeypatch.setattr(node_token.store, "ensure_node_token", broken)
     store = DatabaseTokenStore(token_file, interval_s=0)
     await store.sync()
     assert values(store) == [CURRENT]

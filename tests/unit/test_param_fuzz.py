@@ -92,19 +92,13 @@ def path_segment() -> st.SearchStrategy[str]:
 
 @pytest.fixture
 def no_nodes() -> Iterator[None]:
-    from cluster.client import reset_node_client
-    from cluster.discovery import reset_discovery
-    from cluster.services import reset_services
+    from cluster.runtime import reset_runtime
 
     config = PortalConfig(seeds=(NO_NODE,), insecure_no_auth=True, rpc_timeout_s=0.5)
     with override_settings(ELASTICKV_ADMIN=config):
-        reset_services()
-        reset_discovery()
-        reset_node_client()
+        reset_runtime()
         yield
-    reset_services()
-    reset_discovery()
-    reset_node_client()
+    reset_runtime()
 
 
 def check_api(response: Any) -> None:

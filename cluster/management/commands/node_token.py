@@ -19,8 +19,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from audit.context import command_context, current
 from audit.service import AuditWriteError
 from cluster import node_token
-from cluster.client import node_client
 from cluster.node_token import NodeCheckRow, NodeTokenRefused, TokenInfo
+from cluster.runtime import node_client
 from cluster.tokens import MAX_TOKEN_BYTES, TokenFileError
 
 T = TypeVar("T")

@@ -168,7 +168,7 @@ async def test_no_seed_answering_falls_back_to_the_seeds(devcluster_factory, por
 async def test_slow_nodes_cost_one_deadline_not_the_sum(devcluster_factory, portal):
     import time
 
-    from cluster.discovery import discovery
+    from cluster.runtime import discovery
 
     cluster = devcluster_factory(nodes=5)
     slow = ["n2", "n3", "n4", "n5"]

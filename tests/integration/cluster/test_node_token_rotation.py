@@ -26,9 +26,8 @@ from django.test import AsyncClient
 
 from audit.models import AuditEvent
 from cluster import node_token
-from cluster.client import node_client
-from cluster.discovery import discovery
 from cluster.models import NodeTokenRecord
+from cluster.runtime import discovery, node_client
 from cluster.tokens import fingerprint
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
@@ -309,7 +308,6 @@ async def test_a_restarted_portal_uses_the_database_token_and_warns_that_its_fil
         rig.cluster.set_node_token(node, PASTED)
     assert (await rig.finish()).status_code == 302
     # A new process: its --nodeTokenFile still holds the first token.
-    node_token._file_checked.clear()
     store = node_token.DatabaseTokenStore(node_client().tokens.token_file)  # type: ignore[attr-defined]
     with caplog.at_level(logging.WARNING, logger="cluster.node_token"):
         await store.sync()

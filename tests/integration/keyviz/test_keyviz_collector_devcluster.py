@@ -24,8 +24,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
-from cluster.client import node_client, reset_node_client
-from cluster.discovery import reset_discovery
+from cluster.runtime import node_client, reset_runtime
 from devcluster import DevCluster, FlushJitter, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin.asgi import application
@@ -110,8 +109,7 @@ async def collect(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         )
         override.enable()
         overrides.append(override)
-        reset_node_client()
-        reset_discovery()
+        reset_runtime()
         return start_collector(lease=LocalLease(), step_ms=STEP)
 
     yield configure
@@ -119,8 +117,7 @@ async def collect(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     await node_client().close()
     for override in reversed(overrides):
         override.disable()
-    reset_node_client()
-    reset_discovery()
+    reset_runtime()
 
 
 def final_through(collector: Collector, at_ms: int) -> bool:

@@ -20,8 +20,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
-from cluster.client import node_client, reset_node_client
-from cluster.discovery import reset_discovery
+from cluster.runtime import node_client, reset_runtime
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin.asgi import application
@@ -108,8 +107,7 @@ async def stream(tmp_path: Path, viewer_token: str) -> AsyncIterator[Callable[..
         )
         override.enable()
         overrides.append(override)
-        reset_node_client()
-        reset_discovery()
+        reset_runtime()
         start_collector(lease=LocalLease(), step_ms=STEP)  # what every serve process runs
         return connect
 
@@ -121,8 +119,7 @@ async def stream(tmp_path: Path, viewer_token: str) -> AsyncIterator[Callable[..
     await node_client().close()
     for override in reversed(overrides):
         override.disable()
-    reset_node_client()
-    reset_discovery()
+    reset_runtime()
 
 
 def timed(factory: Callable[..., DevCluster], **kwargs: Any) -> DevCluster:

@@ -35,12 +35,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _reset() -> None:
-    from cluster.client import reset_node_client
-    from cluster.discovery import reset_discovery
+    from cluster.runtime import reset_runtime
 
-    reset_discovery()
-    reset_node_client()
-    node_token._file_checked.clear()
+    reset_runtime()
 
 
 @pytest.fixture
@@ -53,6 +50,7 @@ def token_config(tmp_path) -> Iterator[PortalConfig]:
     )
     with override_settings(ELASTICKV_ADMIN=config):
         _reset()
+        node_token.ensure_node_token()  # what startup does (elastickv_admin/cli.py prepare)
         yield config
     _reset()
 

@@ -3,6 +3,7 @@ shapes are dropped, not passed on), and which nodes a displayed column lacked.""
 
 from __future__ import annotations
 
+from cluster.diagnose import CAUSES
 from keyviz.service import collector_status, missing_by_column
 
 NOW = 1_700_000_000_000
@@ -60,8 +61,60 @@ def test_fields_of_the_wrong_type_are_left_out_rather_than_served() -> None:
         "started_unix_ms": None,
     }
     # Only the entry naming a node survives; "ok" must be exactly true.
-    assert nodes == [{"node": "n2", "ok": False, "address": "n2", "error": None, "code": None}]
+    # It comes in the one per-node status shape (cluster/diagnose.py status_json), with
+    # the diagnosis made here, not read from the state.
+    other = CAUSES["other"]
+    assert nodes == [
+        {
+            "node": "n2",
+            "ok": False,
+            "address": "n2",
+            "error": None,
+            "code": None,
+            "latency_ms": None,
+            "state": None,
+            "last_seen_ms": None,
+            "as_of_ms": None,
+            "reachable": None,
+            "detail": None,
+            "cause": "other",
+            "summary": other.cause,
+            "next_step": other.next_step,
+        }
+    ]
     assert collector_status({"status": {"n1": {}}}, NOW)[0] == []
+
+
+def test_a_failed_node_is_diagnosed_from_its_fields_not_from_its_stored_words() -> None:
+    """The KeyViz page's banner says what the cluster pages say (cause, next step): a node
+    the collector cannot reach is "connection refused", whatever its raw text; an
+    UNAVAILABLE it sent itself on a KeyViz call is KeyViz disabled."""
+    state = {
+        "status": [
+            {
+                "node": "n1",
+                "ok": False,
+                "code": "UNAVAILABLE",
+                "reachable": False,
+                "error": "unreachable: failed to connect to all addresses",
+                "cause": "token",
+            },
+            {
+                "node": "n2",
+                "ok": False,
+                "code": "UNAVAILABLE",
+                "reachable": True,
+                "error": "KeyViz disabled on this node (sampler off)",
+            },
+            {"node": "n3", "ok": True, "reachable": True},
+        ]
+    }
+    nodes, _ = collector_status(state, NOW)
+    assert [(n["node"], n["cause"], n["next_step"]) for n in nodes] == [
+        ("n1", "refused", CAUSES["refused"].next_step),
+        ("n2", "keyviz_off", CAUSES["keyviz_off"].next_step),
+        ("n3", None, None),
+    ]
 
 
 def test_a_joined_display_column_lists_every_node_its_stored_columns_lacked() -> None:
