@@ -14,6 +14,10 @@ returns one Event per change, timed when it was seen:
 - `node_joined` / `node_left`: membership changes;
 - `node_down` / `node_up`: a node stops or starts answering the collector (details
   {error} for down);
+- `keyviz_disabled` / `keyviz_enabled`: a node answers, but GetKeyVizMatrix says its
+  sampler is off (UNAVAILABLE from a reachable node, CONTRACT.md), or answers again. The
+  last known KeyViz state outlives a node_down, so a node restarted without its sampler is
+  node_up then keyviz_disabled;
 - `node_token_rotation`: a step of a node token rotation (started, finished, cancelled),
   read from the audit log when the timeline is read (details {action, actor}; never the
   audit details, which carry fingerprints).
@@ -25,7 +29,7 @@ cluster again. `GET /api/events?from=&to=&type=` and the Events page read them b
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +38,7 @@ from django.db.models import QuerySet
 
 from cluster.aggregate import RouteEntry
 from cluster.client import node_client
+from cluster.diagnose import cause_of
 from cluster.fanout import Node, call_node
 from cluster.services import routes_of
 from elastickv_admin.errors import ParamError
@@ -50,6 +55,8 @@ TYPES = (
     "node_left",
     "node_down",
     "node_up",
+    "keyviz_disabled",
+    "keyviz_enabled",
     "node_token_rotation",
 )
 # Read from the audit log, not observed by the collector (the portal itself rotates).
@@ -78,6 +85,8 @@ class EventObserver:
     """What the previous observation saw (in memory: the baseline after a start)."""
 
     nodes_ok: dict[str, bool] | None = None
+    # Last known KeyViz state of each node (True: its sampler answers), kept while it is down.
+    keyviz_on: dict[str, bool] = field(default_factory=dict)
     leaders: dict[int, tuple[str, int]] | None = None
     leaders_taken_ms: int = 0
     catalog: tuple[int, tuple[RouteEntry, ...]] | None = None
@@ -96,6 +105,27 @@ class EventObserver:
                 return got
         return None
 
+    def _keyviz_changes(
+        self, now_ms: int, nodes_ok: Mapping[str, tuple[bool, str | None]], off: Collection[str]
+    ) -> list[Observed]:
+        """keyviz_disabled / keyviz_enabled of nodes that answer now (a down node's state
+        is unknown: its last known one is kept)."""
+        out: list[Observed] = []
+        for node, (ok, _) in sorted(nodes_ok.items()):
+            if not ok:
+                continue
+            on = node not in off
+            was = self.keyviz_on.get(node)
+            self.keyviz_on[node] = on
+            if was is None or was == on or self.nodes_ok is None:
+                continue
+            out.append(
+                Observed("keyviz_enabled" if on else "keyviz_disabled", now_ms, node[:_TEXT])
+            )
+        for node in [n for n in self.keyviz_on if n not in nodes_ok]:
+            del self.keyviz_on[node]  # left the membership
+        return out
+
     def observe(
         self,
         now_ms: int,
@@ -106,7 +136,10 @@ class EventObserver:
         leaders: Mapping[int, tuple[str, int]],
         leaders_taken_ms: int,
         catalog: tuple[int, Sequence[RouteEntry]] | None = None,
+        keyviz_off: Collection[str] = (),
     ) -> list[Observed]:
+        """`nodes_ok`: node -> (answers, error); a node in `keyviz_off` answers (ok) but
+        runs without its KeyViz sampler."""
         out: list[Observed] = []
         if catalog is not None:
             version, routes = catalog
@@ -123,6 +156,7 @@ class EventObserver:
                     out.append(Observed("node_down", now_ms, node[:_TEXT], details=detail))
                 elif was is False and ok:
                     out.append(Observed("node_up", now_ms, node[:_TEXT]))
+        out += self._keyviz_changes(now_ms, nodes_ok, keyviz_off)
         self.nodes_ok = {n: ok for n, (ok, _) in nodes_ok.items()}
         if leaders_taken_ms and leaders_taken_ms != self.leaders_taken_ms:
             if self.leaders is not None:
@@ -130,6 +164,12 @@ class EventObserver:
             self.leaders = dict(leaders)
             self.leaders_taken_ms = leaders_taken_ms
         return out
+
+
+def keyviz_off(code: str | None, error: str | None) -> bool:
+    """Whether a node's failed GetKeyVizMatrix means it answers with its sampler off (the
+    node client's words, cluster/client.py classify; cluster/diagnose.py reads them)."""
+    return cause_of(code, error).key == "keyviz_off"
 
 
 def _leader_changes(
@@ -203,6 +243,17 @@ def save(events: Sequence[Observed]) -> None:
     )
 
 
+def to_json(e: Observed) -> dict[str, Any]:
+    """One event as `GET /api/events` and the live stream's `event` message give it."""
+    return {
+        "type": e.type,
+        "unix_ms": e.unix_ms,
+        "node_id": e.node_id,
+        "raft_group_id": int(e.raft_group_id),
+        "details": dict(e.details),
+    }
+
+
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -271,13 +322,7 @@ def read_events(q: EventQuery) -> dict[str, Any]:
     """The newest MAX_EVENTS events of the window, newest first."""
     rows = list(_selected(q).order_by("-unix_ms", "-id")[: MAX_EVENTS + 1])
     found = [
-        {
-            "type": e.type,
-            "unix_ms": e.unix_ms,
-            "node_id": e.node_id,
-            "raft_group_id": int(e.raft_group_id),
-            "details": e.details,
-        }
+        to_json(Observed(e.type, e.unix_ms, e.node_id, int(e.raft_group_id), e.details))
         for e in rows
     ]
     found += _rotations(q)

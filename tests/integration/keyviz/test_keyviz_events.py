@@ -139,3 +139,26 @@ async def test_node_token_rotation_steps_come_from_the_audit_log(portal):
     assert before - 1 <= step["unix_ms"] <= after
     # Other types leave the audit log out.
     assert await events_of(client, "node_down") == []
+
+
+async def test_keyviz_turned_off_and_on_is_one_disabled_and_one_enabled_event_not_a_node_down(
+    devcluster_factory, portal, monkeypatch
+):
+    cluster, client, _ = await started(devcluster_factory, portal, monkeypatch)
+    try:
+        before = wall_ms()
+        cluster.set_keyviz_enabled("n2", False)
+        await until(lambda: events_of(client, "keyviz_disabled"))
+        off = wall_ms()
+        cluster.set_keyviz_enabled("n2", True)
+        await until(lambda: events_of(client, "keyviz_enabled"))
+        on = wall_ms()
+        await asyncio.sleep(1.0)  # more polls of the node: still one event each
+        [disabled] = await events_of(client, "keyviz_disabled")
+        [enabled] = await events_of(client, "keyviz_enabled")
+        assert disabled["node_id"] == enabled["node_id"] == "n2"
+        assert before <= disabled["unix_ms"] <= off <= enabled["unix_ms"] <= on
+        # The node kept answering: no down/up.
+        assert await events_of(client, "node_down,node_up") == []
+    finally:
+        await close_collector()

@@ -143,3 +143,56 @@ def test_the_catalog_version_changing_is_what_triggers_route_events() -> None:
     o.catalog = (3, tuple(old[1]))
     [split] = o.observe(2200, leaders_taken_ms=0, catalog=new, **kw)
     assert split.type == "route_split"
+
+
+def test_keyviz_turned_off_and_on_is_one_disabled_and_one_enabled_event_not_a_node_down() -> None:
+    o = observer()
+
+    def at(t: int, off: set[str]) -> list[events.Observed]:
+        return o.observe(
+            t, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off=off
+        )
+
+    assert at(2000, {"n2"}) == [events.Observed("keyviz_disabled", 2000, "n2")]
+    assert at(2500, {"n2"}) == []
+    assert at(3000, set()) == [events.Observed("keyviz_enabled", 3000, "n2")]
+    assert at(3500, set()) == []
+
+
+def test_a_node_back_from_down_without_its_sampler_is_up_then_keyviz_disabled() -> None:
+    o = observer()
+    down: dict[str, tuple[bool, str | None]] = {"n1": (True, None), "n2": (False, "refused")}
+    assert [
+        e.type
+        for e in o.observe(2000, joined=[], left=[], nodes_ok=down, leaders={}, leaders_taken_ms=0)
+    ] == ["node_down"]
+    back = o.observe(
+        3000, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off={"n2"}
+    )
+    assert [(e.type, e.node_id) for e in back] == [("node_up", "n2"), ("keyviz_disabled", "n2")]
+
+
+def test_a_node_already_without_keyviz_at_the_baseline_is_not_an_event() -> None:
+    o = events.EventObserver()
+    first = o.observe(
+        1000, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off={"n1"}
+    )
+    again = o.observe(
+        2000, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off={"n1"}
+    )
+    assert first == again == []
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "off"),
+    [
+        ("UNAVAILABLE", "KeyViz disabled on this node (keyviz sampler is not enabled)", True),
+        ("UNAVAILABLE", "unreachable: failed to connect to all addresses", False),
+        ("DEADLINE_EXCEEDED", "no answer to GetKeyVizMatrix within 2 s", False),
+        (None, None, False),
+    ],
+)
+def test_only_a_reachable_node_refusing_keyviz_reads_as_keyviz_off(
+    code: str | None, error: str | None, off: bool
+) -> None:
+    assert events.keyviz_off(code, error) is off
