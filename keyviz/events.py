@@ -66,6 +66,8 @@ ROTATION_ACTIONS = (
     "node_token.rotation_cancelled",
 )
 MAX_EVENTS = 1000
+# The cell drawer lists the events within this many steps either side of the cell.
+CELL_STEPS = 3
 DEFAULT_WINDOW_MS = 24 * 3_600_000
 # Node-controlled strings are cut before they are stored.
 _TEXT = 255
@@ -334,3 +336,15 @@ def read_events(q: EventQuery) -> dict[str, Any]:
         "truncated": len(found) > MAX_EVENTS,
         "events": found[:MAX_EVENTS],
     }
+
+
+def cell_window(query: Mapping[str, str], step_ms: int, from_ms: int, to_ms: int) -> EventQuery:
+    """The events of a cell detail (GET /api/keyviz/buckets/<id>): within CELL_STEPS steps
+    of `at` (the cell's column time, Unix ms) either side of its window, or of the whole
+    from/to window when `at` is not given. Every type."""
+    at = _ms(query, "at")
+    if at is None:
+        return EventQuery(from_ms, to_ms, TYPES)
+    # The cell's column covers (at - step, at]: CELL_STEPS more steps on each side.
+    start = max(0, at - (CELL_STEPS + 1) * step_ms)
+    return EventQuery(start, at + CELL_STEPS * step_ms + 1, TYPES)
