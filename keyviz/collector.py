@@ -305,6 +305,8 @@ class Collector:
 
     async def _observe_events(self, joined: Sequence[str], left: Sequence[str]) -> None:
         """The cluster timeline (keyviz/events.py): what changed since the last tick."""
+        pushed, self.nodes.route_transitions = self.nodes.route_transitions, []
+        self.events.transitions(pushed)
         catalog = await self.events.catalog_if_due(
             [t.node for t in sorted(self.nodes.tracks.values(), key=lambda t: not t.ok)]
         )

@@ -10,7 +10,9 @@ returns one Event per change, timed when it was seen:
 - `route_split` / `route_merged` / `route_moved`: the route catalog (ListRoutes, asked
   as often as the leaders) has a new `catalog_version` and a route was replaced by two or
   more inside its range, two or more by one covering them, or a route now lives in
-  another Raft group; details {route_id, into | from | from_group, to_group, version};
+  another Raft group; details {route_id, into | from | from_group, to_group, version}.
+  Where a node streams its RouteTransitions (StreamEvents), a transition makes the
+  catalog due at once and the split or merge is timed when the node made it;
 - `node_joined` / `node_left`: membership changes;
 - `node_down` / `node_up`: a node stops or starts answering the collector (details
   {error} for down);
@@ -71,6 +73,8 @@ CELL_STEPS = 3
 DEFAULT_WINDOW_MS = 24 * 3_600_000
 # Node-controlled strings are cut before they are stored.
 _TEXT = 255
+# Route ids whose transition time is remembered until the catalog shows the change.
+_TRANSITION_TIMES = 256
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,21 @@ class EventObserver:
     leaders_taken_ms: int = 0
     catalog: tuple[int, tuple[RouteEntry, ...]] | None = None
     _catalog_due: float = 0.0
+    # Route id (a split's parent, a merge's child) -> when a node said it changed.
+    route_ms: dict[int, int] = field(default_factory=dict)
+
+    def transitions(self, pushed: Sequence[tuple[int, Sequence[int], int]]) -> None:
+        """Route transitions a node streamed (parent, children, unix_ms): the catalog is
+        asked on the next observation, and the change is timed when the node made it."""
+        for parent, children, unix_ms in pushed:
+            if unix_ms <= 0 or unix_ms > MAX_UNIX_MS:
+                continue  # node-controlled: a time the timeline cannot hold is not used
+            self.route_ms[int(parent)] = int(unix_ms)
+            if len(children) == 1:
+                self.route_ms[int(children[0])] = int(unix_ms)  # one parent of a merge
+            self._catalog_due = 0.0
+        while len(self.route_ms) > _TRANSITION_TIMES:
+            del self.route_ms[next(iter(self.route_ms))]
 
     async def catalog_if_due(self, nodes: Sequence[Node]) -> tuple[int, list[RouteEntry]] | None:
         """ListRoutes from the first of `nodes` that answers, as often as the leaders are
@@ -146,7 +165,7 @@ class EventObserver:
         if catalog is not None:
             version, routes = catalog
             if self.catalog is not None and version != self.catalog[0]:
-                out += catalog_changes(self.catalog[1], routes, now_ms, version)
+                out += catalog_changes(self.catalog[1], routes, now_ms, version, self.route_ms)
             self.catalog = (version, tuple(routes))
         if self.nodes_ok is not None:
             out += [Observed("node_joined", now_ms, node[:_TEXT]) for node in joined]
@@ -199,9 +218,15 @@ def _within(inner: RouteEntry, outer: RouteEntry) -> bool:
 
 
 def catalog_changes(
-    before: Sequence[RouteEntry], after: Sequence[RouteEntry], at_ms: int, version: int
+    before: Sequence[RouteEntry],
+    after: Sequence[RouteEntry],
+    at_ms: int,
+    version: int,
+    route_ms: dict[int, int] | None = None,
 ) -> list[Observed]:
-    """Splits, merges and moves between two route catalogs (one event per change)."""
+    """Splits, merges and moves between two route catalogs (one event per change), timed
+    `at_ms` unless `route_ms` has the node's transition time (taken out once used)."""
+    times = route_ms if route_ms is not None else {}
     old = {r.route_id: r for r in before}
     new = {r.route_id: r for r in after}
     removed = [r for i, r in sorted(old.items()) if i not in new]
@@ -211,12 +236,16 @@ def catalog_changes(
         into = [a.route_id for a in added if _within(a, r)]
         if len(into) >= 2:
             details = {"route_id": r.route_id, "into": into, "version": version}
-            out.append(Observed("route_split", at_ms, "", r.raft_group_id, details))
+            when = times.pop(r.route_id, at_ms)
+            out.append(Observed("route_split", when, "", r.raft_group_id, details))
     for a in added:
         parts = [r.route_id for r in removed if _within(r, a)]
         if len(parts) >= 2:
             details = {"route_id": a.route_id, "from": parts, "version": version}
-            out.append(Observed("route_merged", at_ms, "", a.raft_group_id, details))
+            when = times.pop(a.route_id, at_ms)
+            for p in parts:
+                times.pop(p, None)
+            out.append(Observed("route_merged", when, "", a.raft_group_id, details))
     for i, r in sorted(new.items()):
         was = old.get(i)
         if was is not None and was.raft_group_id != r.raft_group_id:

@@ -162,3 +162,26 @@ async def test_keyviz_turned_off_and_on_is_one_disabled_and_one_enabled_event_no
         assert await events_of(client, "node_down,node_up") == []
     finally:
         await close_collector()
+
+
+async def test_a_split_a_node_streams_is_recorded_at_once_at_the_nodes_time(
+    devcluster_factory, portal
+):
+    # The catalog is asked every 10 s (not shortened here): the pushed RouteTransition
+    # makes it due at once, and the event carries the node's time of the split.
+    cluster = devcluster_factory(timers=True, step_ms=STEP, profile="design")
+    client = portal(cluster)
+    store.clear_bucket_cache()
+    collector = start_collector(lease=LocalLease(), step_ms=STEP)
+    try:
+        await until(lambda: collector.events.catalog is not None)
+        await until(lambda: all(t.streaming for t in collector.nodes.tracks.values()))
+        target = max(cluster.routes(), key=lambda r: len(r.start))
+        before = wall_ms()
+        left, right = cluster.split_route(target.route_id, target.start + b"\x80")
+        after = wall_ms()
+        [event] = await until(lambda: events_of(client, "route_split"), within=5.0)
+        assert event["details"]["into"] == sorted([left, right])
+        assert before <= event["unix_ms"] <= after
+    finally:
+        await close_collector()

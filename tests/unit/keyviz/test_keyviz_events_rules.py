@@ -196,3 +196,25 @@ def test_only_a_reachable_node_refusing_keyviz_reads_as_keyviz_off(
     code: str | None, error: str | None, off: bool
 ) -> None:
     assert events.keyviz_off(code, error) is off
+
+
+def test_streamed_transitions_time_the_split_and_merge_the_catalog_shows() -> None:
+    o = observer()
+    kw: dict[str, Any] = {"joined": [], "left": [], "nodes_ok": UP, "leaders": {}}
+    o.observe(2000, leaders_taken_ms=0, catalog=(1, [route(1, b"", b"")]), **kw)
+    # Split pushed at 1500 by the node: the catalog is due at once, the event timed 1500.
+    o.transitions([(1, (2, 3), 1500)])
+    assert o._catalog_due == 0.0
+    split_catalog = (2, [route(2, b"", b"m"), route(3, b"m", b"")])
+    [split] = o.observe(2600, leaders_taken_ms=0, catalog=split_catalog, **kw)
+    assert (split.type, split.unix_ms) == ("route_split", 1500)
+    # A merge comes as one transition per parent, each naming the one child.
+    o.transitions([(2, (4,), 3000), (3, (4,), 3000)])
+    [merge] = o.observe(3400, leaders_taken_ms=0, catalog=(3, [route(4, b"", b"")]), **kw)
+    assert (merge.type, merge.unix_ms, merge.details["from"]) == ("route_merged", 3000, [2, 3])
+    assert o.route_ms == {}  # used once
+    # A node's impossible time is not used: the change is timed when it was seen.
+    o.transitions([(4, (5, 6), -1)])
+    catalog = (4, [route(5, b"", b"k"), route(6, b"k", b"")])
+    [late] = o.observe(4000, leaders_taken_ms=0, catalog=catalog, **kw)
+    assert late.unix_ms == 4000
