@@ -293,6 +293,8 @@ class EventQuery:
     from_ms: int
     to_ms: int
     types: tuple[str, ...]
+    node: str = ""  # only this node's events ("" any)
+    group: int | None = None  # only this Raft group's events
 
 
 def _ms(query: Mapping[str, str], name: str) -> int | None:
@@ -305,7 +307,8 @@ def _ms(query: Mapping[str, str], name: str) -> int | None:
 
 
 def parse_event_query(query: Mapping[str, str], *, now_ms: int) -> EventQuery:
-    """`from`/`to` (Unix ms; default the last 24 h), `type` (comma-separated, of TYPES)."""
+    """`from`/`to` (Unix ms; default the last 24 h), `type` (comma-separated, of TYPES),
+    `node` (a node id), `group` (a Raft group id)."""
     end = _ms(query, "to")
     end = now_ms if end is None else end
     start = _ms(query, "from")
@@ -319,18 +322,34 @@ def parse_event_query(query: Mapping[str, str], *, now_ms: int) -> EventQuery:
         raise ParamError(
             "type", f"unknown event type {unknown[0][:40]!r}; use one of {', '.join(TYPES)}"
         )
-    return EventQuery(start, end, types)
+    node = query.get("node") or ""
+    if len(node) > _TEXT:
+        raise ParamError("node", f"must be a node id of at most {_TEXT} characters")
+    raw_group = query.get("group") or ""
+    group = None
+    if raw_group:
+        if not raw_group.isascii() or not raw_group.isdigit() or len(raw_group) > 20:
+            raise ParamError(
+                "group", f"must be a Raft group id (a whole number), got {raw_group[:40]!r}"
+            )
+        group = int(raw_group)
+    return EventQuery(start, end, types, node, group)
 
 
 def _selected(q: EventQuery) -> QuerySet[Event]:
-    return Event.objects.filter(unix_ms__gte=q.from_ms, unix_ms__lt=q.to_ms, type__in=q.types)
+    rows = Event.objects.filter(unix_ms__gte=q.from_ms, unix_ms__lt=q.to_ms, type__in=q.types)
+    if q.node:
+        rows = rows.filter(node_id=q.node)
+    if q.group is not None:
+        rows = rows.filter(raft_group_id=q.group)
+    return rows
 
 
 def _rotations(q: EventQuery) -> list[dict[str, Any]]:
     from audit.models import AuditEvent, Outcome
 
-    if "node_token_rotation" not in q.types:
-        return []
+    if "node_token_rotation" not in q.types or q.node or q.group is not None:
+        return []  # a rotation names no node or group
     rows = AuditEvent.objects.filter(
         action__in=ROTATION_ACTIONS,
         outcome=Outcome.SUCCESS,

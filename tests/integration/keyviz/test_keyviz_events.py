@@ -185,3 +185,29 @@ async def test_a_split_a_node_streams_is_recorded_at_once_at_the_nodes_time(
         assert before <= event["unix_ms"] <= after
     finally:
         await close_collector()
+
+
+async def test_the_timeline_filters_by_node_and_raft_group(portal):
+    from asgiref.sync import sync_to_async
+
+    from keyviz import events
+
+    client = portal(["127.0.0.1:1"])
+    now = wall_ms()
+    await sync_to_async(events.save)(
+        [
+            events.Observed("node_down", now - 3000, "n2", details={"error": "x"}),
+            events.Observed("leader_changed", now - 2000, "n1", 7, {"from": "n2", "to": "n1"}),
+            events.Observed("leader_changed", now - 1000, "n3", 8, {"from": "n1", "to": "n3"}),
+        ]
+    )
+    doc = (await client.get("/api/events", {"node": "n1"})).json()
+    assert [(e["type"], e["node_id"]) for e in doc["events"]] == [("leader_changed", "n1")]
+    doc = (await client.get("/api/events", {"group": "8"})).json()
+    assert [e["raft_group_id"] for e in doc["events"]] == [8]
+    html = (await client.get("/events/", {"node": "n2"})).content.decode()
+    assert html.count('data-type="') == 1
+    assert 'data-type="node_down"' in html
+    bad = await client.get("/events/", {"group": "seven"})
+    assert bad.status_code == 400
+    assert "group: must be a Raft group id" in bad.content.decode()

@@ -95,6 +95,9 @@ def test_node_controlled_strings_are_cut_before_they_are_stored() -> None:
         ({"from": "yesterday"}, "from"),
         ({"to": "-1"}, "to"),
         ({"from": "20", "to": "10"}, "from"),
+        ({"group": "one"}, "group"),
+        ({"group": "-3"}, "group"),
+        ({"node": "n" * 300}, "node"),
     ],
 )
 def test_bad_event_parameters_name_the_parameter(params: dict[str, str], named: str) -> None:
