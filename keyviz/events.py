@@ -25,7 +25,7 @@ returns one Event per change, timed when it was seen:
   audit details, which carry fingerprints).
 
 The first observation is the baseline: a restarted collector does not record the whole
-cluster again. `GET /api/events?from=&to=&type=` and the Events page read them back.
+cluster again. `GET /api/events?from=&to=&type=&node=&group=` and the Events page read them back.
 """
 
 from __future__ import annotations
