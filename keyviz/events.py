@@ -386,13 +386,17 @@ def read_events(q: EventQuery) -> dict[str, Any]:
     }
 
 
-def cell_window(query: Mapping[str, str], step_ms: int, from_ms: int, to_ms: int) -> EventQuery:
+def parse_cell_at(query: Mapping[str, str]) -> int | None:
+    """`at` of a cell detail: the clicked cell's column time (Unix ms), if given."""
+    return _ms(query, "at")
+
+
+def cell_window(at_ms: int | None, step_ms: int, from_ms: int, to_ms: int) -> EventQuery:
     """The events of a cell detail (GET /api/keyviz/buckets/<id>): within CELL_STEPS steps
-    of `at` (the cell's column time, Unix ms) either side of its window, or of the whole
-    from/to window when `at` is not given. Every type."""
-    at = _ms(query, "at")
-    if at is None:
+    either side of the cell whose column ends at `at_ms`, or of the whole from/to window
+    when no cell is named. Every type."""
+    if at_ms is None:
         return EventQuery(from_ms, to_ms, TYPES)
     # The cell's column covers (at - step, at]: CELL_STEPS more steps on each side.
-    start = max(0, at - (CELL_STEPS + 1) * step_ms)
-    return EventQuery(start, at + CELL_STEPS * step_ms + 1, TYPES)
+    start = max(0, at_ms - (CELL_STEPS + 1) * step_ms)
+    return EventQuery(start, at_ms + CELL_STEPS * step_ms + 1, TYPES)

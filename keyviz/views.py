@@ -96,8 +96,7 @@ async def api_matrix(request: HttpRequest) -> ApiResult:
 @api_view
 async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
     query = parse_matrix_query(request.GET, now_ms=int(time.time() * 1000))
-    # `at` (the clicked cell's column time) is checked before any read.
-    events.cell_window(request.GET, 1, query.from_unix_ms, query.to_unix_ms)
+    at_ms = events.parse_cell_at(request.GET)  # checked before any read
     try:
         detail = await service.fetch_bucket(query, bucket_id)
     except service.StoreUnavailable as exc:
@@ -120,9 +119,7 @@ async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
         for g in groups
     ]
     # The cluster timeline around the cell, for the drawer (README "Cluster timeline").
-    near = events.cell_window(
-        request.GET, detail.matrix.step_ms, query.from_unix_ms, query.to_unix_ms
-    )
+    near = events.cell_window(at_ms, detail.matrix.step_ms, query.from_unix_ms, query.to_unix_ms)
     try:
         timeline = await sync_to_async(events.read_events)(near)
     except DatabaseError as exc:
