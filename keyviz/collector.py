@@ -305,20 +305,32 @@ class Collector:
 
     async def _observe_events(self, joined: Sequence[str], left: Sequence[str]) -> None:
         """The cluster timeline (keyviz/events.py): what changed since the last tick."""
+        pushed, self.nodes.route_transitions = self.nodes.route_transitions, []
+        self.events.transitions(pushed)
         catalog = await self.events.catalog_if_due(
             [t.node for t in sorted(self.nodes.tracks.values(), key=lambda t: not t.ok)]
         )
+        tracks = self.nodes.tracks.values()
+        off = {t.label for t in tracks if not t.ok and events.keyviz_off(t.code, t.reachable)}
         seen = self.events.observe(
             wall_ms(),
             joined=joined,
             left=left,
-            nodes_ok={t.label: (t.ok, t.error) for t in self.nodes.tracks.values()},
+            nodes_ok={t.label: (t.ok or t.label in off, t.error) for t in tracks},
             leaders=self.nodes.leader_terms,
             leaders_taken_ms=self.nodes.leader_terms_ms,
             catalog=catalog,
+            keyviz_off=off,
         )
-        if seen:
-            await self.history.call("save events", events.save, seen)
+        if not seen:
+            return
+        await self.history.call("save events", events.save, seen)
+        # Recorded: to every series' viewers at once (README "Live stream protocol").
+        for e in seen:
+            message = {"type": "event", "event": events.to_json(e)}
+            for name in SERIES:
+                self.out.notice(name, message)
+        await self.out.send_notices()
 
     async def _take(
         self, fetched: Fetched, pushed: Sequence[tuple[str, int, NodeColumn]] = ()

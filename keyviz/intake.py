@@ -93,6 +93,8 @@ class NodeIntake:
         self.pushed: list[tuple[str, int, NodeColumn]] = []  # (address, series, column)
         self.notices: list[tuple[str, dict[str, Any]]] = []  # (series, client message)
         self._transitions: deque[tuple[int, int]] = deque(maxlen=64)
+        # Route transitions pushed since the collector last asked (for the timeline).
+        self.route_transitions: list[tuple[int, tuple[int, ...], int]] = []
         self._due: dict[str, float] = {}
 
     # -- membership -------------------------------------------------------------------------
@@ -184,6 +186,7 @@ class NodeIntake:
         if key in self._transitions:
             return
         self._transitions.append(key)
+        self.route_transitions.append((t.parent_route_id, tuple(t.child_route_ids), t.unix_ms))
         for name in SERIES:
             message = {
                 "type": "route_transition",

@@ -23,7 +23,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from keyviz import cellblob
-from keyviz.models import TIER_1H, TIER_15M, TIER_FINE, Bucket, StoredColumn, StoredNodeColumn
+from keyviz.models import (
+    TIER_1H,
+    TIER_15M,
+    TIER_FINE,
+    Bucket,
+    Event,
+    StoredColumn,
+    StoredNodeColumn,
+)
 from keyviz.store import (
     LAST_SEEN_SLACK_MS,
     TIER_STEP_MS,
@@ -179,7 +187,8 @@ def compact(now_ms: int) -> CompactionReport:
 
 
 def prune(now_ms: int) -> int:
-    """Delete what retention no longer covers; the number of rows deleted.
+    """Delete what retention no longer covers (cluster timeline events included: as long
+    as the coarsest tier); the number of rows deleted.
 
     A Bucket goes only when no retained column can hold it: its last sighting is
     older than the coarsest retention plus one 1 h window (a 1 h column covers
@@ -191,6 +200,8 @@ def prune(now_ms: int) -> int:
         for tier, horizon in horizons.items():
             deleted += StoredColumn.objects.filter(tier=tier, column_ms__lt=horizon).delete()[0]
         deleted += StoredNodeColumn.objects.filter(slot_ms__lt=horizons[TIER_FINE]).delete()[0]
+        # The cluster timeline is kept as long as the longest-kept history it annotates.
+        deleted += Event.objects.filter(unix_ms__lt=min(horizons.values())).delete()[0]
         oldest = min(horizons.values()) - TIER_STEP_MS[TIER_1H] - LAST_SEEN_SLACK_MS
         gone = Bucket.objects.filter(last_seen_ms__lt=oldest).delete()[0]
         deleted += gone

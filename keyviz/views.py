@@ -98,6 +98,7 @@ async def api_matrix(request: HttpRequest) -> ApiResult:
 @api_view
 async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
     query = parse_matrix_query(request.GET, now_ms=int(time.time() * 1000))
+    at_ms = events.parse_cell_at(request.GET)  # checked before any read
     try:
         detail = await service.fetch_bucket(query, bucket_id)
     except service.StoreUnavailable as exc:
@@ -119,6 +120,15 @@ async def api_bucket(request: HttpRequest, bucket_id: str) -> ApiResult:
         }
         for g in groups
     ]
+    # The cluster timeline around the cell, for the drawer (README "Cluster timeline").
+    near = events.cell_window(at_ms, detail.matrix.step_ms, query.from_unix_ms, query.to_unix_ms)
+    try:
+        timeline = await sync_to_async(events.read_events)(near)
+    except DatabaseError as exc:
+        raise ApiError(503, f"the cluster timeline could not be read: {exc}") from None
+    doc["events_from_unix_ms"] = near.from_ms
+    doc["events_to_unix_ms"] = near.to_ms
+    doc["events"] = timeline["events"]
     return doc
 
 

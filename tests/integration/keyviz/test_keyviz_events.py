@@ -139,3 +139,75 @@ async def test_node_token_rotation_steps_come_from_the_audit_log(portal):
     assert before - 1 <= step["unix_ms"] <= after
     # Other types leave the audit log out.
     assert await events_of(client, "node_down") == []
+
+
+async def test_keyviz_turned_off_and_on_is_one_disabled_and_one_enabled_event_not_a_node_down(
+    devcluster_factory, portal, monkeypatch
+):
+    cluster, client, _ = await started(devcluster_factory, portal, monkeypatch)
+    try:
+        before = wall_ms()
+        cluster.set_keyviz_enabled("n2", False)
+        await until(lambda: events_of(client, "keyviz_disabled"))
+        off = wall_ms()
+        cluster.set_keyviz_enabled("n2", True)
+        await until(lambda: events_of(client, "keyviz_enabled"))
+        on = wall_ms()
+        await asyncio.sleep(1.0)  # more polls of the node: still one event each
+        [disabled] = await events_of(client, "keyviz_disabled")
+        [enabled] = await events_of(client, "keyviz_enabled")
+        assert disabled["node_id"] == enabled["node_id"] == "n2"
+        assert before <= disabled["unix_ms"] <= off <= enabled["unix_ms"] <= on
+        # The node kept answering: no down/up.
+        assert await events_of(client, "node_down,node_up") == []
+    finally:
+        await close_collector()
+
+
+async def test_a_split_a_node_streams_is_recorded_at_once_at_the_nodes_time(
+    devcluster_factory, portal
+):
+    # The catalog is asked every 10 s (not shortened here): the pushed RouteTransition
+    # makes it due at once, and the event carries the node's time of the split.
+    cluster = devcluster_factory(timers=True, step_ms=STEP, profile="design")
+    client = portal(cluster)
+    store.clear_bucket_cache()
+    collector = start_collector(lease=LocalLease(), step_ms=STEP)
+    try:
+        await until(lambda: collector.events.catalog is not None)
+        await until(lambda: all(t.streaming for t in collector.nodes.tracks.values()))
+        target = max(cluster.routes(), key=lambda r: len(r.start))
+        before = wall_ms()
+        left, right = cluster.split_route(target.route_id, target.start + b"\x80")
+        after = wall_ms()
+        [event] = await until(lambda: events_of(client, "route_split"), within=5.0)
+        assert event["details"]["into"] == sorted([left, right])
+        assert before <= event["unix_ms"] <= after
+    finally:
+        await close_collector()
+
+
+async def test_the_timeline_filters_by_node_and_raft_group(portal):
+    from asgiref.sync import sync_to_async
+
+    from keyviz import events
+
+    client = portal(["127.0.0.1:1"])
+    now = wall_ms()
+    await sync_to_async(events.save)(
+        [
+            events.Observed("node_down", now - 3000, "n2", details={"error": "x"}),
+            events.Observed("leader_changed", now - 2000, "n1", 7, {"from": "n2", "to": "n1"}),
+            events.Observed("leader_changed", now - 1000, "n3", 8, {"from": "n1", "to": "n3"}),
+        ]
+    )
+    doc = (await client.get("/api/events", {"node": "n1"})).json()
+    assert [(e["type"], e["node_id"]) for e in doc["events"]] == [("leader_changed", "n1")]
+    doc = (await client.get("/api/events", {"group": "8"})).json()
+    assert [e["raft_group_id"] for e in doc["events"]] == [8]
+    html = (await client.get("/events/", {"node": "n2"})).content.decode()
+    assert html.count('data-type="') == 1
+    assert 'data-type="node_down"' in html
+    bad = await client.get("/events/", {"group": "seven"})
+    assert bad.status_code == 400
+    assert "group: must be a Raft group id" in bad.content.decode()

@@ -220,3 +220,28 @@ async def test_an_injected_hotspot_comes_first_with_its_leader_and_a_steady_hot_
         assert wall_ms() - since > first["to_unix_ms"] - since
     finally:
         await close_collector()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_leadership_balance_counts_groups_led_per_node_and_the_imbalance(devcluster, portal):
+    client = portal(devcluster)
+    store.clear_bucket_cache()
+    groups = [g.group_id for g in devcluster.groups()]
+    for gid in groups:  # every group led by n1: the worst imbalance
+        if devcluster.group(gid).leader != "n1":
+            devcluster.transfer_leadership(gid, "n1")
+    doc = (await client.get("/api/keyviz/hot-ranges", {"window": "5m"})).json()
+    led = {n["node_id"]: n["groups"] for n in doc["leadership"]["groups_led"]}
+    assert led == {"n1": len(groups), "n2": 0, "n3": 0}
+    assert doc["leadership"]["imbalance"] == len(groups)
+    assert doc["leadership"]["groups_with_leader"] == doc["leadership"]["groups"] == len(groups)
+    # One group moved to n2: the imbalance drops by one.
+    devcluster.transfer_leadership(groups[0], "n2")
+    doc = (await client.get("/api/keyviz/hot-ranges", {"window": "5m"})).json()
+    led = {n["node_id"]: n["groups"] for n in doc["leadership"]["groups_led"]}
+    assert led == {"n1": len(groups) - 1, "n2": 1, "n3": 0}
+    assert doc["leadership"]["imbalance"] == len(groups) - 1
+    # The page shows the same figures.
+    html = (await client.get("/keyviz/hot/")).content.decode()
+    assert f"imbalance {len(groups) - 1}" in html
+    assert f"<td>n1</td><td>{len(groups) - 1}</td>" in html

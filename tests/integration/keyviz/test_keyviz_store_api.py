@@ -324,6 +324,39 @@ async def test_the_cell_detail_reads_each_nodes_contribution_from_the_store(api)
     assert doc["groups"] == [{"raft_group_id": 7, "leader_node_id": "", "leader_term": 0}]
 
 
+async def test_the_cell_detail_lists_the_events_within_a_few_steps_of_the_cell(api):
+    from keyviz import events
+
+    await collector_ran()
+    t = minute(20)
+    await save(column(t, {"route:1": 8}))
+    near = [
+        events.Observed("node_down", t - 3 * STEP - STEP // 2, "n2", details={"error": "x"}),
+        events.Observed("leader_changed", t + 2 * STEP, "n1", 7, {"from": "n2", "to": "n1"}),
+    ]
+    far = [
+        events.Observed("node_up", t - 5 * STEP, "n2"),
+        events.Observed("keyviz_disabled", t + 5 * STEP, "n3"),
+    ]
+    await sync_to_async(events.save)(near + far)
+    doc = (await api.get("/api/keyviz/buckets/route:1", {"at": str(t)})).json()
+    # The same entries as GET /api/events, newest first.
+    assert doc["events"] == [events.to_json(e) for e in reversed(near)]
+    assert doc["events_from_unix_ms"] <= t - 4 * STEP
+    assert doc["events_to_unix_ms"] > t + 3 * STEP
+    # Without `at`: the events of the whole window the drawer asked for.
+    whole = (await api.get("/api/keyviz/buckets/route:1")).json()
+    assert len(whole["events"]) == 4
+
+
+async def test_a_bad_cell_time_is_a_400_naming_at(api):
+    await collector_ran()
+    await save(column(minute(3), {"route:1": 1}))
+    resp = await api.get("/api/keyviz/buckets/route:1", {"at": "soon"})
+    assert resp.status_code == 400
+    assert resp.json()["message"].startswith("at:")
+
+
 async def test_an_unknown_bucket_is_a_404_that_says_what_to_do(api):
     await collector_ran()
     await save(column(minute(3), {"route:1": 1}))

@@ -503,3 +503,34 @@ async def test_a_viewer_the_server_cannot_send_to_is_closed_and_cleaned_up(
     await viewer.comm.wait(5)
     assert viewers_gauge() == before
     assert stream_group_members("writes") == 0
+
+
+async def test_a_leader_change_reaches_subscribers_as_the_event_the_timeline_records(
+    devcluster_factory, stream, monkeypatch
+):
+    from keyviz import events, intake
+    from keyviz.collector import running_collector
+    from keyviz.messages import wall_ms
+    from tests.helpers import until
+
+    monkeypatch.setattr(intake, "LEADERS_EVERY_S", 0.2)  # the overview is asked every 10 s
+    cluster = timed(devcluster_factory)
+    connect = stream(cluster)
+    viewer = await connect("reads")
+    await viewer.next("subscribed")
+    collector = running_collector()
+    assert collector is not None
+    await until(lambda: collector.events.leaders is not None)  # the baseline overview
+    group = cluster.groups()[0]
+    to = next(n.node_id for n in cluster.nodes if n.node_id != group.leader)
+    term = cluster.transfer_leadership(group.group_id, to)
+    message = await viewer.next("event")
+    assert set(message) == {"type", "event"}
+    event = message["event"]
+    assert event["type"] == "leader_changed"
+    assert event["raft_group_id"] == group.group_id
+    assert event["details"] == {"from": group.leader, "to": to, "term": term}
+    # The same entry GET /api/events answers.
+    query = events.parse_event_query({"type": "leader_changed"}, now_ms=wall_ms() + 1)
+    recorded = await sync_to_async(events.read_events)(query)
+    assert recorded["events"] == [event]

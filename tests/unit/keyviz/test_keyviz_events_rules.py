@@ -95,6 +95,9 @@ def test_node_controlled_strings_are_cut_before_they_are_stored() -> None:
         ({"from": "yesterday"}, "from"),
         ({"to": "-1"}, "to"),
         ({"from": "20", "to": "10"}, "from"),
+        ({"group": "one"}, "group"),
+        ({"group": "-3"}, "group"),
+        ({"node": "n" * 300}, "node"),
     ],
 )
 def test_bad_event_parameters_name_the_parameter(params: dict[str, str], named: str) -> None:
@@ -143,3 +146,78 @@ def test_the_catalog_version_changing_is_what_triggers_route_events() -> None:
     o.catalog = (3, tuple(old[1]))
     [split] = o.observe(2200, leaders_taken_ms=0, catalog=new, **kw)
     assert split.type == "route_split"
+
+
+def test_keyviz_turned_off_and_on_is_one_disabled_and_one_enabled_event_not_a_node_down() -> None:
+    o = observer()
+
+    def at(t: int, off: set[str]) -> list[events.Observed]:
+        return o.observe(
+            t, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off=off
+        )
+
+    assert at(2000, {"n2"}) == [events.Observed("keyviz_disabled", 2000, "n2")]
+    assert at(2500, {"n2"}) == []
+    assert at(3000, set()) == [events.Observed("keyviz_enabled", 3000, "n2")]
+    assert at(3500, set()) == []
+
+
+def test_a_node_back_from_down_without_its_sampler_is_up_then_keyviz_disabled() -> None:
+    o = observer()
+    down: dict[str, tuple[bool, str | None]] = {"n1": (True, None), "n2": (False, "refused")}
+    assert [
+        e.type
+        for e in o.observe(2000, joined=[], left=[], nodes_ok=down, leaders={}, leaders_taken_ms=0)
+    ] == ["node_down"]
+    back = o.observe(
+        3000, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off={"n2"}
+    )
+    assert [(e.type, e.node_id) for e in back] == [("node_up", "n2"), ("keyviz_disabled", "n2")]
+
+
+def test_a_node_already_without_keyviz_at_the_baseline_is_not_an_event() -> None:
+    o = events.EventObserver()
+    first = o.observe(
+        1000, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off={"n1"}
+    )
+    again = o.observe(
+        2000, joined=[], left=[], nodes_ok=UP, leaders={}, leaders_taken_ms=0, keyviz_off={"n1"}
+    )
+    assert first == again == []
+
+
+@pytest.mark.parametrize(
+    ("code", "reachable", "off"),
+    [
+        ("UNAVAILABLE", True, True),  # the node answered: its sampler is off
+        ("UNAVAILABLE", False, False),  # no connection: the node is down, not KeyViz
+        ("DEADLINE_EXCEEDED", None, False),
+        (None, None, False),
+    ],
+)
+def test_only_a_reachable_node_refusing_keyviz_reads_as_keyviz_off(
+    code: str | None, reachable: bool | None, off: bool
+) -> None:
+    assert events.keyviz_off(code, reachable) is off
+
+
+def test_streamed_transitions_time_the_split_and_merge_the_catalog_shows() -> None:
+    o = observer()
+    kw: dict[str, Any] = {"joined": [], "left": [], "nodes_ok": UP, "leaders": {}}
+    o.observe(2000, leaders_taken_ms=0, catalog=(1, [route(1, b"", b"")]), **kw)
+    # Split pushed at 1500 by the node: the catalog is due at once, the event timed 1500.
+    o.transitions([(1, (2, 3), 1500)])
+    assert o._catalog_due == 0.0
+    split_catalog = (2, [route(2, b"", b"m"), route(3, b"m", b"")])
+    [split] = o.observe(2600, leaders_taken_ms=0, catalog=split_catalog, **kw)
+    assert (split.type, split.unix_ms) == ("route_split", 1500)
+    # A merge comes as one transition per parent, each naming the one child.
+    o.transitions([(2, (4,), 3000), (3, (4,), 3000)])
+    [merge] = o.observe(3400, leaders_taken_ms=0, catalog=(3, [route(4, b"", b"")]), **kw)
+    assert (merge.type, merge.unix_ms, merge.details["from"]) == ("route_merged", 3000, [2, 3])
+    assert o.route_ms == {}  # used once
+    # A node's impossible time is not used: the change is timed when it was seen.
+    o.transitions([(4, (5, 6), -1)])
+    catalog = (4, [route(5, b"", b"k"), route(6, b"k", b"")])
+    [late] = o.observe(4000, leaders_taken_ms=0, catalog=catalog, **kw)
+    assert late.unix_ms == 4000

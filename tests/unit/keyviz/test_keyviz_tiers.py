@@ -238,3 +238,19 @@ def test_compaction_of_a_corrupt_column_is_a_store_error_naming_it():
     with pytest.raises(store.StoreError, match="is corrupt: missing is not a list"):
         tiers.compact(T0 + M15 + GRACE)
     assert not StoredColumn.objects.filter(tier=1).exists()
+
+
+def test_prune_keeps_timeline_events_as_long_as_the_coarsest_history():
+    from keyviz import events
+    from keyviz.models import Event
+
+    events.save(
+        [
+            events.Observed("node_down", T0, "n1", details={"error": "x"}),
+            events.Observed("node_up", T0 + 20 * DAY, "n1"),
+        ]
+    )
+    tiers.prune(T0 + 10 * DAY)  # past the fine and 15 min retention: both kept
+    assert Event.objects.count() == 2
+    tiers.prune(T0 + 30 * DAY + 1)  # the first is older than the 1 h tier's 30 d
+    assert list(Event.objects.values_list("type", flat=True)) == ["node_up"]
