@@ -148,6 +148,7 @@ function makeState(el, KS) {
     liveDraws: [],
     firstPaintMs: null,
     drawerRequest: null,
+    pins: 0, // cells pinned since load (test hook)
   };
 }
 
@@ -224,6 +225,7 @@ function init() {
   function pin(cell, anchor) {
     K.pinned = cellIdentity(K, cell);
     K.cursor = K.pinned;
+    K.pins++;
     openDrawer(K, cell);
     showTooltip(K, cell, anchor || centerOf(K, cell));
     drawOverlay(K);
@@ -1119,6 +1121,8 @@ function init() {
     get pinned() { return K.pinned ? { bucket: K.pinned.bucket, t: K.pinned.t } : null; },
     get events() { return K.events.slice(); },
     get frozen() { return K.frozen; },
+    get pins() { return K.pins; }, // cells pinned (a double-click pins none)
+    get queued() { return K.liveQueue.length; }, // live columns waiting (pointer on the map)
     rowIds: () => (K.grid ? K.grid.rows.map((r) => r.bucket_id) : []),
     columns: () => (K.grid ? K.grid.times.slice() : []),
     timeTicks: () => (K.ticks || []).slice(), // the time axis' labels, as drawn
