@@ -389,12 +389,18 @@ function drawTotals(K, ctx, totals) {
   const maxText = fmtCompact(series, maxRow);
   const room = K.css.width - barsX - 4;
   const ry = p.y + p.h + PAD.colBars / 2;
-  if (ctx.measureText(`max ${maxText}`).width <= room) ctx.fillText(`max ${maxText}`, barsX, ry);
-  else {
+  const oneLine = `max ${maxText}`;
+  let widest;
+  if (ctx.measureText(oneLine).width <= room) {
+    ctx.fillText(oneLine, barsX, ry);
+    widest = ctx.measureText(oneLine).width;
+  } else {
+    const value = fitText(ctx, maxText, room);
     ctx.fillText("max", barsX, ry - 7);
-    ctx.fillText(fitText(ctx, maxText, room), barsX, ry + 7);
+    ctx.fillText(value, barsX, ry + 7);
+    widest = Math.max(ctx.measureText("max").width, ctx.measureText(value).width);
   }
-  K.rowMaxLabel = maxText;
+  K.rowMaxLabel = { text: maxText, width: widest, room };
   ctx.textAlign = "right";
   ctx.fillText(`column totals · max ${fmtCompact(series, maxCol)}`, p.x - 8, barsY + barsH / 2);
   ctx.textAlign = "left";

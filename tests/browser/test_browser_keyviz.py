@@ -459,9 +459,9 @@ def test_unknown_cells_look_different_from_idle_and_name_who_did_not_report(
     lines = Path(download.value.path()).read_text().splitlines()
     [line] = [x for x in lines if x.startswith(f"{gap},")]
     # Per column: the value, then the cell's flags (the CSV carries soft/conflict/unknown).
-    cells = line.split(",")[-12:]
-    assert cells[0::2] == ["0", "5", "0", "", "0", "0"]
-    assert cells[1::2][3] == "unknown"
+    fields = line.split(",")[-12:]
+    assert fields[0::2] == ["0", "5", "0", "", "0", "0"]
+    assert fields[1::2][3] == "unknown"
     with page.expect_download() as download:
         page.locator("#kv-export-json").click()
     exported = json.loads(Path(download.value.path()).read_text())

@@ -4,8 +4,10 @@ now", and cluster events drawn on the time axis (issue 17 items 6, 7, 9, 10; iss
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,7 +70,9 @@ def test_the_drawer_opens_beside_the_pinned_cell_and_leaves_its_tooltip_whole(
         assert not overlap(cell, drawer), (cell, drawer)
         assert not overlap(tooltip, drawer), (tooltip, drawer)
         assert page.locator("#kv-tooltip").get_attribute("data-column") == str(column)
-        page.screenshot(path=str(artifacts_dir / f"keyviz-drawer-{width}-{column == columns[0]}.png"))
+        page.screenshot(
+            path=str(artifacts_dir / f"keyviz-drawer-{width}-{column == columns[0]}.png")
+        )
         page.keyboard.press("Escape")
         page.locator("#kv-drawer").wait_for(state="hidden")
     assert page.console_errors == []
@@ -95,7 +99,7 @@ def test_double_click_resets_the_zoom_and_pins_nothing_and_labels_never_overlap(
     # Zoomed in, the key axis' labels keep at least a line (16 px) apart.
     labels: list[dict[str, Any]] = page.evaluate("window.keyviz.keyLabels()")
     assert len(labels) >= 2
-    assert all(b["y"] - a["y"] >= 16 for a, b in zip(labels, labels[1:], strict=False)), labels
+    assert all(b["y"] - a["y"] >= 16 for a, b in itertools.pairwise(labels)), labels
     page.screenshot(path=str(artifacts_dir / "keyviz-magnified.png"))
 
     view = page.evaluate("window.keyviz.view")
@@ -106,7 +110,9 @@ def test_double_click_resets_the_zoom_and_pins_nothing_and_labels_never_overlap(
         f"window.keyviz.columns()[{int(view['x0'])}])"
     )
     page.mouse.dblclick(at["x"], at["y"])
-    until(page, f"JSON.stringify(window.keyviz.view) === '{json.dumps(full, separators=(',', ':'))}'")
+    until(
+        page, f"JSON.stringify(window.keyviz.view) === '{json.dumps(full, separators=(',', ':'))}'"
+    )
     # Then a single click on another cell: pins fire in order, so once it has pinned,
     # a pin from the double-click would have happened before it.
     other = page.evaluate(f"window.keyviz.cellCenter('{hot}', {columns[1]})")
@@ -206,7 +212,9 @@ def test_cluster_events_are_marked_on_the_time_axis_and_listed_in_the_cell_drawe
     down = page.locator(".kv-event-mark[data-type=node_down]")
     b = down.bounding_box()
     assert b is not None
-    rgb = page.evaluate(f"window.keyviz.pixelAt({b['x'] + b['width'] / 2}, {b['y'] + b['height'] / 2 + 2})")
+    rgb = page.evaluate(
+        f"window.keyviz.pixelAt({b['x'] + b['width'] / 2}, {b['y'] + b['height'] / 2 + 2})"
+    )
     event_rgb = page.evaluate(
         "getComputedStyle(document.getElementById('keyviz')).getPropertyValue('--kv-event').trim()"
     )
@@ -216,6 +224,27 @@ def test_cluster_events_are_marked_on_the_time_axis_and_listed_in_the_cell_drawe
     split = page.locator(".kv-event-mark[data-type=route_split]")
     assert "route" in (split.get_attribute("class") or "")
     page.screenshot(path=str(artifacts_dir / "keyviz-events.png"))
+
+    # A byte series: the row totals' maximum is drawn whole inside the canvas.
+    page.locator("#kv-series label", has_text="Write bytes").click()
+    ready(page, "write_bytes")
+    label = page.evaluate("window.keyviz.rowMaxLabel()")
+    assert label["text"].endswith("iB"), label
+    assert label["width"] <= label["room"], label
+    page.screenshot(path=str(artifacts_dir / "keyviz-bytes.png"))
+    page.locator("#kv-series label", has_text="Writes").first.click()
+    ready(page, "writes")
+
+    # The PNG export carries a header (series, window) and a legend under the map.
+    with page.expect_download() as download:
+        page.locator("#kv-export-png").click()
+    png = Path(download.value.path()).read_bytes()
+    canvas = page.evaluate(
+        "[document.getElementById('kv-canvas').width, document.getElementById('kv-canvas').height]"
+    )
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width == canvas[0]
+    assert height > canvas[1]
 
     # The cell drawer lists the events within a few steps of the cell.
     at = page.evaluate(f"window.keyviz.cellCenter('{hot}', {columns[3]})")
