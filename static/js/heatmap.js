@@ -43,6 +43,9 @@ class ApiFailure extends Error {
   }
 }
 
+// Live columns held while the pointer rests on the map, at most.
+const MAX_HELD = 60;
+
 /** Live applies to a window that ends now (a preset); a zoomed or custom window is fixed. */
 const liveWanted = (s) => s.live && s.range !== "custom";
 const zoomed = (s) => s.range === "custom" || Boolean(s.startKey || s.endKey);
@@ -759,12 +762,16 @@ function init() {
         if (msg.series !== K.state.series || !live.subscribed) return;
         K.lastLiveAt = Date.now();
         if (K.loading || K.filling) K.liveQueue.push(msg);
-        else if (K.frozen) {
+        else if (K.frozen && K.liveQueue.length < MAX_HELD) {
           // The pointer is on the map: the column waits (acknowledged, so the server
           // does not count this viewer as behind) until it leaves.
           K.liveQueue.push(msg);
           live.ack(msg.column_unix_ms);
-        } else applyLive(msg);
+        } else {
+          // A pointer resting on the map holds at most MAX_HELD columns, then the view moves on.
+          for (const held of K.liveQueue.splice(0)) applyLive(held, false, true);
+          applyLive(msg);
+        }
         break;
       case "status":
         if (msg.series === K.state.series) {

@@ -115,7 +115,10 @@ export function wireInteraction(K, act) {
   el.canvas.addEventListener("wheel", (e) => {
     if (!K.grid) return;
     e.preventDefault();
-    act.magnify(Math.exp(e.deltaY * 0.0015), canvasPoint(e));
+    const pt = canvasPoint(e);
+    act.magnify(Math.exp(e.deltaY * 0.0015), pt);
+    setHover(pointCell(pt), pt); // the cell under the pointer in the new view
+    drawOverlay(K);
   }, { passive: false });
 
   el.canvas.addEventListener("dblclick", (e) => {
