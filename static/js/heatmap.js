@@ -152,6 +152,7 @@ function makeState(el, KS) {
     firstPaintMs: null,
     drawerRequest: null,
     pins: 0, // cells pinned since load (test hook)
+    subscribes: 0, // "subscribed" answers for the series shown (test hook)
   };
 }
 
@@ -738,6 +739,7 @@ function init() {
     switch (msg.type) {
       case "subscribed":
         if (msg.series !== K.state.series) return;
+        K.subscribes++;
         if (msg.step_ms) {
           const misaligned = K.grid && K.grid.C && K.grid.step % msg.step_ms !== 0;
           K.liveStep = msg.step_ms;
@@ -1169,6 +1171,9 @@ function init() {
       const pt = centerOf(K, { r, c });
       return { x: box.left + pt.x, y: box.top + pt.y, r, c };
     },
+    get subscribes() { return K.subscribes; },
+    /** Subscribe n times at once, as a page switching series quickly would (429 tests). */
+    subscribeBurst: (n) => { for (let i = 0; i < n; i++) live.subscribe(K.state.series); },
     /** Close the live socket as a network failure would (reconnect tests). */
     dropConnection: () => live.ws && live.ws.close(),
     /** [r, g, b] drawn at the centre of a cell (pixel checks). */
@@ -1194,6 +1199,23 @@ function init() {
     const hh = p.h / (v.y1 - v.y0);
     return { x: p.x + (c - v.x0) * w, y: p.y + (r - v.y0) * hh, w, h: hh };
   };
+
+  /** The theme changed (the toggle or the system's dark mode): re-read the CSS colours. */
+  function retheme() {
+    const theme = readTheme((name) => getComputedStyle(el.root).getPropertyValue(name));
+    if (JSON.stringify(theme) === JSON.stringify(K.theme)) return; // another class (the drawer's)
+    K.theme = theme;
+    K.scale = buildScale(K.theme);
+    K.patterns = makePatterns(el.canvas, K.scale.unknownRgb);
+    if (K.grid) remapAll();
+    draw();
+  }
+  window.matchMedia?.("(prefers-color-scheme: dark)").addEventListener?.("change", retheme);
+  // A theme toggle sets an attribute or class on <html> or <body>, whichever it uses.
+  const themeWatch = new MutationObserver(retheme);
+  for (const node of [document.documentElement, document.body]) {
+    themeWatch.observe(node, { attributes: true, attributeFilter: ["class", "data-theme", "style"] });
+  }
 
   // ------------------------------------------------------------ boot
 

@@ -170,6 +170,14 @@ def test_live_click_pins_the_hovered_column_the_pill_says_paused_and_custom_stop
     until(page, "window.keyviz.view.x1 >= window.keyviz.columns().length - 0.01")
     until(page, "document.getElementById('kv-now').hidden")
 
+    # Subscribes past the server's limit are refused (429): the page subscribes again
+    # after a backoff instead of giving up, and is live again.
+    before = page.evaluate("window.keyviz.subscribes")
+    page.evaluate("window.keyviz.subscribeBurst(8)")
+    until(page, f"{pill}.textContent.includes('rate-limited')")
+    until(page, f"window.keyviz.subscribes >= {before} + 6", timeout=15_000)
+    until(page, f"{pill}.dataset.state === 'live'")
+
     # Custom: the window stops following the clock, and the pill says so at once.
     page.locator("#kv-range label", has_text="Custom").click()
     until(page, f"{pill}.dataset.state === 'off'")
@@ -224,6 +232,11 @@ def test_cluster_events_are_marked_on_the_time_axis_and_listed_in_the_cell_drawe
     split = page.locator(".kv-event-mark[data-type=route_split]")
     assert "route" in (split.get_attribute("class") or "")
     page.screenshot(path=str(artifacts_dir / "keyviz-events.png"))
+
+    # The canvas colours are the page's CSS variables: a theme that changes one (as the
+    # dark theme does) recolours the map without a reload.
+    page.evaluate("document.documentElement.style.setProperty('--kv-zero', '#00ff00')")
+    until(page, f"window.keyviz.pixel('{hot}', {columns[0]}).join() === '0,255,0'")
 
     # A byte series: the row totals' maximum is drawn whole inside the canvas.
     page.locator("#kv-series label", has_text="Write bytes").click()
