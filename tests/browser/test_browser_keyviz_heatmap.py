@@ -75,6 +75,21 @@ def test_the_drawer_opens_beside_the_pinned_cell_and_leaves_its_tooltip_whole(
         )
         page.keyboard.press("Escape")
         page.locator("#kv-drawer").wait_for(state="hidden")
+    # Totals as text: one line per row, in both tables (a stretched table grew every row).
+    page.locator("#kv-totals summary").click()
+    until(page, "document.querySelectorAll('#kv-col-totals tbody tr').length > 0")
+    until(page, "document.querySelectorAll('#kv-row-totals tbody tr').length > 0")
+    heights: list[float] = page.evaluate(
+        """[...document.querySelectorAll('#kv-totals tbody tr')]
+             .map((tr) => tr.getBoundingClientRect().height)"""
+    )
+    line = page.evaluate(
+        """(() => { const cs = getComputedStyle(document.querySelector('#kv-totals td'));
+                    return parseFloat(cs.lineHeight) || 1.3 * parseFloat(cs.fontSize); })()"""
+    )
+    assert max(heights) < 2 * line, (heights, line)
+    page.locator("#kv-totals").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / f"keyviz-totals-{width}.png"))
     assert page.console_errors == []
 
 
