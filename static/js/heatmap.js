@@ -206,12 +206,16 @@ function init() {
 
   /** The event marks as elements over the canvas: a title says what happened. */
   function renderEventMarks() {
-    el.events.replaceChildren(...K.eventsDrawn.map(({ ev, x, y, rows }) => h("span", {
-      class: `kv-event-mark${rows ? " route" : ""}`,
-      title: `${fmtDateTime(ev.unix_ms)} ${zoneName()} · ${describeEvent(ev)}`,
-      dataset: { type: ev.type, unixMs: String(ev.unix_ms) },
-      style: `left:${x - 6}px;top:${y - 6}px`,
-    })));
+    el.events.replaceChildren(...K.eventsDrawn.map(({ ev, x, y, rows }) => {
+      const mark = h("span", {
+        class: `kv-event-mark${rows ? " route" : ""}`,
+        title: `${fmtDateTime(ev.unix_ms)} ${zoneName()} · ${describeEvent(ev)}`,
+        dataset: { type: ev.type, unixMs: String(ev.unix_ms) },
+      });
+      mark.style.left = `${x - 6}px`; // CSSOM, not a style attribute (CSP-proof)
+      mark.style.top = `${y - 6}px`;
+      return mark;
+    }));
   }
 
   /** "Jump to now": shown while live and the magnified view does not reach the newest column. */
