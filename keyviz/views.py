@@ -15,8 +15,9 @@ from elastickv_admin.api import ApiResult, api_view
 from elastickv_admin.config import portal_config
 from elastickv_admin.errors import ApiError
 from keyviz import events, hot, serialize, service
-from keyviz.budgets import DEFAULT_ROWS, MAX_ROWS
+from keyviz.budgets import DEFAULT_ROWS, MAX_COLS, MAX_ROWS
 from keyviz.keys import RESERVED_PREFIXES
+from keyviz.messages import FLAG_BITS
 from keyviz.params import parse_matrix_query
 
 SERIES_CHOICES = (
@@ -25,7 +26,7 @@ SERIES_CHOICES = (
     ("write_bytes", "Write bytes"),
     ("read_bytes", "Read bytes"),
 )
-# static/js/keyviz-state.js RANGES holds the same presets, in ms.
+# The page reads the presets' lengths from page_config (static/js/keyviz-state.js).
 WINDOW_PRESETS = (
     ("15m", "15 m"),
     ("1h", "1 h"),
@@ -34,7 +35,33 @@ WINDOW_PRESETS = (
     ("7d", "7 d"),
     ("30d", "30 d"),
 )
+WINDOW_PRESET_MS = {
+    "15m": 15 * 60_000,
+    "1h": 3_600_000,
+    "6h": 6 * 3_600_000,
+    "24h": 24 * 3_600_000,
+    "7d": 7 * 24 * 3_600_000,
+    "30d": 30 * 24 * 3_600_000,
+}
+DEFAULT_PRESET = "1h"
 ROW_BUDGETS = (64, 128, DEFAULT_ROWS, 512, MAX_ROWS)
+
+
+def page_config() -> dict[str, Any]:
+    """What the heatmap's scripts share with the server (one copy: here), sent to the page
+    as JSON (json_script "kv-config"): series, window presets, limits and flag bits."""
+    return {
+        "series": [value for value, _ in SERIES_CHOICES],
+        "ranges_ms": {value: WINDOW_PRESET_MS[value] for value, _ in WINDOW_PRESETS},
+        "default_range": DEFAULT_PRESET,
+        "max_rows": MAX_ROWS,
+        "max_cols": MAX_COLS,
+        "default_rows": DEFAULT_ROWS,
+        "flags": dict(FLAG_BITS),
+        "reserved_prefixes": [
+            [prefix.decode("ascii"), label] for prefix, label in RESERVED_PREFIXES
+        ],
+    }
 
 
 @require_safe
@@ -46,13 +73,13 @@ def heatmap(request: HttpRequest) -> HttpResponse:
         "window_presets": WINDOW_PRESETS,
         "row_budgets": ROW_BUDGETS,
         "default_rows": DEFAULT_ROWS,
-        "reserved_prefixes": [
-            (prefix.decode("ascii"), label) for prefix, label in RESERVED_PREFIXES
-        ],
+        "default_preset": DEFAULT_PRESET,
+        "page_config": page_config(),
         "matrix_url": reverse("keyviz:api-matrix"),
         "bucket_url": reverse("keyviz:api-bucket", args=["BUCKET"]).removesuffix("BUCKET"),
         "routes_url": reverse("cluster:routes"),
         "raft_url": reverse("cluster:raft"),
+        "events_url": reverse("keyviz:api-events"),
         # Conflict marks exist only when writes are deduplicated (DESIGN rule 4).
         "writes_dedupe": portal_config().writes_merge == "dedupe",
         # Without JavaScript the page shows this instead (keyviz/_noscript.html).

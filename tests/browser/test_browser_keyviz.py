@@ -265,6 +265,8 @@ def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     until(page, "document.querySelector('#kv-row-totals tbody').rows.length > 0")
     page.evaluate("new Promise((done) => requestAnimationFrame(() => setTimeout(done, 300)))")
     assert page.evaluate("document.documentElement.scrollHeight > innerHeight")
+    # The events of the window have arrived too (a reload would abort that request).
+    until(page, "document.getElementById('kv-events').dataset.loaded === 'true'")
     # Return visit: the request leaves from <head>, once, and is the one drawn.
     asked.clear()
     page.reload()
@@ -272,6 +274,7 @@ def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     assert page.evaluate("window.keyviz.timing.early") is True
     assert len(asked) == 1
     assert bright(pixel(page, hot, columns[3]))
+    until(page, "document.getElementById('kv-events').dataset.loaded === 'true'")
     # A stale width (the window was resized): that request is dropped, the page asks anew.
     page.evaluate("localStorage.setItem('keyviz.cols', '61')")
     asked.clear()
@@ -458,7 +461,10 @@ def test_unknown_cells_look_different_from_idle_and_name_who_did_not_report(
         page.locator("#kv-export-csv").click()
     lines = Path(download.value.path()).read_text().splitlines()
     [line] = [x for x in lines if x.startswith(f"{gap},")]
-    assert line.split(",")[-6:] == ["0", "5", "0", "", "0", "0"]
+    # Per column: the value, then the cell's flags (the CSV carries soft/conflict/unknown).
+    fields = line.split(",")[-12:]
+    assert fields[0::2] == ["0", "5", "0", "", "0", "0"]
+    assert fields[1::2][3] == "unknown"
     with page.expect_download() as download:
         page.locator("#kv-export-json").click()
     exported = json.loads(Path(download.value.path()).read_text())

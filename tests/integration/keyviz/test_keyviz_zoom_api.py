@@ -123,7 +123,7 @@ async def test_the_heatmap_page_is_served_with_its_module_and_no_inline_script(d
     # Strict-CSP ready: no inline handlers, no inline script other than JSON data.
     assert not re.search(r"\son[a-z]+=", html)
     inline = re.findall(r"<script(?![^>]*\ssrc=)([^>]*)>", html)
-    assert inline == [' id="kv-reserved" type="application/json"']
+    assert inline == [' id="kv-config" type="application/json"']
     for series in ("writes", "reads", "write_bytes", "read_bytes"):
         assert f'value="{series}"' in html
     for preset in ("15m", "1h", "6h", "24h", "7d", "30d", "custom"):
