@@ -522,8 +522,16 @@ class NodeClient:
                 call.cancel()
 
 
+# UNAVAILABLE texts that mean the node (or the connection) went away, not that the node
+# refused the call: a node shutting down cancels its in-flight calls ("Cancelling all calls"
+# from grpc-core, "transport is closing" / "error reading from server" / draining from Go).
 _SERVER_GONE = (
     "failed to connect",
+    "cancelling all calls",
+    "transport is closing",
+    "error reading from server",
+    "connection is draining",
+    "goaway",
     "connection refused",
     "socket closed",
     "connect failed",
