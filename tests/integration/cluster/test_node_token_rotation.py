@@ -380,6 +380,7 @@ async def test_the_command_walks_the_same_rotation(rig, tmp_path):
 
 # --- a member that appears during a rotation is not handed the next token -----------------------
 
+
 class Harvester(grpc.GenericRpcHandler):
     """A gRPC server posing as a node: every call is refused UNAUTHENTICATED (so the portal's
     fallback would try its other token) and the authorization header it carried is kept."""
