@@ -80,11 +80,13 @@ timed() {
   return "$rc"
 }
 
-# pytest-xdist workers for the unit, integration and browser run. The tests mostly wait
-# (gRPC deadlines, subprocesses, the browser), so a few more workers than cores pays off.
-# PYTEST_WORKERS overrides; 0 runs in one process.
+# pytest-xdist workers for the unit, integration and browser run: one more than the cores,
+# as the tests also wait (gRPC deadlines, subprocesses, the browser); more starve the
+# timing-sensitive ones on a busy machine. PYTEST_WORKERS overrides; 0 runs in one process.
+# loadscope: a module's tests stay on one worker, so module fixtures (a browser, a built
+# wheel, a running demo) are built once.
 cores="$(nproc 2>/dev/null || echo 2)"
-WORKERS="${PYTEST_WORKERS:-$(( cores * 2 > 8 ? 8 : cores * 2 ))}"
+WORKERS="${PYTEST_WORKERS:-$(( cores + 1 > 8 ? 8 : cores + 1 ))}"
 xdist=()
 [ "$WORKERS" -gt 0 ] && xdist=(-n "$WORKERS" --dist loadscope)
 

@@ -44,7 +44,7 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.register_profile(
     "ci",
-    max_examples=200,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,
