@@ -102,15 +102,22 @@ log "ruff and mypy (in the background; output after pytest)"
 lint > "$WORK/lint.log" 2>&1 &
 lint_pid=$!
 
+# The same settings code on real PostgreSQL and Redis, in one process (its tests share the
+# Redis server's numbered databases), beside the SQLite run: it mostly waits on the portal
+# processes it starts. Its output follows the SQLite run's.
+log "pytest: services (PostgreSQL + Redis; in the background, output after the SQLite run)"
+DATABASE_URL="${ELASTICKV_ADMIN_TEST_POSTGRES_URL:-}" REDIS_URL="${ELASTICKV_ADMIN_TEST_REDIS_URL:-}" \
+  timed "pytest: services (PostgreSQL + Redis)" "$VENV/bin/pytest" -m services "$@" \
+  > "$WORK/services.log" 2>&1 &
+services_pid=$!
+
 status=0
 log "pytest: unit + integration + browser (SQLite, $WORKERS workers)"
 timed "pytest: unit + integration + browser" \
   "$VENV/bin/pytest" -m "not services" "${xdist[@]}" "$@" || status=1
-# The same settings code on real PostgreSQL and Redis, in one process: its tests share the
-# Redis server's numbered databases.
+wait "$services_pid" || status=1
 log "pytest: services (PostgreSQL + Redis)"
-DATABASE_URL="${ELASTICKV_ADMIN_TEST_POSTGRES_URL:-}" REDIS_URL="${ELASTICKV_ADMIN_TEST_REDIS_URL:-}" \
-  timed "pytest: services (PostgreSQL + Redis)" "$VENV/bin/pytest" -m services "$@" || status=1
+cat "$WORK/services.log"
 
 # The browser's pure ES modules (static/js/timefmt.js, ...), under a non-UTC zone so
 # local time and UTC differ.
@@ -127,7 +134,7 @@ wait "$lint_pid" || status=1
 log "ruff and mypy"
 cat "$WORK/lint.log"
 
-log "time per tier (wall clock; ruff and mypy ran beside pytest)"
+log "time per tier (wall clock; ruff, mypy and the services run ran beside the SQLite run)"
 cat "$TIMES" >&2
 printf '%-46s %5ss\n' "total" "$SECONDS" >&2
 if [ "$status" -eq 0 ]; then log "all checks passed"; else log "FAILED"; fi
