@@ -113,6 +113,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_environment_leaks() -> Iterator[None]:
+    """What a test writes to os.environ (the command line maps its flags there) is undone
+    after it: under xdist the order of tests differs, and a --nodeTokenFile left behind by
+    tests/unit/test_cli.py failed the system checks of a later test's manage.py."""
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved) - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[name]
+    for name, value in saved.items():
+        if name != "PYTEST_CURRENT_TEST" and os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
 def _own_audit_anchor(tmp_path: Path, settings: Any) -> None:
     """Each test its own audit anchor file: the test database is emptied between tests, an
     anchor left by an earlier test would report its events as a cut tail."""
