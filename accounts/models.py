@@ -114,12 +114,15 @@ class UserSession(models.Model):
 class TOTPDevice(TimestampMixin, ThrottlingMixin, Device):  # type: ignore[misc]
     """django-otp's TOTP device, with the seed encrypted at rest (elastickv_admin.crypto)."""
 
-    encrypted_key = models.TextField()
-    step = models.PositiveSmallIntegerField(default=30)
-    digits = models.PositiveSmallIntegerField(default=6)
-    tolerance = models.PositiveSmallIntegerField(default=1)
-    drift = models.SmallIntegerField(default=0)
-    last_t = models.BigIntegerField(default=-1)
+    # Annotated: the django-stubs plugin does not infer fields below an untyped base (Device).
+    encrypted_key: models.TextField[str, str] = models.TextField()
+    step: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(default=30)
+    digits: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(default=6)
+    tolerance: models.PositiveSmallIntegerField[int, int] = models.PositiveSmallIntegerField(
+        default=1
+    )
+    drift: models.SmallIntegerField[int, int] = models.SmallIntegerField(default=0)
+    last_t: models.BigIntegerField[int, int] = models.BigIntegerField(default=-1)
 
     class Meta(Device.Meta):  # type: ignore[misc]
         verbose_name = "TOTP device"

@@ -396,6 +396,7 @@ class NodeClient:
             request = REQUESTS[method]()
         ch = self._channel(address)
         service = "Distribution" if method in DISTRIBUTION_METHODS else "Admin"
+        rpc: grpc.aio.UnaryUnaryMultiCallable[Any, Any]
         if raw:
             rpc = ch.channel.unary_unary(
                 f"/{service}/{method}",

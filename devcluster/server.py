@@ -451,7 +451,7 @@ def _add_admin_servicer(servicer: AdminServicer, server: grpc.Server) -> None:
             response_serializer=serialize,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("Admin", handlers),))
-    server.add_registered_method_handlers("Admin", handlers)  # type: ignore[attr-defined]
+    server.add_registered_method_handlers("Admin", handlers)
 
 
 class DistributionServicer:

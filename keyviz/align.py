@@ -118,7 +118,7 @@ def _int_field(doc: Mapping[str, Any], name: str, *, required: bool) -> int:
         if required:
             raise ValueError(f"node phase: {name} is missing")
         return 0
-    value = doc[name]
+    value: object = doc[name]
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"node phase: {name} must be an integer, got {value!r}")
     return value

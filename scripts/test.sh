@@ -66,41 +66,76 @@ start_postgres || log "could not start PostgreSQL (see $WORK/initdb.log, $WORK/p
 start_redis || log "could not start Redis"
 [ -x /usr/bin/chromium ] && export ELASTICKV_ADMIN_TEST_CHROMIUM=/usr/bin/chromium
 
-status=0
-log "ruff"
-"$VENV/bin/ruff" check . || status=1
-"$VENV/bin/ruff" format --check . || status=1
-log "mypy"
-"$VENV/bin/mypy" . || status=1
-
-# pytest exits 5 when it ran nothing: for a tier that is a failure, not a pass.
-run_tier() {
+# timed NAME CMD...: run CMD and note its wall time and outcome under NAME for the summary
+# at the end; a failure fails the run. pytest's exit 5 (it ran nothing) is a failure too.
+TIMES="$WORK/times"
+: > "$TIMES"
+timed() {
   local name="$1"; shift
-  log "pytest: $name"
-  local rc=0
-  "$VENV/bin/pytest" "$@" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    [ "$rc" -eq 5 ] && log "tier '$name' collected no tests"
-    status=1
-  fi
+  local start=$SECONDS rc=0
+  "$@" || rc=$?
+  [ "$rc" -eq 5 ] && [ "$1" = "$VENV/bin/pytest" ] && log "'$name' collected no tests"
+  printf '%-46s %5ss  %s\n' "$name" "$((SECONDS - start))" \
+    "$([ "$rc" -eq 0 ] && echo ok || echo "FAILED (exit $rc)")" >> "$TIMES"
+  return "$rc"
 }
 
-# Unit, gRPC integration and browser tiers on the embedded SQLite default.
-run_tier "unit + integration + browser (SQLite)" -m "not services" "$@"
-# The same settings code on real PostgreSQL and Redis.
+# pytest-xdist workers for the unit, integration and browser run: one more than the cores,
+# as the tests also wait (gRPC deadlines, subprocesses, the browser); more starve the
+# timing-sensitive ones on a busy machine. PYTEST_WORKERS overrides; 0 runs in one process.
+# loadscope: a module's tests stay on one worker, so module fixtures (a browser, a built
+# wheel, a running demo) are built once.
+cores="$(nproc 2>/dev/null || echo 2)"
+WORKERS="${PYTEST_WORKERS:-$(( cores + 1 > 8 ? 8 : cores + 1 ))}"
+xdist=()
+[ "$WORKERS" -gt 0 ] && xdist=(-n "$WORKERS" --dist loadscope)
+
+# ruff and mypy only read files: they run beside pytest, their output is shown after it.
+lint() {
+  local rc=0
+  timed "ruff check" "$VENV/bin/ruff" check . || rc=1
+  timed "ruff format --check" "$VENV/bin/ruff" format --check . || rc=1
+  timed "mypy (strict)" "$VENV/bin/mypy" . || rc=1
+  return "$rc"
+}
+log "ruff and mypy (in the background; output after pytest)"
+lint > "$WORK/lint.log" 2>&1 &
+lint_pid=$!
+
+# The same settings code on real PostgreSQL and Redis, in one process (its tests share the
+# Redis server's numbered databases), beside the SQLite run: it mostly waits on the portal
+# processes it starts. Its output follows the SQLite run's.
+log "pytest: services (PostgreSQL + Redis; in the background, output after the SQLite run)"
 DATABASE_URL="${ELASTICKV_ADMIN_TEST_POSTGRES_URL:-}" REDIS_URL="${ELASTICKV_ADMIN_TEST_REDIS_URL:-}" \
-  run_tier "services (PostgreSQL + Redis)" -m services "$@"
+  timed "pytest: services (PostgreSQL + Redis)" "$VENV/bin/pytest" -m services "$@" \
+  > "$WORK/services.log" 2>&1 &
+services_pid=$!
+
+status=0
+log "pytest: unit + integration + browser (SQLite, $WORKERS workers)"
+timed "pytest: unit + integration + browser" \
+  "$VENV/bin/pytest" -m "not services" "${xdist[@]}" "$@" || status=1
+wait "$services_pid" || status=1
+log "pytest: services (PostgreSQL + Redis)"
+cat "$WORK/services.log"
 
 # The browser's pure ES modules (static/js/timefmt.js, ...), under a non-UTC zone so
 # local time and UTC differ.
 if command -v node >/dev/null 2>&1; then
   log "node --test tests/js"
-  TZ=Asia/Tokyo node --test tests/js || status=1
+  TZ=Asia/Tokyo timed "node --test tests/js" node --test tests/js || status=1
 elif [ "${CI:-}" = "true" ]; then
   log "node not found: under CI=true the JavaScript tests must run"; status=1
 else
   log "node not found: the JavaScript unit tests did not run"
 fi
 
+wait "$lint_pid" || status=1
+log "ruff and mypy"
+cat "$WORK/lint.log"
+
+log "time per tier (wall clock; ruff, mypy and the services run ran beside the SQLite run)"
+cat "$TIMES" >&2
+printf '%-46s %5ss\n' "total" "$SECONDS" >&2
 if [ "$status" -eq 0 ]; then log "all checks passed"; else log "FAILED"; fi
 exit "$status"

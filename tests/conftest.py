@@ -1,8 +1,10 @@
-"""Test tiers and the CI rule that nothing may be skipped.
+"""Test tiers, the CI rule that nothing may be skipped, and the hypothesis profiles.
 
 Tiers are markers: unit (unmarked), integration, services, browser, real_node.
 A tier whose prerequisites are missing skips locally; under CI=true any skip
-other than the real_node tier (which needs ELASTICKV_BIN) fails the run.
+other than the real_node tier (which needs ELASTICKV_BIN) fails the run. Under
+pytest-xdist (-n) the workers tag each report with its tier and the controller
+counts them, so the summary and the rule cover every worker.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from tests.helpers import require
 
@@ -30,6 +34,24 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ELASTICKV_ADMIN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 TIERS = ("integration", "services", "browser", "real_node")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Hypothesis: few examples while developing, more under CI=true, there derandomized (the
+# same examples on every run, so a red CI run reproduces) and without the example database.
+# No deadline in either: the machine's load must not fail a property. HYPOTHESIS_PROFILE
+# picks one explicitly. Tests set max_examples themselves only where an example is costly.
+hypothesis_settings.register_profile(
+    "dev", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile(
+    "ci",
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if IN_CI else "dev"))
 
 _outcomes: dict[str, Counter[str]] = {}
 _forbidden_skips: list[str] = []
@@ -42,19 +64,32 @@ def tier_of(item: pytest.Item) -> str:
     return "unit"
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
     report = outcome.get_result()
+    # user_properties travel with the report from an xdist worker to the controller. A new
+    # list: the report's is the item's own, shared by its setup, call and teardown reports.
+    report.user_properties = [*report.user_properties, ("tier", tier_of(item))]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Counts outcomes per tier: in the controller for an xdist run, else in the process."""
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        tier = tier_of(item)
+        tier = str(dict(report.user_properties).get("tier", "unit"))
         _outcomes.setdefault(tier, Counter())[report.outcome] += 1
         if report.skipped and tier != "real_node":
-            _forbidden_skips.append(item.nodeid)
+            _forbidden_skips.append(report.nodeid)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _outcomes:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if not _outcomes or _is_xdist_worker(config):
         return
     terminalreporter.section("tiers")
     for tier in ("unit", *TIERS):
@@ -71,8 +106,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _is_xdist_worker(session.config):
+        return  # the controller, which sees every worker's reports, decides
     if IN_CI and _forbidden_skips and exitstatus == 0:
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_leaks() -> Iterator[None]:
+    """What a test writes to os.environ (the command line maps its flags there) is undone
+    after it: under xdist the order of tests differs, and a --nodeTokenFile left behind by
+    tests/unit/test_cli.py failed the system checks of a later test's manage.py."""
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved) - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[name]
+    for name, value in saved.items():
+        if name != "PYTEST_CURRENT_TEST" and os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

@@ -109,9 +109,8 @@ def check_api(response: Any) -> None:
         assert body["code"] == response.status_code
 
 
+# The example count comes from the hypothesis profile (tests/conftest.py).
 FUZZ = settings(
-    max_examples=150,
-    deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devcluster.catalog import Route
@@ -291,10 +291,7 @@ def scrambled(draw: st.DrawFn) -> tuple[admin_pb2.GetKeyVizMatrixResponse, bytes
 
 # ---------------------------------------------------------------- properties
 
-fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-@fuzz
 @given(responses())
 def test_decodes_what_protobuf_serializes_and_encodes_it_back_byte_for_byte(
     m: admin_pb2.GetKeyVizMatrixResponse,
@@ -305,7 +302,6 @@ def test_decodes_what_protobuf_serializes_and_encodes_it_back_byte_for_byte(
     assert encode_keyviz_matrix(decoded) == data
 
 
-@fuzz
 @given(scrambled())
 def test_reads_every_encoding_protobuf_accepts_like_protobuf(
     case: tuple[admin_pb2.GetKeyVizMatrixResponse, bytes],
@@ -335,19 +331,16 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_damaged_bytes_are_accepted_or_rejected_exactly_as_protobuf_does(data: bytes) -> None:
     assert_same_reading(data)
 
 
-@fuzz
 @given(st.binary(max_size=64))
 def test_random_bytes_are_accepted_or_rejected_exactly_as_protobuf_does(data: bytes) -> None:
     assert_same_reading(data)
 
 
-@fuzz
 @given(st.lists(u64, max_size=40))
 def test_numpy_varints_match_the_scalar_encoding(values: list[int]) -> None:
     arr = np.array(values, dtype=np.uint64)
@@ -629,7 +622,6 @@ queries = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(samplers(), queries)
 def test_devcluster_encodes_its_matrix_exactly_as_protobuf_serializes_it(
     sampler: KeyVizSampler, query: tuple[int, int, int, int]
@@ -640,7 +632,6 @@ def test_devcluster_encodes_its_matrix_exactly_as_protobuf_serializes_it(
     assert data == expected.SerializeToString()
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(samplers(), queries, st.sampled_from(list(Malformation)), st.integers(0, 3000))
 def test_devcluster_faults_break_the_encoded_matrix_as_they_break_the_message(
     sampler: KeyVizSampler, query: tuple[int, int, int, int], kind: Malformation, size: int
@@ -657,7 +648,6 @@ def test_devcluster_faults_break_the_encoded_matrix_as_they_break_the_message(
     assert admin_pb2.GetKeyVizMatrixResponse.FromString(padded) == expected
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(samplers(), st.integers(0, 3))
 def test_devcluster_dense_matrix_matches_a_column_by_column_build(
     sampler: KeyVizSampler, counter: int

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import pytest
@@ -157,9 +157,9 @@ class GrpcProxy:
                 self.calls[method] += 1
             remaining = context.time_remaining()
             try:
-                answer: bytes = self._channel.unary_unary(path, None, None)(
-                    request, metadata=self._metadata(context), timeout=remaining
-                )
+                forward: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+                forward = self._channel.unary_unary(path, None, None)
+                answer = forward(request, metadata=self._metadata(context), timeout=remaining)
             except grpc.RpcError as exc:
                 context.abort(exc.code(), exc.details() or "")
             rewrite = self.rewrite.get(method)
@@ -173,10 +173,16 @@ class GrpcProxy:
         def handle(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
             with self._lock:
                 self.calls[method] += 1
-            call = self._channel.unary_stream(path, None, None)(
+            forward: grpc.UnaryStreamMultiCallable[bytes, bytes]
+            forward = self._channel.unary_stream(path, None, None)
+            call = forward(
                 request, metadata=self._metadata(context), timeout=context.time_remaining()
             )
-            context.add_callback(call.cancel)
+
+            def cancel() -> None:
+                call.cancel()
+
+            context.add_callback(cancel)
             try:
                 context.send_initial_metadata(())
                 yield from call
@@ -191,13 +197,7 @@ class GrpcProxy:
         self._channel.close()
 
 
-if TYPE_CHECKING:
-    _HandlerBase = grpc.GenericRpcHandler[bytes, bytes]
-else:  # the runtime class is not generic
-    _HandlerBase = grpc.GenericRpcHandler
-
-
-class _Handler(_HandlerBase):
+class _Handler(grpc.GenericRpcHandler):
     def __init__(self, proxy: GrpcProxy) -> None:
         self.proxy = proxy
 

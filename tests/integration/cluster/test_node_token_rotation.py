@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from io import StringIO
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import pytest
@@ -378,13 +378,8 @@ async def test_the_command_walks_the_same_rotation(rig, tmp_path):
 
 # --- a member that appears during a rotation is not handed the next token -----------------------
 
-if TYPE_CHECKING:
-    _HandlerBase = grpc.GenericRpcHandler[bytes, bytes]
-else:  # the runtime class is not generic
-    _HandlerBase = grpc.GenericRpcHandler
 
-
-class Harvester(_HandlerBase):
+class Harvester(grpc.GenericRpcHandler):
     """A gRPC server posing as a node: every call is refused UNAUTHENTICATED (so the portal's
     fallback would try its other token) and the authorization header it carried is kept."""
 

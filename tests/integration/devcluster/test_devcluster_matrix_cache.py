@@ -11,7 +11,7 @@ changes, series and windows.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from devcluster.catalog import Route
@@ -90,7 +90,6 @@ def query(data: st.DataObject, sampler: KeyVizSampler) -> tuple[int, int, int, i
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_cached_answers_match_a_fresh_build_through_any_history(data: st.DataObject) -> None:
     draw = data.draw

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from keyviz.align import NodePhase, PhaseLock, infer_step_ms, parse_step, round_half_up_div
@@ -132,7 +132,6 @@ chunking = st.one_of(
 # ------------------------------------------------------------ properties
 
 
-@settings(max_examples=300, deadline=None)
 @given(cluster(restarts=True, missing=True), chunking)
 def test_every_node_column_lands_in_exactly_one_slot_and_a_nodes_slots_strictly_increase(
     generated: tuple[int, list[NodeRun]], cuts: list[int]
@@ -145,7 +144,6 @@ def test_every_node_column_lands_in_exactly_one_slot_and_a_nodes_slots_strictly_
         assert all(b > a for a, b in itertools.pairwise(got))
 
 
-@settings(max_examples=300, deadline=None)
 @given(cluster(restarts=True, missing=True), chunking)
 def test_totals_per_slot_equal_the_inputs_with_restarts_and_missed_columns(
     generated: tuple[int, list[NodeRun]], cuts: list[int]
@@ -159,7 +157,6 @@ def test_totals_per_slot_equal_the_inputs_with_restarts_and_missed_columns(
     assert sum(per_slot.values()) == sum(sum(r.values) for r in runs)
 
 
-@settings(max_examples=300, deadline=None)
 @given(cluster(restarts=False, missing=False), chunking)
 def test_nodes_flushing_every_step_leave_no_hole_and_no_spike(
     generated: tuple[int, list[NodeRun]], cuts: list[int]
@@ -177,7 +174,6 @@ def test_nodes_flushing_every_step_leave_no_hole_and_no_spike(
     assert used == set(range(min(used), max(used) + 1))  # no empty merged slot in between
 
 
-@settings(max_examples=300, deadline=None)
 @given(cluster(restarts=False, missing=True, jitter_div=20), chunking)
 def test_a_missed_column_leaves_exactly_its_slot_empty(
     generated: tuple[int, list[NodeRun]], cuts: list[int]
@@ -350,7 +346,6 @@ def go_step_columns(draw: st.DrawFn) -> tuple[int, dict[str, list[int]]]:
     return step, columns
 
 
-@settings(max_examples=300, deadline=None)
 @given(go_step_columns())
 def test_infer_step_finds_the_go_duration_through_jitter_late_flushes_and_restarts(
     generated: tuple[int, dict[str, list[int]]],

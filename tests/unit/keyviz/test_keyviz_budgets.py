@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from keyviz.budgets import (
@@ -169,13 +169,11 @@ def _naive_coarsen(totals: list[int], budget: int) -> list[int]:
     return [g[0] for g in groups]
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 20), min_size=1, max_size=40), st.integers(1, 40))
 def test_row_budget_heap_matches_the_plain_rule(totals: list[int], budget: int) -> None:
     assert coarsen_rows(totals, budget) == _naive_coarsen(totals, budget)
 
 
-@settings(max_examples=50, deadline=None)
 @given(
     st.lists(st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1)), min_size=1, max_size=300),
     st.integers(1, 300),

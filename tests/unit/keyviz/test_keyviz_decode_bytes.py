@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cluster.fanout import Node, NodeStatus
@@ -118,16 +118,11 @@ def matrices(draw: st.DrawFn, *, consistent: bool) -> admin_pb2.GetKeyVizMatrixR
     return response(columns, *rows)
 
 
-fuzz = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@fuzz
 @given(matrices(consistent=True))
 def test_bytes_and_message_give_the_same_node_matrix(m: admin_pb2.GetKeyVizMatrixResponse) -> None:
     assert isinstance(assert_equivalent(m), NodeMatrix)
 
 
-@fuzz
 @given(matrices(consistent=False), st.sampled_from([None, STEP, 0, -1]))
 def test_bytes_and_message_are_rejected_with_the_same_reason(
     m: admin_pb2.GetKeyVizMatrixResponse, step_ms: int | None
@@ -261,7 +256,6 @@ ids_of_any_width = st.sampled_from([0, 1, 2, 200, 300, 70_000, 2**31, 2**33, 2**
 values_of_any_width = st.sampled_from([0, 1, 5, 300, 70_000, 2**32 - 1, 2**32, 2**40])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.lists(

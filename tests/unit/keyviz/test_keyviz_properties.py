@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from keyviz.budgets import apply_row_budget, fit_to_display
@@ -59,7 +59,6 @@ def _same(a: MergedMatrix, b: MergedMatrix) -> None:
     assert a.degraded.tolist() == b.degraded.tolist()
 
 
-@settings(max_examples=150, deadline=None)
 @given(cluster(), st.integers(1, 8), st.integers(1, 8), policies)
 def test_budgets_preserve_totals(
     nodes: list[NodeMatrix], max_rows: int, max_cols: int, policy: str
@@ -76,7 +75,6 @@ def test_budgets_preserve_totals(
     assert members == [r.bucket_id for r in merged.rows]
 
 
-@settings(max_examples=150, deadline=None)
 @given(node_matrix("n1", jitter=False, min_cols=2), policies)
 def test_merge_of_a_single_node_equals_its_input(single: NodeMatrix, policy: str) -> None:
     m = merge_nodes([single], series=WRITES, writes_merge=policy)  # type: ignore[arg-type]
@@ -92,7 +90,6 @@ def test_merge_of_a_single_node_equals_its_input(single: NodeMatrix, policy: str
     assert m.warnings == ()
 
 
-@settings(max_examples=100, deadline=None)
 @given(cluster(), policies)
 def test_order_of_nodes_does_not_change_the_result(nodes: list[NodeMatrix], policy: str) -> None:
     results = [
@@ -126,7 +123,6 @@ def cluster_and_zero_node(draw: st.DrawFn) -> tuple[list[NodeMatrix], NodeMatrix
     return nodes, zero
 
 
-@settings(max_examples=150, deadline=None)
 @given(cluster_and_zero_node(), policies)
 def test_merging_with_an_all_zero_node_changes_nothing(
     case: tuple[list[NodeMatrix], NodeMatrix], policy: str
@@ -137,7 +133,6 @@ def test_merging_with_an_all_zero_node_changes_nothing(
     _same(before, after)
 
 
-@settings(max_examples=150, deadline=None)
 @given(cluster())
 def test_merged_writes_follow_the_rule_over_each_cells_contributions(
     nodes: list[NodeMatrix],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from keyviz.merge import merge_nodes, merge_writes
@@ -147,7 +147,6 @@ ids = st.sampled_from([0, 1, 2])
 report = st.tuples(st.integers(0, 4), ids, ids)
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(report, min_size=1, max_size=5), min_size=1, max_size=6))
 def test_write_merge_matches_the_rule_cell_by_cell(cells: list[list[tuple[int, int, int]]]) -> None:
     nodes = max(len(c) for c in cells)
@@ -161,7 +160,6 @@ def test_write_merge_matches_the_rule_cell_by_cell(cells: list[list[tuple[int, i
     assert list(zip(values.tolist(), conflict.tolist(), strict=True)) == expected
 
 
-@settings(max_examples=100, deadline=None)
 @given(
     st.lists(
         st.lists(
