@@ -263,7 +263,9 @@ async def fan_out(
     - ``budget``: the page waits at most its seconds; a node still not answering is
       "waiting" (its call is cancelled) and the nodes it skips are not asked;
     - ``exactly`` / ``deadline_s``: see Exactly and NodeClient.call."""
-    per_node = list(request) if isinstance(request, Sequence) else [request] * len(nodes)
+    per_node: list[Message | None] = (
+        list(request) if isinstance(request, Sequence) else [request] * len(nodes)
+    )
     if len(per_node) != len(nodes):
         raise ValueError(f"{len(per_node)} requests for {len(nodes)} nodes")
     skip = budget.skip if budget is not None else {}

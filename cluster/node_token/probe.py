@@ -49,7 +49,7 @@ def node_state(
         return State.CURRENT, ""
     if rotating and next_ is None:
         return State.NEXT, ""
-    errors = [current] if not rotating else [current, next_]
+    errors: list[Answer | None] = [current] if not rotating else [current, next_]
     failures = [e for e in errors if e is not None]
     codes = {e.code for e in failures}
     if "UNIMPLEMENTED" in codes:
