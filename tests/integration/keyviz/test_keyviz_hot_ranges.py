@@ -244,4 +244,4 @@ async def test_leadership_balance_counts_groups_led_per_node_and_the_imbalance(d
     # The page shows the same figures.
     html = (await client.get("/keyviz/hot/")).content.decode()
     assert f"imbalance {len(groups) - 1}" in html
-    assert f"<td>n1</td><td class=\"num\">{len(groups) - 1}</td>" in html
+    assert f'<td>n1</td><td class="num">{len(groups) - 1}</td>' in html
