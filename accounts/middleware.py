@@ -33,9 +33,9 @@ from audit.context import set_actor
 from audit.failures import record_failure
 from audit.models import Outcome
 from audit.service import AuditWriteError
-from elastickv_admin.api import is_api_request
-from elastickv_admin.errors import error_response
-from elastickv_admin.middleware import HybridMiddleware
+from elastickv_admin.lib.api import is_api_request
+from elastickv_admin.lib.errors import error_response
+from elastickv_admin.lib.middleware import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 
-from elastickv_admin import crypto
+from elastickv_admin.lib import crypto
 
 
 class SiteSettings(models.Model):
@@ -112,7 +112,7 @@ class UserSession(models.Model):
 
 
 class TOTPDevice(TimestampMixin, ThrottlingMixin, Device):  # type: ignore[misc]
-    """django-otp's TOTP device, with the seed encrypted at rest (elastickv_admin.crypto)."""
+    """django-otp's TOTP device, with the seed encrypted at rest (elastickv_admin.lib.crypto)."""
 
     # Annotated: the django-stubs plugin does not infer fields below an untyped base (Device).
     encrypted_key: models.TextField[str, str] = models.TextField()

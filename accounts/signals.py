@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from accounts.models import UserSession
 from audit.failures import record_failure
 from audit.models import Outcome
-from elastickv_admin.net import client_ip
+from elastickv_admin.lib.net import client_ip
 
 
 @receiver(user_login_failed)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import ApiToken
-from elastickv_admin.crypto import Keyring, keyring
+from elastickv_admin.lib.crypto import Keyring, keyring
 
 PREFIX = "ekv"
 _TOKEN = re.compile(r"^ekv_([a-z0-9]{12})_([A-Za-z0-9_-]{32,128})$")

@@ -58,8 +58,8 @@ from accounts.tokens import TokenRejected, authenticate_token, bearer
 from audit.context import AuditContext, audit_context, new_request_id
 from audit.models import Outcome
 from audit.service import AuditWriteError, arecord_event, record_event
-from elastickv_admin.errors import ParamError
-from elastickv_admin.net import client_ip_from_scope, trust_forwarded_proto
+from elastickv_admin.lib.errors import ParamError
+from elastickv_admin.lib.net import client_ip_from_scope, trust_forwarded_proto
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.chain import Keys, audit_keys, mac_matches
-from elastickv_admin.crypto import Keyring
+from elastickv_admin.lib.crypto import Keyring
 
 logger = logging.getLogger(__name__)
 

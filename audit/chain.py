@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.models import AuditChain, AuditEvent
-from elastickv_admin.crypto import Keyring, keyring
+from elastickv_admin.lib.crypto import Keyring, keyring
 
 # A key for verification: one key (a test's, a tool's), the configured keyring, or None for
 # the configured keyring.

@@ -18,10 +18,10 @@ from audit.context import AuditContext, audit_context, new_request_id
 from audit.failures import arecord_failure, record_failure
 from audit.models import Outcome
 from audit.service import AuditWriteError, arecord_event, record_event
-from elastickv_admin.api import is_api_request
-from elastickv_admin.errors import error_response
-from elastickv_admin.middleware import HybridMiddleware
-from elastickv_admin.net import client_ip
+from elastickv_admin.lib.api import is_api_request
+from elastickv_admin.lib.errors import error_response
+from elastickv_admin.lib.middleware import HybridMiddleware
+from elastickv_admin.lib.net import client_ip
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -106,7 +106,7 @@ async def measure(seeds: list[str], token_file: Path, requests: int, concurrency
 
     from benchmarks.signed_in import viewer_client
     from cluster.runtime import node_client, reset_runtime
-    from elastickv_admin.config import PortalConfig
+    from elastickv_admin.lib.config import PortalConfig
 
     config = PortalConfig(seeds=tuple(seeds[:3]), node_token_file=str(token_file))
     with override_settings(ELASTICKV_ADMIN=config, ALLOWED_HOSTS=["testserver"]):

@@ -44,7 +44,7 @@ from cluster.fanout import fan_out  # noqa: E402
 from cluster.runtime import discovery, node_client, reset_runtime  # noqa: E402
 from devcluster import DevCluster  # noqa: E402
 from devcluster.ops import OpBatch  # noqa: E402
-from elastickv_admin.config import PortalConfig  # noqa: E402
+from elastickv_admin.lib.config import PortalConfig  # noqa: E402
 from keyviz.matrix import node_matrix_from_bytes, node_matrix_from_response  # noqa: E402
 from proto import admin_pb2  # noqa: E402
 

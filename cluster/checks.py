@@ -10,7 +10,7 @@ from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from cluster.tokens import TokenFileError, read_token_file
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib.config import portal_config
 
 
 @register("elastickv")

@@ -38,8 +38,8 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from cluster.tokens import NodeToken, NodeTokenStore
-from elastickv_admin import metrics
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib import metrics
+from elastickv_admin.lib.config import PortalConfig
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc
 
 ADMIN_METHODS = (

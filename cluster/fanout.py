@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from cluster.client import NodeClient, NodeError
 from cluster.tokens import NodeToken
-from elastickv_admin import metrics
+from elastickv_admin.lib import metrics
 
 T = TypeVar("T")
 WAITING = "WAITING"  # a NodeStatus code: asked, no answer within the page's budget yet

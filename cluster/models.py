@@ -22,7 +22,7 @@ class NodeTokenHead(models.Model):
 
 class NodeTokenRecord(models.Model):
     """One token: the current one, and during a rotation the next one. Only the Fernet
-    ciphertext (elastickv_admin.crypto) is stored; people see the fingerprint."""
+    ciphertext (elastickv_admin.lib.crypto) is stored; people see the fingerprint."""
 
     class Slot(models.TextChoices):
         CURRENT = "current"

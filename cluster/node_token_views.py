@@ -24,7 +24,7 @@ from cluster import node_token
 from cluster.node_token import NodeTokenRefused, ProbeReport, TokenStatus
 from cluster.runtime import node_client
 from cluster.views import LIVE_TARGET
-from elastickv_admin.pages import HtmxHttpRequest, arender_page
+from elastickv_admin.lib.pages import HtmxHttpRequest, arender_page
 
 REFRESH_S = 5
 DOWNLOAD_NAME = "admin-token"  # what the download is called (a file name, not a secret)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cluster.aggregate import ROUTE_SORT_KEYS
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 
 MAX_PREFIX_BYTES = 1024
 MAX_GROUP_ID = 2**64 - 1

@@ -18,7 +18,7 @@ from cluster.discovery import Discovery
 from cluster.history import RaftHistory
 from cluster.probes import SupportCache
 from cluster.tokens import NodeTokenStore
-from elastickv_admin.config import PortalConfig, portal_config
+from elastickv_admin.lib.config import PortalConfig, portal_config
 
 T = TypeVar("T")
 

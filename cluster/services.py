@@ -53,7 +53,7 @@ from cluster.history import Progress
 from cluster.params import RouteQuery
 from cluster.probes import PROBE_DEADLINE_S, NodeSupport
 from cluster.runtime import discovery, node_client, runtime
-from elastickv_admin import metrics
+from elastickv_admin.lib import metrics
 from keyviz.keys import KeyPreview, key_preview
 from proto import admin_pb2, distribution_pb2
 

@@ -16,9 +16,9 @@ from django.views.decorators.http import require_safe
 
 from cluster import serialize, services
 from cluster.params import parse_route_query, parse_route_query_lenient
-from elastickv_admin.api import ApiResult, api_view
-from elastickv_admin.errors import ApiError
-from elastickv_admin.pages import HtmxHttpRequest, arender_page
+from elastickv_admin.lib.api import ApiResult, api_view
+from elastickv_admin.lib.errors import ApiError
+from elastickv_admin.lib.pages import HtmxHttpRequest, arender_page
 
 SORT_LABELS = {
     "start": "Key order",
@@ -117,7 +117,7 @@ async def adapters(request: HtmxHttpRequest) -> HttpResponse:
     return await _page(request, "adapters", {"view": view, "health": view.health})
 
 
-# -- JSON API (elastickv_admin.api: GET only, loopback only, the error envelope) -----------
+# -- JSON API (elastickv_admin.lib.api: GET only, loopback only, the error envelope) -----------
 
 
 @api_view

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from devcluster.cluster import DevCluster, FlushJitter
 from devcluster.simulation import ClusterError, Profile
-from elastickv_admin.env import parse_duration
+from elastickv_admin.lib.env import parse_duration
 
 
 def _duration(raw: str) -> float:

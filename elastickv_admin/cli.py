@@ -140,7 +140,7 @@ DEMO_DATA_DIR = Path("var") / "demo"
 
 def _apply_proxy_headers(args: argparse.Namespace) -> None:
     """--proxyHeaders is an alias of ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS=1: the one setting that
-    decides which X-Forwarded-For / -Proto entries are believed (elastickv_admin/net.py). An
+    decides which X-Forwarded-For / -Proto entries are believed (elastickv_admin/lib/net.py). An
     explicit 0 next to it is a contradiction, refused rather than guessed."""
     if not getattr(args, "proxyHeaders", False):
         return
@@ -378,7 +378,7 @@ def run_daphne(bind: str) -> None:
     host, port = _split_bind(bind)
     # Never daphne's --proxy-headers: it replaces the client with the LEFTMOST X-Forwarded-For
     # entry (the caller's choice) and the scheme with X-Forwarded-Proto. The scope keeps the
-    # TCP peer; elastickv_admin/net.py applies ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS.
+    # TCP peer; elastickv_admin/lib/net.py applies ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS.
     # Frames beyond the stream's own limit are refused by daphne before any parsing.
     argv = ["-b", host, "-p", str(port), "--access-log", os.devnull]
     argv += ["--websocket-max-message-size", str(WS_MAX_MESSAGE_BYTES)]

@@ -1,4 +1,4 @@
-"""Re-encrypt every secret stored at rest under the primary key (elastickv_admin.crypto).
+"""Re-encrypt every secret stored at rest under the primary key (elastickv_admin.lib.crypto).
 
 Every model field that holds ``crypto.encrypt`` output is listed in ENCRYPTED_FIELDS; a test
 scans the database for Fernet ciphertext outside them, so a new one cannot be forgotten.
@@ -13,7 +13,7 @@ from django.db import transaction
 
 from audit.context import Actor
 from audit.service import record_event
-from elastickv_admin import crypto
+from elastickv_admin.lib import crypto
 
 # (app label, model, field)
 ENCRYPTED_FIELDS: tuple[tuple[str, str, str], ...] = (

@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from elastickv_admin.config import (
+from elastickv_admin.lib.config import (
     DEFAULT_KEYVIZ_RETENTION_1H_MS,
     DEFAULT_KEYVIZ_RETENTION_15M_MS,
     DEFAULT_KEYVIZ_RETENTION_FINE_MS,
@@ -25,7 +25,7 @@ from elastickv_admin.config import (
     WRITES_MERGE_POLICIES,
     PortalConfig,
 )
-from elastickv_admin.env import (
+from elastickv_admin.lib.env import (
     env_bool,
     env_duration,
     env_int,
@@ -126,8 +126,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # X-Forwarded-Proto only as far as ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS reaches (net.py).
-    "elastickv_admin.net.TrustedProxyMiddleware",
-    "elastickv_admin.metrics.RequestMetricsMiddleware",
+    "elastickv_admin.lib.net.TrustedProxyMiddleware",
+    "elastickv_admin.lib.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
@@ -376,7 +376,7 @@ LOGIN_FAILURE_LIMIT_PER_ADDRESS = env_int(
     minimum=AXES_FAILURE_LIMIT,
 )
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "elastickv_admin.net.client_ip"
+AXES_CLIENT_IP_CALLABLE = "elastickv_admin.lib.net.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
 AXES_VERBOSE = False
 AXES_SENSITIVE_PARAMETERS = ["password", "token", "otp_token"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.urls import include, path
 
-from elastickv_admin import health, metrics
+from elastickv_admin import health
+from elastickv_admin.lib import metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

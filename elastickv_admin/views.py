@@ -6,8 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import REASON_BAD_ORIGIN, REASON_NO_CSRF_COOKIE
 from django.shortcuts import render
 
-from elastickv_admin.api import is_api_request
-from elastickv_admin.errors import error_response
+from elastickv_admin.lib.api import is_api_request
+from elastickv_admin.lib.errors import error_response
 
 logger = logging.getLogger(__name__)
 

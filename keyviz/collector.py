@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib.config import portal_config
 from keyviz import events, store
 from keyviz.align import NodePhase, PhaseLock, infer_step_ms
 from keyviz.assemble import (

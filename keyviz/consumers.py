@@ -32,8 +32,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from accounts.roles import VIEW_DASHBOARDS
 from accounts.ws import MAX_FRAME_BYTES, parse_frame
-from elastickv_admin import metrics
-from elastickv_admin.errors import ApiError, ParamError
+from elastickv_admin.lib import metrics
+from elastickv_admin.lib.errors import ApiError, ParamError
 from keyviz.live import remember_rows, row_metadata, subscribed
 from keyviz.messages import PROTOCOL, group_name, render_column
 from keyviz.params import MAX_UNIX_MS, SERIES

@@ -43,7 +43,7 @@ from cluster.diagnose import cause_of
 from cluster.fanout import Node, call_node
 from cluster.runtime import node_client
 from cluster.services import routes_of
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz import intake
 from keyviz.models import Event
 from keyviz.params import MAX_UNIX_MS

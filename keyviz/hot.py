@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from numpy.typing import NDArray
 
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz import store
 from keyviz.keys import KeyPreview, key_preview
 from keyviz.matrix import MergedMatrix

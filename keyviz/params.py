@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz.budgets import DEFAULT_COLS, DEFAULT_ROWS, MAX_COLS, MAX_ROWS
 from proto import admin_pb2
 
@@ -129,7 +129,7 @@ def _key(query: Mapping[str, str], name: str) -> bytes:
 
 def retention_ms() -> tuple[int, int, int]:
     """How long the store keeps each tier, in ms, from the portal's settings."""
-    from elastickv_admin.config import portal_config
+    from elastickv_admin.lib.config import portal_config
 
     config = portal_config()
     return (

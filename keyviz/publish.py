@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from elastickv_admin import metrics
+from elastickv_admin.lib import metrics
 from keyviz.assemble import column_cells
 from keyviz.columns import MergedColumn
 from keyviz.messages import RowCatalog, column_event, group_name, summary_of, wall_ms

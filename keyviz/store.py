@@ -30,7 +30,7 @@ from django.db.models import Max, Value
 from django.db.models.functions import Greatest, Least, Length
 from numpy.typing import NDArray
 
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib.config import portal_config
 from keyviz import cellblob
 from keyviz.columns import FLAG_CONFLICT, FLAG_SOFT, FLAG_UNKNOWN, U8, MergedColumn, NodeColumn
 from keyviz.matrix import I64, U64, Bools, MergedMatrix, RowMeta

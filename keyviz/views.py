@@ -11,9 +11,9 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_safe
 
-from elastickv_admin.api import ApiResult, api_view
-from elastickv_admin.config import portal_config
-from elastickv_admin.errors import ApiError
+from elastickv_admin.lib.api import ApiResult, api_view
+from elastickv_admin.lib.config import portal_config
+from elastickv_admin.lib.errors import ApiError
 from keyviz import events, hot, serialize, service
 from keyviz.budgets import DEFAULT_ROWS, MAX_COLS, MAX_ROWS
 from keyviz.keys import RESERVED_PREFIXES

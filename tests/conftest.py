@@ -453,7 +453,7 @@ async def portal(
     from cluster.runtime import node_client
     from devcluster import DevCluster
     from devcluster.pytest_plugin import TEST_TOKEN
-    from elastickv_admin.config import PortalConfig
+    from elastickv_admin.lib.config import PortalConfig
 
     token_file = tmp_path / "portal-node-token"
     token_file.write_text(TEST_TOKEN + "\n")

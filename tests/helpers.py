@@ -41,7 +41,7 @@ def decrypted_values(dump: str) -> set[str]:
     """Every Fernet ciphertext in ``dump`` that the configured keys can read, decrypted."""
     import contextlib
 
-    from elastickv_admin import crypto
+    from elastickv_admin.lib import crypto
 
     found = set()
     for ciphertext in re.findall(FERNET_TEXT, dump):

@@ -6,7 +6,7 @@ token while operators move the nodes one by one, probes each node with both to s
 one it accepts, and finishes (next becomes current, the old one is deleted) once every node
 accepts next. DESIGN.md "Access, tokens, audit"; README "Node token rotation".
 
-- Storage: NodeTokenRecord rows hold only Fernet ciphertext (elastickv_admin.crypto); people see
+- Storage: NodeTokenRecord rows hold only Fernet ciphertext (elastickv_admin.lib.crypto); people see
   fingerprints. On first start, --nodeTokenFile seeds the table (``ensure_node_token``, run
   once at startup by `serve` and by a process's token store on its first read, never by a
   view); afterwards the database is the source of truth.

@@ -25,8 +25,8 @@ from cluster.node_token.records import (
 from cluster.node_token.views_model import NodeCheckRow, ProbeReport
 from cluster.runtime import node_client
 from cluster.tokens import TokenValueError, check_token_value, fingerprint, generate_token
-from elastickv_admin import crypto
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib import crypto
+from elastickv_admin.lib.config import portal_config
 
 
 class NodeTokenRefused(ActionRefused):

@@ -11,8 +11,8 @@ from audit.service import record_event
 from cluster.models import NodeTokenRecord
 from cluster.node_token.records import TARGET, actor_name, bump, locked_head
 from cluster.tokens import TokenFileError, fingerprint, read_token_file
-from elastickv_admin import crypto
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib import crypto
+from elastickv_admin.lib.config import portal_config
 
 logger = logging.getLogger("cluster.node_token")
 

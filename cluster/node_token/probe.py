@@ -17,7 +17,7 @@ from cluster.node_token.records import State, StoredTokens, load_tokens, locked_
 from cluster.node_token.views_model import NodeCheckRow, ProbeReport
 from cluster.runtime import discovery, node_client
 from cluster.tokens import NodeToken
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib.config import portal_config
 
 # The cheap Admin call a probe makes with each token; every elastickv version serves it.
 PROBE_METHOD = "GetClusterOverview"

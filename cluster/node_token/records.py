@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 
 from cluster.models import NodeTokenCheck, NodeTokenHead, NodeTokenRecord
-from elastickv_admin import crypto
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib import crypto
+from elastickv_admin.lib.config import portal_config
 
 # How stale a process's tokens may be (see the package docstring).
 SYNC_INTERVAL_S = 1.0

@@ -15,7 +15,7 @@ from cluster.models import NodeTokenRecord
 from cluster.node_token.bootstrap import ensure_node_token
 from cluster.node_token.records import SYNC_INTERVAL_S, VERIFIED_WRITE_S, next_token_recipients
 from cluster.tokens import NodeTokenStore, TokenFileError, fingerprint, read_token_file
-from elastickv_admin import crypto
+from elastickv_admin.lib import crypto
 
 logger = logging.getLogger("cluster.node_token")
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from cluster.models import NodeTokenCheck, NodeTokenRecord
 from cluster.node_token.records import ACCEPTS_NEXT, State, stored_version
-from elastickv_admin.config import portal_config
+from elastickv_admin.lib.config import portal_config
 
 
 @dataclass(frozen=True)

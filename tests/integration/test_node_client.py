@@ -15,7 +15,7 @@ from cluster.discovery import Discovery, members_from_overview
 from cluster.fanout import WAITING, Node, NodeStatus, PageBudget, fan_out
 from cluster.tokens import NodeTokenStore, TokenFileError, read_token_file
 from devcluster.pytest_plugin import TEST_TOKEN
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 from proto import admin_pb2
 
 pytestmark = pytest.mark.integration

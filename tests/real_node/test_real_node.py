@@ -25,7 +25,7 @@ from django.test import AsyncClient
 
 from cluster.client import NodeError
 from cluster.runtime import discovery, node_client
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 from keyviz.collector import close_collector, start_collector
 from keyviz.lease import LocalLease
 from proto import admin_pb2, admin_pb2_grpc, distribution_pb2, distribution_pb2_grpc

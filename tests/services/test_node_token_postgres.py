@@ -18,7 +18,7 @@ from django.test import override_settings
 from cluster import node_token
 from cluster.models import NodeTokenRecord
 from cluster.node_token import SYNC_INTERVAL_S, DatabaseTokenStore
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 from tests.helpers import require
 from tests.node_token_race import ROOT, portal_env, race_starts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.params import RouteQuery, parse_route_query, parse_route_query_lenient
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 
 
 def test_no_parameters_mean_every_route_in_key_order():

@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from cluster.flight import SingleFlight
 from cluster.runtime import discovery, node_client, reset_runtime, runtime
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 
 
 async def test_concurrent_askers_share_one_call_and_a_cancelled_one_does_not_cancel_it():

@@ -24,7 +24,7 @@ from audit.anchor import read_anchor, read_log
 from audit.chain import verify_chain
 from audit.models import AuditEvent
 from audit.service import record_event
-from elastickv_admin.crypto import Keyring, key_id
+from elastickv_admin.lib.crypto import Keyring, key_id
 
 pytestmark = pytest.mark.django_db
 

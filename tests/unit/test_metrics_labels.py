@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from prometheus_client import generate_latest
 
-from elastickv_admin import metrics
+from elastickv_admin.lib import metrics
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from cluster.checks import check_node_config
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 
 
 def problems(config: PortalConfig) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from cluster import node_token
 from cluster.models import NodeTokenRecord
 from cluster.node_token import DatabaseTokenStore
 from cluster.tokens import fingerprint
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 
 CURRENT = "the-current-node-token-0123456789"
 NEXT = "the-next-node-token-0123456789abc"

@@ -1,4 +1,4 @@
-"""One page helper (elastickv_admin/pages.py render_page): every page htmx refreshes answers
+"""One page helper (elastickv_admin/lib/pages.py render_page): every page htmx refreshes answers
 the whole page without HX-Request and only its live region with it, and says so in Vary so
 no cache hands one for the other."""
 
@@ -8,8 +8,8 @@ import pytest
 from django.test import Client, RequestFactory, override_settings
 from django_htmx.middleware import HtmxDetails
 
-from elastickv_admin.config import PortalConfig
-from elastickv_admin.pages import HtmxHttpRequest, render_page, wants_partial
+from elastickv_admin.lib.config import PortalConfig
+from elastickv_admin.lib.pages import HtmxHttpRequest, render_page, wants_partial
 from tests.unit.access.test_node_token_pages import token_config  # noqa: F401 (fixture)
 
 NO_NODES = PortalConfig(seeds=("127.0.0.1:1",), insecure_no_auth=True, rpc_timeout_s=0.5)

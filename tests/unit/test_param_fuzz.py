@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

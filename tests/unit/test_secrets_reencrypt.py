@@ -22,8 +22,8 @@ from accounts.models import TOTPDevice
 from audit.models import AuditEvent
 from cluster import node_token
 from cluster.models import NodeTokenRecord
-from elastickv_admin import crypto
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib import crypto
+from elastickv_admin.lib.config import PortalConfig
 from elastickv_admin.reencrypt import ENCRYPTED_FIELDS
 from tests.helpers import FERNET_TEXT
 

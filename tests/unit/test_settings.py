@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from elastickv_admin import env
+from elastickv_admin.lib import env
 
 ROOT = Path(__file__).resolve().parents[2]
 

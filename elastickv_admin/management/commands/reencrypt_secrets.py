@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import command_context
 from audit.service import AuditWriteError
-from elastickv_admin import crypto
+from elastickv_admin.lib import crypto
 from elastickv_admin.reencrypt import do_reencrypt_secrets
 
 

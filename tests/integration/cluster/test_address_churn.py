@@ -30,8 +30,8 @@ from cluster.client import REMEMBERED_PER_NODE, NodeClient, NodeError
 from cluster.discovery import Discovery
 from cluster.fanout import fan_out
 from cluster.tokens import NodeTokenStore
-from elastickv_admin import metrics
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib import metrics
+from elastickv_admin.lib.config import PortalConfig
 from proto import admin_pb2, admin_pb2_grpc
 
 pytestmark = pytest.mark.integration

@@ -31,7 +31,7 @@ from cluster.runtime import discovery, node_client
 from cluster.tokens import fingerprint
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
-from elastickv_admin import crypto
+from elastickv_admin.lib import crypto
 from proto import admin_pb2
 from tests.helpers import database_dump, decrypted_values
 

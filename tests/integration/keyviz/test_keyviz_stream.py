@@ -24,7 +24,7 @@ from cluster.runtime import node_client, reset_runtime
 from devcluster import DevCluster, Op
 from devcluster.pytest_plugin import TEST_TOKEN
 from elastickv_admin.asgi import application
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 from keyviz import consumers, store
 from keyviz.collector import close_collector, start_collector
 from keyviz.columns import FLAG_UNKNOWN

@@ -17,7 +17,7 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.converters import IntConverter, UUIDConverter
 
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from accounts.actions import do_create_api_token, do_revoke_api_token
 from accounts.models import ApiToken
 from accounts.tokens import hash_secret
 from audit.models import AuditEvent
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 
 
 def found(pattern: bytes, content: bytes) -> re.Match[bytes]:

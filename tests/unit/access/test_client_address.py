@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from elastickv_admin.net import client_ip_from_meta
+from elastickv_admin.lib.net import client_ip_from_meta
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """X-Forwarded-Proto is believed only as far as ELASTICKV_ADMIN_TRUSTED_PROXY_HOPS reaches,
-by the same rule as X-Forwarded-For (elastickv_admin/net.py)."""
+by the same rule as X-Forwarded-For (elastickv_admin/lib/net.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory, override_settings
 
-from elastickv_admin.net import TrustedProxyMiddleware, forwarded_proto_from_meta
+from elastickv_admin.lib.net import TrustedProxyMiddleware, forwarded_proto_from_meta
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from cluster import node_token
 from cluster.models import NodeTokenCheck, NodeTokenRecord
 from cluster.tokens import fingerprint
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 from tests.helpers import database_dump, decrypted_values
 
 CURRENT = "the-current-node-token-0123456789"

@@ -19,7 +19,7 @@ from django.utils import timezone
 from audit.chain import verify_chain
 from audit.failures import flush_failure_windows
 from audit.models import AuditEvent, FailureWindow
-from elastickv_admin.config import PortalConfig
+from elastickv_admin.lib.config import PortalConfig
 from tests.failure_race import portal_env, race_failures
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_nodes")]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cluster.aggregate import RouteEntry
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz import events
 
 UP: dict[str, tuple[bool, str | None]] = {"n1": (True, None), "n2": (True, None)}

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz.budgets import fit_to_display
 from keyviz.matrix import NodeMatrix, RowMeta
 from keyviz.merge import cell_contributions, merge_nodes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz.params import MAX_UNIX_MS, TIER_SLACK_MS, MatrixQuery, parse_matrix_query
 from proto import admin_pb2
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from elastickv_admin.errors import ParamError
+from elastickv_admin.lib.errors import ParamError
 from keyviz.consumers import (
     MAX_MESSAGE_BYTES,
     Ack,

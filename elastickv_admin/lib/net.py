@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
-from elastickv_admin.middleware import HybridMiddleware
+from elastickv_admin.lib.middleware import HybridMiddleware
 
 
 def _valid(address: str) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.cache import add_never_cache_headers
 
-from elastickv_admin.errors import ApiError, error_response
+from elastickv_admin.lib.errors import ApiError, error_response
 
 ApiResult: TypeAlias = dict[str, Any] | HttpResponse
 
