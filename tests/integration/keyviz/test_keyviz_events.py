@@ -4,6 +4,7 @@ change the collector can observe is recorded exactly once, at the time it was se
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -211,3 +212,19 @@ async def test_the_timeline_filters_by_node_and_raft_group(portal):
     bad = await client.get("/events/", {"group": "seven"})
     assert bad.status_code == 400
     assert "group: must be a Raft group id" in bad.content.decode()
+
+
+async def test_the_timeline_page_shows_each_time_in_utc_with_its_zone(portal):
+    from asgiref.sync import sync_to_async
+
+    from keyviz import events
+
+    client = portal(["127.0.0.1:1"])
+    at = wall_ms() - 60_000
+    at -= at % 1000
+    await sync_to_async(events.save)([events.Observed("node_up", at, "n2")])
+    html = (await client.get("/events/")).content.decode()
+    shown = datetime.fromtimestamp(at / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert "When (UTC)" in html
+    assert f">{shown}</time>" in html
+    assert f">{at}</time>" not in html  # not raw Unix milliseconds
