@@ -37,9 +37,11 @@ from keyviz.keys import KeyPreview, key_preview
 from keyviz.matrix import MergedMatrix
 from keyviz.models import Bucket
 from keyviz.params import (
+    DEFAULT_PRESET,
     MAX_UNIX_MS,
     SERIES,
     SERIES_NAMES,
+    WINDOW_PRESET_MS,
     parse_matrix_query,
     retention_ms,
     tier_for_window,
@@ -288,11 +290,15 @@ class WindowSummary:
 
 def window_summary(params: Mapping[str, str], *, now_ms: int) -> WindowSummary:
     """What the Key Visualizer shows without JavaScript: the heatmap's series over its
-    custom from/to (else the last hour), its hottest rows, from the store. A bad
-    parameter or an unreadable store is a message, never an exception."""
+    custom from/to, else its preset range (the last hour by default), its hottest rows,
+    from the store. A bad parameter or an unreadable store is a message, never an
+    exception."""
     query = {"series": params.get("series") or "writes", "limit": str(NOSCRIPT_ROWS)}
+    preset = WINDOW_PRESET_MS.get(params.get("range") or DEFAULT_PRESET)
     if params.get("from") and params.get("to"):
         query.update({"from": params["from"], "to": params["to"]})
+    elif preset is not None:
+        query.update({"from": str(now_ms - preset), "to": str(now_ms)})
     else:
         query["window"] = NOSCRIPT_WINDOW
     try:

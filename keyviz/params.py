@@ -213,3 +213,24 @@ def parse_matrix_query(
         step_ms=_bounded(query, "step_ms", 0, MAX_STEP_MS, "milliseconds") or None,
         tier=tier_for_window(start, now_ms, keep),
     )
+
+
+# The heatmap's window presets (the page's range=...): the page reads their lengths from
+# page_config (static/js/keyviz-state.js), the no-JavaScript table (keyviz/hot.py) from here.
+WINDOW_PRESETS = (
+    ("15m", "15 m"),
+    ("1h", "1 h"),
+    ("6h", "6 h"),
+    ("24h", "24 h"),
+    ("7d", "7 d"),
+    ("30d", "30 d"),
+)
+WINDOW_PRESET_MS = {
+    "15m": 15 * 60_000,
+    "1h": 3_600_000,
+    "6h": 6 * 3_600_000,
+    "24h": 24 * 3_600_000,
+    "7d": 7 * 24 * 3_600_000,
+    "30d": 30 * 24 * 3_600_000,
+}
+DEFAULT_PRESET = "1h"

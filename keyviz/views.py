@@ -18,7 +18,7 @@ from keyviz import events, hot, serialize, service
 from keyviz.budgets import DEFAULT_ROWS, MAX_COLS, MAX_ROWS
 from keyviz.keys import RESERVED_PREFIXES
 from keyviz.messages import FLAG_BITS
-from keyviz.params import parse_matrix_query
+from keyviz.params import DEFAULT_PRESET, WINDOW_PRESET_MS, WINDOW_PRESETS, parse_matrix_query
 
 SERIES_CHOICES = (
     ("writes", "Writes"),
@@ -26,24 +26,6 @@ SERIES_CHOICES = (
     ("write_bytes", "Write bytes"),
     ("read_bytes", "Read bytes"),
 )
-# The page reads the presets' lengths from page_config (static/js/keyviz-state.js).
-WINDOW_PRESETS = (
-    ("15m", "15 m"),
-    ("1h", "1 h"),
-    ("6h", "6 h"),
-    ("24h", "24 h"),
-    ("7d", "7 d"),
-    ("30d", "30 d"),
-)
-WINDOW_PRESET_MS = {
-    "15m": 15 * 60_000,
-    "1h": 3_600_000,
-    "6h": 6 * 3_600_000,
-    "24h": 24 * 3_600_000,
-    "7d": 7 * 24 * 3_600_000,
-    "30d": 30 * 24 * 3_600_000,
-}
-DEFAULT_PRESET = "1h"
 ROW_BUDGETS = (64, 128, DEFAULT_ROWS, 512, MAX_ROWS)
 
 

@@ -5,6 +5,7 @@ JavaScript (issue 17 item 12). Rendered through the Django test client: no scrip
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,3 +75,29 @@ def test_a_bad_window_is_a_message_in_the_fallback_not_an_error_page(viewer: Cli
     assert response.status_code == 200  # the interactive page reports it too
     text = noscript(viewer, f"from={T0 + STEP}&to={T0}")
     assert "must be before to" in text
+
+
+def test_without_javascript_the_pages_preset_range_chooses_the_window(viewer: Client):
+    now = int(time.time() * 1000)
+    now -= now % STEP
+    metas = {
+        "recent": meta("recent", start=b"user:1", end=b"user:5"),
+        "earlier": meta("earlier", start=b"user:5", end=b""),
+    }
+    store.save_merged(
+        [
+            merged(now - 3 * 3_600_000, {"recent": 0, "earlier": 70}, metas=metas),
+            merged(now - 10 * STEP, {"recent": 5, "earlier": 0}, metas=metas),
+        ]
+    )
+    last_hour = noscript(viewer, "range=1h")
+    last_day = noscript(viewer, "range=24h")
+
+    def rows(text: str) -> list[str]:
+        return re.findall(r"<tr><td class=\"keycell\">(.*?)</tr>", text, re.S)
+
+    assert len(rows(last_hour)) == 1  # the earlier range was busy 3 h ago only
+    assert ">5<" in rows(last_hour)[0]
+    assert len(rows(last_day)) == 2
+    assert ">70<" in rows(last_day)[0]  # hottest first
+    assert ">75<" in last_day  # the window's total
