@@ -108,19 +108,9 @@ def _resolved(user: User | AnonymousUser) -> Callable[[], Awaitable[User | Anony
     return auser
 
 
-def check_access(request: HttpRequest) -> HttpResponse | None:
-    """The whole decision for one request; None lets it through. Sync (database)."""
-    try:
-        match = resolve(request.path_info)
-    except Resolver404:
-        return None  # the 404 handler answers; nothing to protect
-    url_name = match.view_name
-    header = request.headers.get("Authorization")
-    if header and is_api_request(request):
-        refused = _authenticate_bearer(request, header)
-        if refused is not None:
-            return refused
-    # Resolve the lazy user once, here, so templates and async views never query for it.
+def _resolve_user(request: HttpRequest) -> User | AnonymousUser:
+    """Resolve the lazy user once, here, so templates and async views never query for it,
+    and note its permissions for the navigation."""
     lazy = request.user
     authenticated = lazy.is_authenticated
     user: User | AnonymousUser = getattr(lazy, "_wrapped", lazy)
@@ -129,6 +119,23 @@ def check_access(request: HttpRequest) -> HttpResponse | None:
     set_actor(user.get_username() if authenticated else "anonymous")
     permissions = frozenset(user.get_all_permissions()) if authenticated else frozenset()
     request.portal_permissions = permissions  # type: ignore[attr-defined]
+    return user
+
+
+def check_access(request: HttpRequest) -> HttpResponse | None:
+    """The whole decision for one request; None lets it through. Sync (database)."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        _resolve_user(request)  # nothing to protect; the 404 page shows the user's navigation
+        return None
+    url_name = match.view_name
+    header = request.headers.get("Authorization")
+    if header and is_api_request(request):
+        refused = _authenticate_bearer(request, header)
+        if refused is not None:
+            return refused
+    user = _resolve_user(request)
 
     session_login = getattr(request, "api_token", None) is None
     decision = decide(

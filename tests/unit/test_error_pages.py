@@ -60,6 +60,16 @@ def test_a_missing_page_is_the_portals_404():
     assert "<title>Page not found" in styled(response.content)
 
 
+def test_a_signed_in_user_keeps_their_navigation_on_a_missing_page(make_user: Any):
+    client = Client()
+    client.force_login(make_user("lost-viewer", "viewer"))
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    text = styled(response.content)
+    assert 'href="/keyviz/"' in text  # the viewer's pages, as on any other page
+    assert "no role" not in text
+
+
 def test_a_bad_host_is_the_portals_400_without_the_host_echoed():
     response = Client().get("/login/", HTTP_HOST="evil.example")
     assert response.status_code == 400
