@@ -632,7 +632,9 @@ def test_a_late_nodes_column_is_amended_in_place_on_the_live_page(
     # matrix API (the store) holds for them, the leader's 40 writes included.
     until(page, "window.keyviz.amended >= 2", timeout=15_000)
     cluster.clear_fault(leader)
-    time.sleep(2 * step / 1000)
+    with_leader = f"window.keyviz.columns().filter((t) => window.keyviz.value('{hot}', t) >= 40)"
+    until(page, f"{with_leader}.length >= 2", timeout=15_000)
+    time.sleep(3 * step / 1000)  # those columns settle: newer ones push them 3 steps back
     shown = page.evaluate(
         f"window.keyviz.columns().map((t) => [t, window.keyviz.value('{hot}', t)])"
     )
