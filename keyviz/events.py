@@ -299,17 +299,45 @@ class EventQuery:
 
 
 def _ms(query: Mapping[str, str], name: str) -> int | None:
-    raw = query.get(name) or ""
+    """Unix milliseconds, or a date and time in UTC (YYYY-MM-DDTHH:MM[:SS], or with its
+    offset) as the Events page's inputs send it."""
+    raw = (query.get(name) or "").strip()
     if not raw:
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 15 or int(raw) > MAX_UNIX_MS:
-        raise ParamError(name, f"must be milliseconds since the Unix epoch, got {raw[:40]!r}")
-    return int(raw)
+    if raw.isascii() and raw.isdigit():
+        if len(raw) <= 15 and int(raw) <= MAX_UNIX_MS:
+            return int(raw)
+    else:
+        try:
+            when = datetime.fromisoformat(raw)
+            when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+            ms = int(when.timestamp() * 1000)
+        except (ValueError, OverflowError):
+            ms = -1
+        if 0 <= ms <= MAX_UNIX_MS:
+            return ms
+    raise ParamError(
+        name,
+        "must be milliseconds since the Unix epoch or a UTC date and time "
+        f"(YYYY-MM-DDTHH:MM), got {raw[:40]!r}",
+    )
+
+
+def utc_input(raw: str) -> str:
+    """A from/to value as the page's datetime-local input shows it (UTC); "" when it is
+    not a time (the page shows the error instead)."""
+    try:
+        ms = _ms({"v": raw}, "v")
+    except ParamError:
+        return ""
+    return (
+        "" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    )
 
 
 def parse_event_query(query: Mapping[str, str], *, now_ms: int) -> EventQuery:
-    """`from`/`to` (Unix ms; default the last 24 h), `type` (comma-separated, of TYPES),
-    `node` (a node id), `group` (a Raft group id)."""
+    """`from`/`to` (Unix ms or a UTC date and time; default the last 24 h), `type`
+    (comma-separated, of TYPES), `node` (a node id), `group` (a Raft group id)."""
     end = _ms(query, "to")
     end = now_ms if end is None else end
     start = _ms(query, "from")

@@ -222,6 +222,8 @@ async def events_page(request: HttpRequest) -> HttpResponse:
         "types": events.TYPES,
         "chosen": [t for t in (request.GET.get("type") or "").split(",") if t],
         "api_url": f"{reverse('keyviz:api-events')}?{request.GET.urlencode()}",
+        "from_value": events.utc_input(request.GET.get("from", "")),
+        "to_value": events.utc_input(request.GET.get("to", "")),
     }
     try:
         doc = await _events_doc(request)

@@ -228,3 +228,11 @@ async def test_the_timeline_page_shows_each_time_in_utc_with_its_zone(portal):
     assert "When (UTC)" in html
     assert f">{shown}</time>" in html
     assert f">{at}</time>" not in html  # not raw Unix milliseconds
+    # The filters take the time in UTC and show it back so.
+    since = datetime.fromtimestamp((at - 1000) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    html = (await client.get("/events/", {"from": since})).content.decode()
+    assert f'name="from" value="{since}"' in html
+    assert 'data-type="node_up"' in html
+    later = datetime.fromtimestamp((at + 1000) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    html = (await client.get("/events/", {"from": later})).content.decode()
+    assert 'data-type="node_up"' not in html

@@ -94,6 +94,8 @@ def test_node_controlled_strings_are_cut_before_they_are_stored() -> None:
         ({"type": "reboot"}, "type"),
         ({"from": "yesterday"}, "from"),
         ({"to": "-1"}, "to"),
+        ({"to": "1969-12-31T23:59"}, "to"),
+        ({"from": "2026-13-01T00:00"}, "from"),
         ({"from": "20", "to": "10"}, "from"),
         ({"group": "one"}, "group"),
         ({"group": "-3"}, "group"),
@@ -104,6 +106,26 @@ def test_bad_event_parameters_name_the_parameter(params: dict[str, str], named: 
     with pytest.raises(ParamError) as caught:
         events.parse_event_query(params, now_ms=10_000)
     assert caught.value.param == named
+
+
+def test_a_window_is_unix_milliseconds_or_a_utc_date_and_time() -> None:
+    as_ms = events.parse_event_query({"from": "1765065600000", "to": "1765069200000"}, now_ms=0)
+    as_utc = events.parse_event_query(
+        {"from": "2025-12-07T00:00", "to": "2025-12-07T01:00:00"}, now_ms=0
+    )
+    with_offset = events.parse_event_query(
+        {"from": "2025-12-07T09:00+09:00", "to": "2025-12-07T01:00Z"}, now_ms=0
+    )
+    assert (
+        (as_utc.from_ms, as_utc.to_ms)
+        == (as_ms.from_ms, as_ms.to_ms)
+        == (1765065600000, 1765069200000)
+    )
+    assert (with_offset.from_ms, with_offset.to_ms) == (as_ms.from_ms, as_ms.to_ms)
+    # The page's inputs show either form back in UTC; what is not a time shows nothing.
+    assert events.utc_input("1765065600000") == "2025-12-07T00:00:00"
+    assert events.utc_input("2025-12-07T09:00+09:00") == "2025-12-07T00:00:00"
+    assert events.utc_input("yesterday") == ""
 
 
 def route(rid: int, start: bytes, end: bytes, group: int = 1) -> RouteEntry:
