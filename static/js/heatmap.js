@@ -1123,6 +1123,15 @@ function init() {
 
   // ------------------------------------------------------------ test and benchmark hooks
 
+  /** A cell (row r, column c) by bucket and column time (the newest without t), or null. */
+  function cellOf(bucketId, t) {
+    const g = K.grid;
+    if (!g) return null;
+    const r = g.index.get(bucketId);
+    const c = t === undefined ? g.C - 1 : g.times.indexOf(t);
+    return r === undefined || c < 0 ? null : { r, c };
+  }
+
   /** Read-only hooks for the browser tests and benchmarks (nothing on the page uses them). */
   window.keyviz = {
     get state() { return { ...K.state }; },
@@ -1156,25 +1165,19 @@ function init() {
     },
     /** A cell's rectangle in viewport coordinates, or null. */
     cellBox: (bucketId, t) => {
-      const g = K.grid;
-      if (!g) return null;
-      const r = g.index.get(bucketId);
-      const c = t === undefined ? g.C - 1 : g.times.indexOf(t);
-      if (r === undefined || c < 0) return null;
+      const cell = cellOf(bucketId, t);
+      if (!cell) return null;
       const box = el.canvas.getBoundingClientRect();
-      const rect = cellRectOf(r, c);
+      const rect = cellRectOf(cell.r, cell.c);
       return { x: box.left + rect.x, y: box.top + rect.y, w: rect.w, h: rect.h };
     },
     /** The centre of a cell in viewport coordinates (for mouse events), or null. */
     cellCenter: (bucketId, t) => {
-      const g = K.grid;
-      if (!g) return null;
-      const r = g.index.get(bucketId);
-      const c = t === undefined ? g.C - 1 : g.times.indexOf(t);
-      if (r === undefined || c < 0) return null;
+      const cell = cellOf(bucketId, t);
+      if (!cell) return null;
       const box = el.canvas.getBoundingClientRect();
-      const pt = centerOf(K, { r, c });
-      return { x: box.left + pt.x, y: box.top + pt.y, r, c };
+      const pt = centerOf(K, cell);
+      return { x: box.left + pt.x, y: box.top + pt.y, ...cell };
     },
     get subscribes() { return K.subscribes; },
     /** Subscribe n times at once, as a page switching series quickly would (429 tests). */

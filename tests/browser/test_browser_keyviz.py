@@ -94,6 +94,16 @@ def history(cluster: DevCluster) -> list[int]:
     return columns
 
 
+def served_history(portal_factory, devcluster_factory, tmp_path: Path):
+    """A 24-route devcluster with past columns (history), served by a portal whose collector
+    has stored it."""
+    cluster = devcluster_factory(routes=24)
+    columns = history(cluster)
+    portal = serve(portal_factory, cluster, tmp_path)
+    wait_collected(portal, columns[-1])
+    return cluster, columns, portal
+
+
 def wait_collected(portal, newest: int, series: tuple[str, ...] = ("writes", "reads")) -> None:
     """Wait until the portal's collector has stored every series up to `newest` (it
     backfills what the nodes hold when it starts)."""
@@ -114,10 +124,7 @@ def wait_collected(portal, newest: int, series: tuple[str, ...] = ("writes", "re
 def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
 ):
-    cluster = devcluster_factory(routes=24)
-    columns = history(cluster)
-    portal = serve(portal_factory, cluster, tmp_path)
-    wait_collected(portal, columns[-1])
+    cluster, columns, portal = served_history(portal_factory, devcluster_factory, tmp_path)
     portal.login(page)
     hot, reads = bucket(cluster, HOT), bucket(cluster, READS)
 
@@ -246,10 +253,7 @@ def test_heatmap_draws_switches_series_shows_cells_and_zooms_for_real(
 def test_a_return_visit_asks_for_the_matrix_from_the_head_and_draws_that_answer(
     portal_factory, page, devcluster_factory, tmp_path
 ):
-    cluster = devcluster_factory(routes=24)
-    columns = history(cluster)
-    portal = serve(portal_factory, cluster, tmp_path)
-    wait_collected(portal, columns[-1])
+    cluster, columns, portal = served_history(portal_factory, devcluster_factory, tmp_path)
     portal.login(page)
     hot = bucket(cluster, HOT)
     asked: list[str] = []

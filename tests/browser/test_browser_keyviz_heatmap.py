@@ -16,11 +16,10 @@ from devcluster import Op
 from tests.browser.test_browser_keyviz import (
     HOT,
     bucket,
-    history,
     ready,
     serve,
+    served_history,
     until,
-    wait_collected,
 )
 
 pytestmark = pytest.mark.browser
@@ -49,10 +48,7 @@ def box(page, selector: str) -> dict[str, float]:
 def test_the_drawer_opens_beside_the_pinned_cell_and_leaves_its_tooltip_whole(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path, width
 ):
-    cluster = devcluster_factory(routes=24)
-    columns = history(cluster)
-    portal = serve(portal_factory, cluster, tmp_path)
-    wait_collected(portal, columns[-1])
+    cluster, columns, portal = served_history(portal_factory, devcluster_factory, tmp_path)
     portal.login(page)
     page.set_viewport_size({"width": width, "height": 900})
     hot = bucket(cluster, HOT)
@@ -96,10 +92,7 @@ def test_the_drawer_opens_beside_the_pinned_cell_and_leaves_its_tooltip_whole(
 def test_double_click_resets_the_zoom_and_pins_nothing_and_labels_never_overlap(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
 ):
-    cluster = devcluster_factory(routes=24)
-    columns = history(cluster)
-    portal = serve(portal_factory, cluster, tmp_path)
-    wait_collected(portal, columns[-1])
+    cluster, columns, portal = served_history(portal_factory, devcluster_factory, tmp_path)
     portal.login(page)
     hot = bucket(cluster, HOT)
     page.goto(portal.url + "/keyviz/?live=0")
@@ -158,10 +151,14 @@ def test_live_click_pins_the_hovered_column_the_pill_says_paused_and_custom_stop
     until(page, f"window.keyviz.rowIds().includes('{hot}')")
 
     # Hover the newest column; live columns wait while the pointer is on the map.
+    at = page.evaluate(f"window.keyviz.cellCenter('{hot}')")
+    page.mouse.move(at["x"], at["y"])
+    until(page, f"{pill}.dataset.state === 'paused'")
+    # Paused now: the newest column stays put under the pointer (a column may have come
+    # in just before the pause, so take it again).
     newest = page.evaluate("window.keyviz.columns().at(-1)")
     at = page.evaluate(f"window.keyviz.cellCenter('{hot}', {newest})")
     page.mouse.move(at["x"], at["y"])
-    until(page, f"{pill}.dataset.state === 'paused'")
     until(page, "window.keyviz.queued >= 1", timeout=10_000)  # a column arrived meanwhile
     page.mouse.click(at["x"], at["y"])
     until(page, "window.keyviz.pinned !== null")
@@ -203,10 +200,7 @@ def test_live_click_pins_the_hovered_column_the_pill_says_paused_and_custom_stop
 def test_cluster_events_are_marked_on_the_time_axis_and_listed_in_the_cell_drawer(
     portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
 ):
-    cluster = devcluster_factory(routes=24)
-    columns = history(cluster)
-    portal = serve(portal_factory, cluster, tmp_path)
-    wait_collected(portal, columns[-1])
+    cluster, columns, portal = served_history(portal_factory, devcluster_factory, tmp_path)
     route = cluster.route_for_key(HOT)
     hot = bucket(cluster, HOT)
     events = [

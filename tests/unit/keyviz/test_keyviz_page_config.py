@@ -9,7 +9,7 @@ from keyviz import views
 from keyviz.budgets import DEFAULT_ROWS, MAX_COLS, MAX_ROWS
 from keyviz.keys import RESERVED_PREFIXES
 from keyviz.messages import FLAG_BITS
-from keyviz.params import SERIES
+from keyviz.params import SERIES, WINDOW_PRESETS
 
 
 def test_the_page_gets_the_apis_series_limits_and_flag_bits() -> None:
@@ -27,7 +27,7 @@ def test_the_page_gets_the_apis_series_limits_and_flag_bits() -> None:
 
 def test_every_window_preset_offered_has_a_length_and_the_default_is_one() -> None:
     config = views.page_config()
-    offered = [value for value, _ in views.WINDOW_PRESETS]
+    offered = [value for value, _ in WINDOW_PRESETS]
     assert list(config["ranges_ms"]) == offered
     assert all(isinstance(ms, int) and ms > 0 for ms in config["ranges_ms"].values())
     assert config["ranges_ms"]["1h"] == 3_600_000
