@@ -264,6 +264,7 @@ SHUTDOWN_CLOSE_WAIT_S = 1.0
 # However the shutdown goes (a worker thread stuck in a call, thousands of channels to tear
 # down), the process is gone this long after SIGTERM/SIGINT.
 SHUTDOWN_DEADLINE_S = 20.0
+APPLICATION_CLOSE_TIMEOUT_S = 3
 
 
 def start_exit_watchdog(deadline_s: float = SHUTDOWN_DEADLINE_S) -> None:
@@ -382,6 +383,10 @@ def run_daphne(bind: str) -> None:
     # Frames beyond the stream's own limit are refused by daphne before any parsing.
     argv = ["-b", host, "-p", str(port), "--access-log", os.devnull]
     argv += ["--websocket-max-message-size", str(WS_MAX_MESSAGE_BYTES)]
+    # A WebSocket consumer cancelled while channels-redis blocks in receive() can stay
+    # "cancelling" until daphne kills it (channels#1119, channels_redis#81): daphne's 10 s
+    # default held a SIGTERM'd portal that long. Our consumers clean up well within this.
+    argv += ["--application-close-timeout", str(APPLICATION_CLOSE_TIMEOUT_S)]
     argv.append("elastickv_admin.asgi:application")
     cli = CommandLineInterface()
     reactor.callWhenRunning(_uncap_outbound_websocket_messages, cli)
