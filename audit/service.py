@@ -24,6 +24,7 @@ from audit.anchor import advance_anchor
 from audit.chain import PRUNE_ACTION, audit_keys, compute_mac
 from audit.context import Actor, AuditContext, actor_name, current, new_request_id
 from audit.models import AuditChain, AuditEvent, Outcome
+from elastickv_admin.lib.rows import locked_singleton
 
 log_stream = logging.getLogger("elastickv_admin.audit")
 logger = logging.getLogger(__name__)
@@ -65,12 +66,7 @@ def _json_safe(details: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _lock_chain() -> AuditChain:
-    chain = AuditChain.objects.select_for_update().filter(pk=1).first()
-    if chain is None:
-        # Only in a freshly flushed database (the migration creates the row).
-        AuditChain.objects.bulk_create([AuditChain(pk=1)], ignore_conflicts=True)
-        chain = AuditChain.objects.select_for_update().get(pk=1)
-    return chain
+    return locked_singleton(AuditChain)
 
 
 def _emit(event: AuditEvent) -> None:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from cluster.models import NodeTokenCheck, NodeTokenHead, NodeTokenRecord
 from elastickv_admin.lib import crypto
 from elastickv_admin.lib.config import portal_config
+from elastickv_admin.lib.rows import locked_singleton
 
 # How stale a process's tokens may be (see the package docstring).
 SYNC_INTERVAL_S = 1.0
@@ -69,11 +70,7 @@ def stored_version() -> int:
 
 def locked_head() -> NodeTokenHead:
     """The head row, locked for this transaction (made first in a freshly flushed database)."""
-    head = NodeTokenHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
-        NodeTokenHead.objects.bulk_create([NodeTokenHead(pk=1)], ignore_conflicts=True)
-        head = NodeTokenHead.objects.select_for_update().get(pk=1)
-    return head
+    return locked_singleton(NodeTokenHead)
 
 
 def bump(head: NodeTokenHead) -> None:

@@ -860,6 +860,18 @@ function init() {
   }
 
   /** Add the rows a message names that the page lacks (key order); -1: no metadata. */
+  /** A live message's cells as one column of the grid's rows (values summed, flags or'd). */
+  function liveCells(g, msg) {
+    const vals = new Float64Array(g.R);
+    const flgs = new Uint8Array(g.R);
+    for (const cell of msg.rows) {
+      const r = g.index.get(cell.bucket_id);
+      vals[r] += cell.value;
+      flgs[r] |= cell.flags || 0;
+    }
+    return { vals, flgs };
+  }
+
   function insertLiveRows(g, msg) {
     const meta = new Map((msg.new_rows || []).map((r) => [r.bucket_id, r]));
     let inserted = 0;
@@ -899,13 +911,7 @@ function init() {
       load();
       return;
     }
-    const vals = new Float64Array(g.R);
-    const flgs = new Uint8Array(g.R);
-    for (const cell of msg.rows) {
-      const r = g.index.get(cell.bucket_id);
-      vals[r] += cell.value;
-      flgs[r] |= cell.flags || 0;
-    }
+    const { vals, flgs } = liveCells(g, msg);
     g.hold(vals);
     const C = g.C;
     let colMax = 0;
@@ -970,13 +976,7 @@ function init() {
       return;
     }
     noteMissing(t, liveMissing(msg));
-    const vals = new Float64Array(g.R);
-    const flgs = new Uint8Array(g.R);
-    for (const cell of msg.rows) {
-      const r = g.index.get(cell.bucket_id);
-      vals[r] += cell.value;
-      flgs[r] |= cell.flags || 0;
-    }
+    const { vals, flgs } = liveCells(g, msg);
     const change = g.addColumn(t, vals, flgs, K.liveStep);
     if (msg.nodes) {
       K.nodes = liveNodes(msg.nodes);
