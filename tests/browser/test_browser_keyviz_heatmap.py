@@ -277,3 +277,26 @@ def test_cluster_events_are_marked_on_the_time_axis_and_listed_in_the_cell_drawe
     assert "node n2 went down" in listed.nth(0).inner_text()
     assert "split" in listed.nth(1).inner_text()
     assert page.console_errors == []
+
+
+def test_a_hot_range_links_to_the_heatmap_zoomed_on_its_key_range(
+    portal_factory, page, artifacts_dir, devcluster_factory, tmp_path
+):
+    cluster, _, portal = served_history(portal_factory, devcluster_factory, tmp_path)
+    portal.login(page)
+    hot = bucket(cluster, HOT)
+    page.goto(portal.url + "/keyviz/?live=0")
+    ready(page, "writes")
+    every_row = page.evaluate("window.keyviz.rowIds().length")
+
+    page.goto(portal.url + "/keyviz/hot/?series=writes&window=60m")
+    first = page.locator("table.data tbody tr").first
+    assert first.locator("td").first.inner_text().strip() == "1"
+    first.get_by_role("link", name="heatmap →").click()
+    page.wait_for_url("**/keyviz/?*start_key=*")
+    ready(page, "writes")
+    shown = page.evaluate("window.keyviz.rowIds()")
+    assert hot in shown  # the hottest range (500 writes in one minute) is on the map
+    assert len(shown) < every_row  # and the map is zoomed on its key range
+    page.screenshot(path=str(artifacts_dir / "keyviz-from-hot-ranges.png"))
+    assert page.console_errors == []
