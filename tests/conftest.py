@@ -337,7 +337,13 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield from open_page(browser)
+
+
+def open_page(browser: Any, **options: Any) -> Iterator[Any]:
+    """A page in its own browser context (``options`` go to new_context: colour scheme,
+    time zone...) that records JavaScript errors and failed sub-resources."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, **options)
     page = context.new_page()
     # JavaScript errors, and sub-resources (scripts, styles, XHR) that failed to load.
     errors: list[str] = []

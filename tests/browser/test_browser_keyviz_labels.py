@@ -16,6 +16,7 @@ import pytest
 
 from tests.browser.keyviz_store_fill import fill_portal_store, store_doc
 from tests.browser.test_browser_keyviz import MINUTE, ready, serve
+from tests.conftest import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -29,13 +30,7 @@ ROWS = {
 @pytest.fixture
 def tokyo_page(browser: Any) -> Iterator[Any]:
     """A browser whose local time zone is Asia/Tokyo (UTC+9), not UTC."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="Asia/Tokyo")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.console_errors = errors
-    yield page
-    context.close()
+    yield from open_page(browser, timezone_id="Asia/Tokyo")
 
 
 def filled_portal(

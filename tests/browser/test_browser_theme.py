@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.browser.screens import is_dark, is_light, rgb, shoot
+from tests.conftest import open_page
 
 pytestmark = pytest.mark.browser
 
@@ -19,24 +20,14 @@ def portal(portal_factory: Any) -> Any:
     return portal_factory(["--nodes", "127.0.0.1:1", "--adminInsecureNoAuth"])
 
 
-def context_page(browser: Any, scheme: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, color_scheme=scheme)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.console_errors = errors
-    yield page
-    context.close()
-
-
 @pytest.fixture
 def light_browser_page(browser: Any) -> Iterator[Any]:
-    yield from context_page(browser, "light")
+    yield from open_page(browser, color_scheme="light")
 
 
 @pytest.fixture
 def dark_browser_page(browser: Any) -> Iterator[Any]:
-    yield from context_page(browser, "dark")
+    yield from open_page(browser, color_scheme="dark")
 
 
 def colours(page: Any) -> dict[str, tuple[int, ...]]:
